@@ -1,0 +1,15 @@
+# Multi-stage build of the alignet binary.
+#   docker build -t alignet .
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/alignet ./cmd/alignet
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/alignet /usr/local/bin/alignet
+USER nonroot:nonroot
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/alignet"]
+CMD ["serve"]

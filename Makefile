@@ -1,0 +1,32 @@
+# alignet developer targets. `make test` is the test command (also run by CI).
+.PHONY: build run test bench kafka-up kafka-down pg-up pg-down clean
+
+build:
+	go build -o bin/alignet ./cmd/alignet
+
+# The dev server starts its own Postgres (internal/localpg); this only makes
+# sure the server binaries are installed.
+run:
+	scripts/postgres.sh ensure-binaries >/dev/null
+	go run ./cmd/alignet dev
+
+test:
+	scripts/test.sh
+
+bench:
+	go test -run '^$$' -bench . ./learner/...
+
+kafka-up:
+	scripts/kafka.sh start
+
+kafka-down:
+	scripts/kafka.sh stop
+
+pg-up:
+	scripts/postgres.sh start
+
+pg-down:
+	scripts/postgres.sh stop
+
+clean:
+	rm -rf bin

@@ -1,0 +1,233 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/alignet/alignet"
+	"github.com/labstack/echo/v4"
+)
+
+// Error codes used in the "code" member of error bodies.
+const (
+	CodeInvalidJSON      = "invalid_json"
+	CodeInvalidField     = "invalid_field"
+	CodeInvalidParameter = "invalid_parameter"
+	CodeInvalidBody      = "invalid_body"
+	CodeMissingField     = "missing_field"
+	CodeUnknownItem      = "unknown_item"
+	CodeDuplicateID      = "duplicate_id"
+	CodeNotFound         = "not_found"
+	CodeConflict         = "conflict"
+	CodeTooLarge         = "too_large"
+	CodeUnsupportedMedia = "unsupported_media_type"
+	CodeUnauthorized     = "unauthorized"
+	CodeForbidden        = "forbidden"
+	CodeUnavailable      = "unavailable"
+	CodeMethodNotAllowed = "method_not_allowed"
+	CodeInternal         = "internal"
+)
+
+// Error is an API error. It is rendered as
+// {"error":{"code":...,"message":...,"field":...}} with HTTP status Status.
+type Error struct {
+	// Status is the HTTP status code.
+	Status int `json:"-"`
+	// Code is a stable machine-readable error code such as "invalid_field".
+	Code string `json:"code"`
+	// Message is a human-readable explanation.
+	Message string `json:"message"`
+	// Field is the JSON path of the offending value, if one is to blame.
+	// Elements of a batch are prefixed with their index, as in "[3].odd".
+	Field string `json:"field,omitempty"`
+	// Err is the underlying cause; it is logged but never sent.
+	Err error `json:"-"`
+}
+
+// Error returns the message, prefixed by the field when there is one.
+func (e *Error) Error() string {
+	msg := e.Code + ": " + e.Message
+	if e.Field != "" {
+		msg = e.Code + ": " + e.Field + ": " + e.Message
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+// Unwrap returns the underlying cause.
+func (e *Error) Unwrap() error { return e.Err }
+
+// errorBody is the wire form of an error response.
+type errorBody struct {
+	Error *Error `json:"error"`
+}
+
+func newErr(status int, code, field, format string, args ...any) *Error {
+	return &Error{Status: status, Code: code, Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+func badJSON(field, format string, args ...any) *Error {
+	return newErr(http.StatusBadRequest, CodeInvalidJSON, field, format, args...)
+}
+
+func badParam(name, format string, args ...any) *Error {
+	return newErr(http.StatusBadRequest, CodeInvalidParameter, name, format, args...)
+}
+
+func badBody(field, format string, args ...any) *Error {
+	return newErr(http.StatusBadRequest, CodeInvalidBody, field, format, args...)
+}
+
+func invalid(field, format string, args ...any) *Error {
+	return newErr(http.StatusUnprocessableEntity, CodeInvalidField, field, format, args...)
+}
+
+func missing(field string) *Error {
+	return newErr(http.StatusUnprocessableEntity, CodeMissingField, field, "required field is missing")
+}
+
+func notFound(field, format string, args ...any) *Error {
+	return newErr(http.StatusNotFound, CodeNotFound, field, format, args...)
+}
+
+// withPrefix returns a copy of e whose field is prefixed, for batch elements.
+func (e *Error) withPrefix(prefix string) *Error {
+	c := *e
+	switch {
+	case c.Field == "":
+		c.Field = prefix
+	case strings.HasPrefix(c.Field, "["):
+		c.Field = prefix + c.Field
+	default:
+		c.Field = prefix + "." + c.Field
+	}
+	return &c
+}
+
+// storeErr translates an error from the Store or Publisher into an API error.
+// field names the value to blame for not-found and conflict errors.
+func storeErr(err error, what, field string) *Error {
+	var ae *Error
+	switch {
+	case errors.As(err, &ae):
+		return ae
+	case errors.Is(err, alignet.ErrNotFound):
+		e := notFound(field, "%s not found", what)
+		e.Err = err
+		return e
+	case errors.Is(err, alignet.ErrConflict):
+		e := newErr(http.StatusConflict, CodeConflict, field, "%s already exists with a different definition", what)
+		e.Err = err
+		return e
+	case errors.Is(err, alignet.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return unavailable(err)
+	}
+	return &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "internal error", Err: err}
+}
+
+func unavailable(err error) *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
+		Message: "a backing service is unavailable; retry later", Err: err}
+}
+
+// toAPIError converts any handler error into an *Error.
+func toAPIError(err error) *Error {
+	var ae *Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return &Error{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge,
+			Message: "request body exceeds " + strconv.FormatInt(mbe.Limit, 10) + " bytes", Err: err}
+	}
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		e := &Error{Status: he.Code, Message: http.StatusText(he.Code), Err: he.Internal}
+		if m, ok := he.Message.(string); ok && m != "" {
+			e.Message = m
+		}
+		switch he.Code {
+		case http.StatusNotFound:
+			e.Code = CodeNotFound
+		case http.StatusMethodNotAllowed:
+			e.Code = CodeMethodNotAllowed
+		case http.StatusRequestEntityTooLarge:
+			e.Code = CodeTooLarge
+		case http.StatusUnsupportedMediaType:
+			e.Code = CodeUnsupportedMedia
+		case http.StatusUnauthorized:
+			e.Code = CodeUnauthorized
+		case http.StatusForbidden:
+			e.Code = CodeForbidden
+		case http.StatusServiceUnavailable:
+			e.Code = CodeUnavailable
+		default:
+			if he.Code >= 500 {
+				e.Code = CodeInternal
+			} else {
+				e.Code = CodeInvalidJSON
+			}
+		}
+		return e
+	}
+	return storeErr(err, "entity", "")
+}
+
+// jsonDecodeErr translates an encoding/json error into a 400 (or 413 when
+// the body limit was hit) naming the JSON path when known.
+func jsonDecodeErr(err error) *Error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return toAPIError(err)
+	}
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &te):
+		return badJSON(te.Field, "expected %s, got JSON %s", te.Type, te.Value)
+	case errors.As(err, &se):
+		return badJSON("", "malformed JSON at byte %d: %v", se.Offset, se)
+	case errors.Is(err, errEmptyBody):
+		return badJSON("", "request body is empty")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return badJSON("", "truncated JSON")
+	}
+	msg := err.Error()
+	if _, after, ok := strings.Cut(msg, "unknown field \""); ok {
+		name, _, _ := strings.Cut(after, "\"")
+		return badJSON(name, "unknown field %q", name)
+	}
+	return badJSON("", "malformed JSON: %v", strings.TrimPrefix(msg, "json: "))
+}
+
+var errEmptyBody = errors.New("empty body")
+
+// errorHandler renders every error as a JSON error body.
+func (s *Server) errorHandler(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	ae := toAPIError(err)
+	h := c.Response().Header()
+	switch ae.Status {
+	case http.StatusUnauthorized:
+		h.Set("WWW-Authenticate", `Bearer realm="alignet"`)
+	case http.StatusServiceUnavailable:
+		h.Set("Retry-After", "1")
+	}
+	c.Set(ctxKeyAPIError, ae)
+	if c.Request().Method == http.MethodHead {
+		_ = c.NoContent(ae.Status)
+		return
+	}
+	_ = c.JSON(ae.Status, errorBody{Error: ae})
+}

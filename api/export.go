@@ -1,0 +1,142 @@
+package api
+
+import (
+	"bufio"
+	"encoding/csv"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/alignet/alignet"
+	"github.com/alignet/alignet/db"
+	"github.com/labstack/echo/v4"
+)
+
+// CSVHeader is the header row of CSV judgment exports.
+const CSVHeader = "id,study,task,worker,item_a,item_b,item_c,odd,head,close,far,rt_ms,query_id,received_at"
+
+// flushEvery is how many rows are written between flushes of an export.
+const flushEvery = 500
+
+// csvRecord renders a judgment as a CSV export row.
+func csvRecord(j alignet.Judgment, rec []string) []string {
+	rec = append(rec[:0], j.ID, j.Study, string(j.Task), j.Worker, j.Items[0], j.Items[1], j.Items[2])
+	if j.Task == alignet.TaskAnchor {
+		rec = append(rec, "", j.Items[0], j.Items[1], j.Items[2])
+	} else {
+		rec = append(rec, j.Odd, "", "", "")
+	}
+	return append(rec, strconv.FormatInt(int64(j.RTMillis), 10), j.QueryID,
+		j.ReceivedAt.UTC().Format(time.RFC3339Nano))
+}
+
+func parseTimeParam(c echo.Context, name string) (time.Time, error) {
+	v := c.QueryParam(name)
+	if v == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, badParam(name, "%s must be an RFC 3339 time such as 2025-01-02T15:04:05Z", name)
+	}
+	return t, nil
+}
+
+// exportJudgments streams a study's judgments as CSV or JSON lines.
+func (s *Server) exportJudgments(c echo.Context) error {
+	ctx := c.Request().Context()
+	id := c.Param("study")
+	format := c.QueryParam("format")
+	if format == "" {
+		format = "csv"
+	}
+	if format != "csv" && format != "jsonl" {
+		return badParam("format", "format must be csv or jsonl")
+	}
+	since, err := parseTimeParam(c, "since")
+	if err != nil {
+		return err
+	}
+	until, err := parseTimeParam(c, "until")
+	if err != nil {
+		return err
+	}
+	if !since.IsZero() && !until.IsZero() && until.Before(since) {
+		return invalid("until", "until is before since")
+	}
+	if _, err := s.store.GetStudy(ctx, id); err != nil {
+		return storeErr(err, "study", "")
+	}
+	f := db.JudgmentFilter{Study: id, Since: since, Until: until, Worker: c.QueryParam("worker")}
+
+	res := c.Response()
+	h := res.Header()
+	if format == "csv" {
+		h.Set(echo.HeaderContentType, "text/csv; charset=utf-8")
+		h.Set(echo.HeaderContentDisposition, `attachment; filename="`+id+`.csv"`)
+	} else {
+		h.Set(echo.HeaderContentType, "application/x-ndjson")
+	}
+	h.Set("Cache-Control", "no-store")
+	bw := bufio.NewWriterSize(res, 64<<10)
+	var cw *csv.Writer
+	var enc *json.Encoder
+	if format == "csv" {
+		cw = csv.NewWriter(bw)
+		_, _ = bw.WriteString(CSVHeader + "\n")
+	} else {
+		enc = json.NewEncoder(bw)
+	}
+	started := false
+	start := func() {
+		if !started {
+			res.WriteHeader(http.StatusOK)
+			started = true
+		}
+	}
+	rows := 0
+	var rec []string
+	err = s.store.ExportJudgments(ctx, f, func(j alignet.Judgment) error {
+		start()
+		if cw != nil {
+			rec = csvRecord(j, rec)
+			if err := cw.Write(rec); err != nil {
+				return err
+			}
+		} else if err := enc.Encode(j); err != nil {
+			return err
+		}
+		rows++
+		if rows%flushEvery == 0 {
+			if cw != nil {
+				cw.Flush()
+			}
+			if err := bw.Flush(); err != nil {
+				return err
+			}
+			res.Flush()
+		}
+		return nil
+	})
+	if err != nil {
+		if !started {
+			return storeErr(err, "study", "")
+		}
+		// Headers are sent: abort so the client sees a broken transfer
+		// instead of a silently truncated export.
+		s.log.Warn("export aborted", "study", id, "rows", rows, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	start()
+	if cw != nil {
+		cw.Flush()
+	}
+	if err := bw.Flush(); err != nil {
+		s.log.Warn("export write failed", "study", id, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	res.Flush()
+	s.log.Debug("export finished", "study", id, "rows", rows, "format", format)
+	return nil
+}

@@ -1,0 +1,394 @@
+package api
+
+import (
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/alignet/alignet"
+	"github.com/alignet/alignet/db"
+	"github.com/labstack/echo/v4"
+)
+
+//go:embed openapi.json
+var openAPIDoc []byte
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+// maxNameLen bounds space and study names.
+const maxNameLen = 64
+
+// maxDim bounds embedding dimensions.
+const maxDim = 1 << 16
+
+// validName reports whether s is 1-64 characters of [A-Za-z0-9._-].
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > maxNameLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// validItemID reports whether s is a valid item (embedding) id: 1-128
+// characters without control characters.
+func validItemID(s string) bool {
+	if s == "" || utf8.RuneCountInString(s) > maxItemIDLen {
+		return false
+	}
+	return !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
+}
+
+// bindJSON decodes a JSON request body of at most limit bytes into v,
+// rejecting unknown fields and trailing data.
+func bindJSON(c echo.Context, limit int64, v any) error {
+	if err := requireJSON(c); err != nil {
+		return err
+	}
+	r := http.MaxBytesReader(c.Response(), c.Request().Body, limit)
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return jsonDecodeErr(errEmptyBody)
+		}
+		return jsonDecodeErr(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return toAPIError(err)
+		}
+		return badJSON("", "unexpected data after the JSON value")
+	}
+	return nil
+}
+
+// spaceBody is the JSON form of a space.
+type spaceBody struct {
+	Name       string    `json:"name"`
+	Dim        int       `json:"dim"`
+	Embeddings *int64    `json:"embeddings,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+func (s *Server) putSpace(c echo.Context) error {
+	name := c.Param("space")
+	if !validName(name) {
+		return invalid("space", "space names are 1-%d characters of [A-Za-z0-9._-]", maxNameLen)
+	}
+	var req struct {
+		Dim *int `json:"dim"`
+	}
+	if err := bindJSON(c, s.cfg.MaxJudgmentBody, &req); err != nil {
+		return err
+	}
+	if req.Dim == nil {
+		return missing("dim")
+	}
+	if *req.Dim < 1 || *req.Dim > maxDim {
+		return invalid("dim", "dim must be between 1 and %d", maxDim)
+	}
+	sp, created, err := s.store.PutSpace(c.Request().Context(), name, *req.Dim)
+	if err != nil {
+		return storeErr(err, "space", "dim")
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	return c.JSON(status, spaceBody{Name: sp.Name, Dim: sp.Dim, CreatedAt: sp.CreatedAt})
+}
+
+func (s *Server) getSpace(c echo.Context) error {
+	ctx := c.Request().Context()
+	sp, err := s.store.GetSpace(ctx, c.Param("space"))
+	if err != nil {
+		return storeErr(err, "space", "")
+	}
+	n, err := s.store.CountEmbeddings(ctx, sp.Name)
+	if err != nil {
+		return storeErr(err, "space", "")
+	}
+	return c.JSON(http.StatusOK, spaceBody{Name: sp.Name, Dim: sp.Dim, Embeddings: &n, CreatedAt: sp.CreatedAt})
+}
+
+// studyBody is the JSON form of a study.
+type studyBody struct {
+	ID        string       `json:"id"`
+	Task      alignet.Task `json:"task"`
+	Space     string       `json:"space"`
+	CreatedAt time.Time    `json:"created_at"`
+	Items     *int         `json:"items,omitempty"`
+	Judgments *int64       `json:"judgments,omitempty"`
+}
+
+func toStudyBody(st db.Study) studyBody {
+	return studyBody{ID: st.ID, Task: st.Task, Space: st.Space, CreatedAt: st.CreatedAt}
+}
+
+func (s *Server) postStudy(c echo.Context) error {
+	var req struct {
+		ID    *string `json:"id"`
+		Task  *string `json:"task"`
+		Space *string `json:"space"`
+	}
+	if err := bindJSON(c, s.cfg.MaxJudgmentBody, &req); err != nil {
+		return err
+	}
+	switch {
+	case req.ID == nil:
+		return missing("id")
+	case !validName(*req.ID):
+		return invalid("id", "study ids are 1-%d characters of [A-Za-z0-9._-]", maxNameLen)
+	case req.Task == nil:
+		return missing("task")
+	case !alignet.Task(*req.Task).Valid():
+		return invalid("task", "task must be %q or %q", alignet.TaskOddOneOut, alignet.TaskAnchor)
+	case req.Space == nil:
+		return missing("space")
+	case !validName(*req.Space):
+		return invalid("space", "space names are 1-%d characters of [A-Za-z0-9._-]", maxNameLen)
+	}
+	st, created, err := s.store.CreateStudy(c.Request().Context(),
+		db.Study{ID: *req.ID, Task: alignet.Task(*req.Task), Space: *req.Space, CreatedAt: time.Now().UTC()})
+	switch {
+	case errors.Is(err, alignet.ErrNotFound):
+		return notFound("space", "space %q not found", *req.Space)
+	case errors.Is(err, alignet.ErrConflict):
+		return storeErr(err, "study", "id")
+	case err != nil:
+		return storeErr(err, "study", "")
+	}
+	s.studies.forget(st.ID)
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	return c.JSON(status, toStudyBody(st))
+}
+
+func (s *Server) getStudy(c echo.Context) error {
+	ctx := c.Request().Context()
+	st, err := s.store.GetStudy(ctx, c.Param("study"))
+	if err != nil {
+		return storeErr(err, "study", "")
+	}
+	items, err := s.store.StudyItems(ctx, st.ID)
+	if err != nil {
+		return storeErr(err, "study", "")
+	}
+	n, err := s.store.CountJudgments(ctx, st.ID)
+	if err != nil {
+		return storeErr(err, "study", "")
+	}
+	b := toStudyBody(st)
+	ni := len(items)
+	b.Items, b.Judgments = &ni, &n
+	return c.JSON(http.StatusOK, b)
+}
+
+func (s *Server) listStudies(c echo.Context) error {
+	sts, err := s.store.ListStudies(c.Request().Context())
+	if err != nil {
+		return storeErr(err, "study", "")
+	}
+	out := make([]studyBody, len(sts))
+	for i, st := range sts {
+		out[i] = toStudyBody(st)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"studies": out})
+}
+
+func (s *Server) postItems(c echo.Context) error {
+	ctx := c.Request().Context()
+	id := c.Param("study")
+	var req struct {
+		Items []string `json:"items"`
+	}
+	if err := bindJSON(c, s.cfg.MaxEmbeddingJSONBody, &req); err != nil {
+		return err
+	}
+	if req.Items == nil {
+		return missing("items")
+	}
+	if len(req.Items) == 0 {
+		return invalid("items", "items must not be empty")
+	}
+	seen := make(map[string]struct{}, len(req.Items))
+	for i, it := range req.Items {
+		field := "items[" + itoa(i) + "]"
+		if !validItemID(it) {
+			return invalid(field, "item ids are 1-%d characters without control characters", maxItemIDLen)
+		}
+		if _, dup := seen[it]; dup {
+			return invalid(field, "item %q appears twice", it)
+		}
+		seen[it] = struct{}{}
+	}
+	if _, err := s.store.GetStudy(ctx, id); err != nil {
+		return storeErr(err, "study", "")
+	}
+	added, err := s.store.AddStudyItems(ctx, id, req.Items)
+	if err != nil {
+		return storeErr(err, "study", "")
+	}
+	s.studies.forget(id)
+	st, err := s.loadStudy(ctx, id)
+	if err != nil {
+		return storeErr(err, "study", "")
+	}
+	return c.JSON(http.StatusOK, map[string]int64{"added": added, "total": int64(len(st.items))})
+}
+
+func (s *Server) getItems(c echo.Context) error {
+	ctx := c.Request().Context()
+	id := c.Param("study")
+	if _, err := s.store.GetStudy(ctx, id); err != nil {
+		return storeErr(err, "study", "")
+	}
+	items, err := s.store.StudyItems(ctx, id)
+	if err != nil {
+		return storeErr(err, "study", "")
+	}
+	if items == nil {
+		items = []string{}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"study": id, "items": items})
+}
+
+// keyBody is the JSON form of an API key; Key is set only on creation.
+type keyBody struct {
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	Scopes    []string   `json:"scopes"`
+	Prefix    string     `json:"prefix"`
+	CreatedAt time.Time  `json:"created_at"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	Key       string     `json:"key,omitempty"`
+}
+
+func toKeyBody(k db.APIKey) keyBody {
+	sc := k.Scopes
+	if sc == nil {
+		sc = []string{}
+	}
+	return keyBody{ID: k.ID, Name: k.Name, Scopes: sc, Prefix: k.Prefix, CreatedAt: k.CreatedAt, RevokedAt: k.RevokedAt}
+}
+
+func (s *Server) postKey(c echo.Context) error {
+	var req struct {
+		Name   *string  `json:"name"`
+		Scopes []string `json:"scopes"`
+	}
+	if err := bindJSON(c, s.cfg.MaxJudgmentBody, &req); err != nil {
+		return err
+	}
+	if req.Name == nil {
+		return missing("name")
+	}
+	if n := utf8.RuneCountInString(*req.Name); n == 0 || n > 128 {
+		return invalid("name", "name must be 1-128 characters")
+	}
+	if len(req.Scopes) == 0 {
+		return missing("scopes")
+	}
+	for i, sc := range req.Scopes {
+		if !validScope(sc) {
+			return invalid("scopes["+itoa(i)+"]", "scope must be collect, read or admin")
+		}
+	}
+	slices.Sort(req.Scopes)
+	req.Scopes = slices.Compact(req.Scopes)
+	key, err := GenerateKey()
+	if err != nil {
+		return &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "cannot generate key", Err: err}
+	}
+	id, err := newJudgmentID()
+	if err != nil {
+		return &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "cannot generate key id", Err: err}
+	}
+	k, err := s.store.CreateAPIKey(c.Request().Context(), db.APIKey{
+		ID: id, Name: *req.Name, Scopes: req.Scopes, Prefix: keyPrefix(key), CreatedAt: time.Now().UTC(),
+	}, HashKey(key))
+	if err != nil {
+		return storeErr(err, "key", "name")
+	}
+	b := toKeyBody(k)
+	b.Key = key
+	return c.JSON(http.StatusCreated, b)
+}
+
+func (s *Server) listKeys(c echo.Context) error {
+	ks, err := s.store.ListAPIKeys(c.Request().Context())
+	if err != nil {
+		return storeErr(err, "key", "")
+	}
+	out := make([]keyBody, len(ks))
+	for i, k := range ks {
+		out[i] = toKeyBody(k)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"keys": out})
+}
+
+func (s *Server) deleteKey(c echo.Context) error {
+	id := c.Param("id")
+	if s.hasAdmin && id == s.adminKeyID() {
+		return newErr(http.StatusConflict, CodeConflict, "id",
+			"the bootstrap admin key comes from the configuration; change it there")
+	}
+	if err := s.store.RevokeAPIKey(c.Request().Context(), id); err != nil {
+		return storeErr(err, "key", "")
+	}
+	s.keys.forget(id)
+	return c.NoContent(http.StatusNoContent)
+}
+
+// workerStudyBody is one study in a worker lookup.
+type workerStudyBody struct {
+	Study     string    `json:"study"`
+	Judgments int64     `json:"judgments"`
+	First     time.Time `json:"first"`
+	Last      time.Time `json:"last"`
+}
+
+func (s *Server) lookupWorker(c echo.Context) error {
+	var req struct {
+		Worker *string `json:"worker"`
+	}
+	if err := bindJSON(c, s.cfg.MaxJudgmentBody, &req); err != nil {
+		return err
+	}
+	if req.Worker == nil {
+		return missing("worker")
+	}
+	if n := utf8.RuneCountInString(*req.Worker); n == 0 || n > maxWorkerLen {
+		return invalid("worker", "worker must be 1-%d characters", maxWorkerLen)
+	}
+	p := s.pseudonym(*req.Worker)
+	ws, err := s.store.WorkerSummary(c.Request().Context(), p)
+	if err != nil {
+		return storeErr(err, "worker", "")
+	}
+	out := make([]workerStudyBody, len(ws))
+	for i, w := range ws {
+		out[i] = workerStudyBody{Study: w.Study, Judgments: w.Judgments, First: w.First, Last: w.Last}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"pseudonym": p, "studies": out})
+}
+
+func (s *Server) openAPI(c echo.Context) error {
+	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, openAPIDoc)
+}

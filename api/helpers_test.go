@@ -1,0 +1,140 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const (
+	testAdminKey     = "test-admin-key-0123456789abcdef"
+	testPseudonymKey = "pseudonym-key-0123456789"
+)
+
+// env is a Server wired to fakes, with a space "clip" (dim 4), an
+// odd-one-out study "s1" and an anchor study "a1", both over items c1..c6,
+// and keys for every scope.
+type env struct {
+	t       testing.TB
+	s       *Server
+	h       http.Handler
+	store   *fakeStore
+	pub     *fakePublisher
+	reg     *prometheus.Registry
+	logs    *syncBuffer
+	admin   string
+	collect string
+	read    string
+}
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newEnv(t testing.TB, mods ...func(*Config)) *env {
+	t.Helper()
+	e := &env{t: t, store: newFakeStore(), pub: &fakePublisher{}, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	cfg := Config{
+		AdminKey:        testAdminKey,
+		PseudonymKey:    []byte(testPseudonymKey),
+		MaxJudgmentBody: 256 << 10,
+		Registerer:      e.reg,
+		Logger:          slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	s, err := New(cfg, e.store, e.pub)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	e.s, e.h, e.admin = s, s.Handler(), testAdminKey
+	e.must(http.StatusCreated, "PUT", "/v1/spaces/clip", e.admin, `{"dim":4}`)
+	e.must(http.StatusCreated, "POST", "/v1/studies", e.admin, `{"id":"s1","task":"odd-one-out","space":"clip"}`)
+	e.must(http.StatusCreated, "POST", "/v1/studies", e.admin, `{"id":"a1","task":"anchor","space":"clip"}`)
+	items := `{"items":["c1","c2","c3","c4","c5","c6"]}`
+	e.must(http.StatusOK, "POST", "/v1/studies/s1/items", e.admin, items)
+	e.must(http.StatusOK, "POST", "/v1/studies/a1/items", e.admin, items)
+	e.collect = e.newKey("collect")
+	e.read = e.newKey("read")
+	return e
+}
+
+func (e *env) newKey(scopes ...string) string {
+	e.t.Helper()
+	b, _ := json.Marshal(map[string]any{"name": "test-" + strings.Join(scopes, "-"), "scopes": scopes})
+	rec := e.must(http.StatusCreated, "POST", "/v1/keys", e.admin, string(b))
+	var k keyBody
+	if err := json.Unmarshal(rec.Body.Bytes(), &k); err != nil || k.Key == "" {
+		e.t.Fatalf("create key: %v %s", err, rec.Body)
+	}
+	return k.Key
+}
+
+// req sends a request with a JSON body (or none when body is "").
+func (e *env) req(method, path, key, body string) *httptest.ResponseRecorder {
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req := httptest.NewRequest(method, path, r)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return e.send(req, key)
+}
+
+func (e *env) send(req *http.Request, key string) *httptest.ResponseRecorder {
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	rec := httptest.NewRecorder()
+	e.h.ServeHTTP(rec, req)
+	return rec
+}
+
+func (e *env) must(status int, method, path, key, body string) *httptest.ResponseRecorder {
+	e.t.Helper()
+	rec := e.req(method, path, key, body)
+	if rec.Code != status {
+		e.t.Fatalf("%s %s: status %d, want %d: %s", method, path, rec.Code, status, rec.Body)
+	}
+	return rec
+}
+
+// apiErr decodes an error body, failing the test if it is not one.
+func apiErr(t testing.TB, rec *httptest.ResponseRecorder) Error {
+	t.Helper()
+	var b struct {
+		Error *Error `json:"error"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &b); err != nil || b.Error == nil || b.Error.Code == "" || b.Error.Message == "" {
+		t.Fatalf("not an error body (%v): %s", err, rec.Body)
+	}
+	if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Fatalf("error Content-Type %q", ct)
+	}
+	return *b.Error
+}

@@ -1,0 +1,13 @@
+package db
+
+import (
+	"context"
+
+	"github.com/alignet/alignet"
+)
+
+// InsertJudgmentsCopy exposes the COPY variant of InsertJudgments to tests
+// and benchmarks.
+func (d *DB) InsertJudgmentsCopy(ctx context.Context, js []alignet.Judgment) (int64, error) {
+	return d.insertJudgments(ctx, js, insertCopy)
+}

@@ -1,0 +1,200 @@
+// Package server wires alignet's components into running roles: the HTTP
+// API that produces judgments to Kafka, and the consumer that persists them
+// to Postgres. It supervises them with ordered, graceful shutdown.
+package server
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config configures `alignet serve`. Every field has a flag and an
+// environment variable; flags win over the environment.
+type Config struct {
+	// Listen is the HTTP listen address (ALIGNET_LISTEN, default ":8080").
+	Listen string
+	// DatabaseURL is the Postgres connection string (DATABASE_URL).
+	DatabaseURL string
+	// KafkaBrokers are the bootstrap brokers (KAFKA_BROKERS, comma-separated).
+	KafkaBrokers []string
+	// AdminKey is the bootstrap admin API key (ALIGNET_ADMIN_KEY or the file
+	// named by ALIGNET_ADMIN_KEY_FILE).
+	AdminKey string
+	// PseudonymKey keys the hash that pseudonymises worker ids
+	// (ALIGNET_PSEUDONYM_KEY or ALIGNET_PSEUDONYM_KEY_FILE, at least 16 bytes).
+	PseudonymKey string
+	// Roles are the components to run (ALIGNET_ROLES, default "api,persister").
+	Roles []string
+	// Topic is the judgments topic (ALIGNET_KAFKA_TOPIC, default "alignet.judgments").
+	Topic string
+	// DeadLetterTopic receives undecodable messages (ALIGNET_KAFKA_DLQ_TOPIC,
+	// default "alignet.judgments.dlq").
+	DeadLetterTopic string
+	// Group is the persister's consumer group (ALIGNET_KAFKA_GROUP, default
+	// "alignet-persister").
+	Group string
+	// Partitions is the partition count used when creating topics
+	// (ALIGNET_KAFKA_PARTITIONS, default 6).
+	Partitions int
+	// Linger is how long the producer waits to batch concurrent requests
+	// (ALIGNET_PRODUCE_LINGER, default 2ms).
+	Linger time.Duration
+	// PersistBatch is the most judgments the persister writes in one
+	// transaction (ALIGNET_PERSIST_BATCH, default 5000).
+	PersistBatch int
+	// DBMaxConns caps the Postgres pool (ALIGNET_DB_MAX_CONNS, default 16).
+	DBMaxConns int
+	// LogLevel is debug, info, warn or error (ALIGNET_LOG_LEVEL, default info).
+	LogLevel string
+	// LogFormat is text or json (ALIGNET_LOG_FORMAT, default text).
+	LogFormat string
+
+	fileKeys func() error
+}
+
+// Roles that a process can run.
+const (
+	RoleAPI       = "api"
+	RolePersister = "persister"
+)
+
+// Bind registers the flags of cfg on fs, with defaults read from the
+// environment through getenv.
+func (cfg *Config) Bind(fs *flag.FlagSet, getenv func(string) string) {
+	env := func(k, def string) string {
+		if v := getenv(k); v != "" {
+			return v
+		}
+		return def
+	}
+	fs.StringVar(&cfg.Listen, "listen", env("ALIGNET_LISTEN", ":8080"), "HTTP listen address (ALIGNET_LISTEN)")
+	fs.StringVar(&cfg.DatabaseURL, "database-url", env("DATABASE_URL", ""), "Postgres URL (DATABASE_URL)")
+	cfg.KafkaBrokers = splitList(env("KAFKA_BROKERS", ""))
+	fs.Func("kafka-brokers", "comma-separated Kafka brokers (KAFKA_BROKERS)", func(s string) error {
+		cfg.KafkaBrokers = splitList(s)
+		return nil
+	})
+	cfg.AdminKey = getenv("ALIGNET_ADMIN_KEY")
+	adminFile := getenv("ALIGNET_ADMIN_KEY_FILE")
+	fs.Func("admin-key-file", "file holding the bootstrap admin key (ALIGNET_ADMIN_KEY_FILE)", func(s string) error {
+		adminFile = s
+		return nil
+	})
+	cfg.PseudonymKey = getenv("ALIGNET_PSEUDONYM_KEY")
+	pseudoFile := getenv("ALIGNET_PSEUDONYM_KEY_FILE")
+	fs.Func("pseudonym-key-file", "file holding the worker pseudonym key (ALIGNET_PSEUDONYM_KEY_FILE)", func(s string) error {
+		pseudoFile = s
+		return nil
+	})
+	cfg.Roles = splitList(env("ALIGNET_ROLES", "api,persister"))
+	fs.Func("roles", "comma-separated roles: api, persister (ALIGNET_ROLES)", func(s string) error {
+		cfg.Roles = splitList(s)
+		return nil
+	})
+	fs.StringVar(&cfg.Topic, "topic", env("ALIGNET_KAFKA_TOPIC", "alignet.judgments"), "judgments topic (ALIGNET_KAFKA_TOPIC)")
+	fs.StringVar(&cfg.DeadLetterTopic, "dlq-topic", env("ALIGNET_KAFKA_DLQ_TOPIC", "alignet.judgments.dlq"), "dead-letter topic (ALIGNET_KAFKA_DLQ_TOPIC)")
+	fs.StringVar(&cfg.Group, "group", env("ALIGNET_KAFKA_GROUP", "alignet-persister"), "persister consumer group (ALIGNET_KAFKA_GROUP)")
+	fs.IntVar(&cfg.Partitions, "partitions", envInt(getenv, "ALIGNET_KAFKA_PARTITIONS", 6), "partitions for new topics (ALIGNET_KAFKA_PARTITIONS)")
+	fs.DurationVar(&cfg.Linger, "linger", envDuration(getenv, "ALIGNET_PRODUCE_LINGER", 2*time.Millisecond), "producer linger (ALIGNET_PRODUCE_LINGER)")
+	fs.IntVar(&cfg.PersistBatch, "persist-batch", envInt(getenv, "ALIGNET_PERSIST_BATCH", 5000), "judgments per persister transaction (ALIGNET_PERSIST_BATCH)")
+	fs.IntVar(&cfg.DBMaxConns, "db-max-conns", envInt(getenv, "ALIGNET_DB_MAX_CONNS", 16), "Postgres pool size (ALIGNET_DB_MAX_CONNS)")
+	fs.StringVar(&cfg.LogLevel, "log-level", env("ALIGNET_LOG_LEVEL", "info"), "log level (ALIGNET_LOG_LEVEL)")
+	fs.StringVar(&cfg.LogFormat, "log-format", env("ALIGNET_LOG_FORMAT", "text"), "log format text|json (ALIGNET_LOG_FORMAT)")
+	cfg.fileKeys = func() error {
+		if cfg.AdminKey == "" && adminFile != "" {
+			b, err := os.ReadFile(adminFile)
+			if err != nil {
+				return fmt.Errorf("read admin key file: %w", err)
+			}
+			cfg.AdminKey = strings.TrimSpace(string(b))
+		}
+		if cfg.PseudonymKey == "" && pseudoFile != "" {
+			b, err := os.ReadFile(pseudoFile)
+			if err != nil {
+				return fmt.Errorf("read pseudonym key file: %w", err)
+			}
+			cfg.PseudonymKey = strings.TrimSpace(string(b))
+		}
+		return nil
+	}
+}
+
+// Resolve reads key files named by flags or environment and validates cfg.
+func (cfg *Config) Resolve() error {
+	if cfg.fileKeys != nil {
+		if err := cfg.fileKeys(); err != nil {
+			return err
+		}
+	}
+	var errs []error
+	if cfg.DatabaseURL == "" {
+		errs = append(errs, errors.New("DATABASE_URL (or --database-url) is required"))
+	}
+	if len(cfg.KafkaBrokers) == 0 {
+		errs = append(errs, errors.New("KAFKA_BROKERS (or --kafka-brokers) is required"))
+	}
+	if cfg.has(RoleAPI) && len(cfg.PseudonymKey) < 16 {
+		errs = append(errs, errors.New("ALIGNET_PSEUDONYM_KEY (or _FILE) of at least 16 characters is required by the api role"))
+	}
+	for _, r := range cfg.Roles {
+		if r != RoleAPI && r != RolePersister {
+			errs = append(errs, fmt.Errorf("unknown role %q (want api, persister)", r))
+		}
+	}
+	if len(cfg.Roles) == 0 {
+		errs = append(errs, errors.New("no roles to run"))
+	}
+	return errors.Join(errs...)
+}
+
+func (cfg *Config) has(role string) bool {
+	for _, r := range cfg.Roles {
+		if r == role {
+			return true
+		}
+	}
+	return false
+}
+
+// Logger builds the slog logger cfg asks for, writing to w.
+func (cfg *Config) Logger(w *os.File) *slog.Logger {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		lvl = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func envInt(getenv func(string) string, k string, def int) int {
+	if v, err := strconv.Atoi(getenv(k)); err == nil {
+		return v
+	}
+	return def
+}
+
+func envDuration(getenv func(string) string, k string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(getenv(k)); err == nil {
+		return v
+	}
+	return def
+}

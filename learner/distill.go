@@ -1,0 +1,130 @@
+package learner
+
+import (
+	"fmt"
+)
+
+// DistilledTargets returns uncertainty-distilled soft targets for the
+// training triplets, one per triplet in Softmax3 order (index 0: the
+// observed odd one K, 1: J odd, 2: I odd), for fitting the surrogate teacher
+// with a cross-entropy (equivalently KL) objective. The recipe is:
+//
+//  1. Fit VICE to the n items on train with FitVICE(n, train, cfg).
+//  2. Take v, the VICE posterior predictive of each training triplet,
+//     averaged over cfg.PredictSamples joint samples of the embedding
+//     (VICE.PredictBatch with seed cfg.Seed).
+//  3. Where the triplet's unordered item set appears in repeats (counts of
+//     entries with the same set are summed), with counts c of how often
+//     each item was chosen (N = Σc), the target is the additive smoothing
+//     of the empirical distribution toward VICE:
+//     q = (c + κ·v)/(N + κ) = N/(N+κ)·(c/N) + κ/(N+κ)·v with
+//     κ = cfg.RepeatPseudoCount (default 3, the total pseudo-count of
+//     Laplace's rule, distributed by v instead of uniformly).
+//  4. Otherwise q = (1−α)·v + α·onehot(K) with α = cfg.OneHotMix
+//     (default 0: the VICE prediction alone, which already reflects the
+//     observed choice since VICE was fitted on it).
+//
+// The result depends only on the inputs and cfg.Seed. The repeats must not
+// be the data the distilled teacher is later evaluated on.
+func DistilledTargets(n int, train []Triplet, repeats []RepeatedTriplet, cfg HumanModelConfig) ([][3]float32, error) {
+	v, _, err := FitVICE(n, train, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("distilled targets: %w", err)
+	}
+	q, err := v.SoftTargets(train, repeats, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("distilled targets: %w", err)
+	}
+	return q, nil
+}
+
+// SoftTargets applies steps 2–4 of the DistilledTargets recipe with this
+// fitted VICE model, using cfg.PredictSamples, cfg.Seed,
+// cfg.RepeatPseudoCount and cfg.OneHotMix (zero fields take their defaults).
+func (v *VICE) SoftTargets(train []Triplet, repeats []RepeatedTriplet, cfg HumanModelConfig) ([][3]float32, error) {
+	cfg = cfg.withDefaults()
+	if !(cfg.OneHotMix >= 0 && cfg.OneHotMix <= 1) {
+		return nil, fmt.Errorf("soft targets: one-hot mix %v not in [0,1]", cfg.OneHotMix)
+	}
+	counts := make(map[[3]int32][3]int64, len(repeats))
+	for a, r := range repeats {
+		for _, it := range r.Items {
+			if it < 0 || int(it) >= v.N {
+				return nil, fmt.Errorf("soft targets: repeated triplet %d has item %d outside [0,%d)", a, it, v.N)
+			}
+		}
+		if r.Counts[0] < 0 || r.Counts[1] < 0 || r.Counts[2] < 0 {
+			return nil, fmt.Errorf("soft targets: repeated triplet %d has a negative count", a)
+		}
+		if r.Items[0] == r.Items[1] || r.Items[0] == r.Items[2] || r.Items[1] == r.Items[2] {
+			return nil, fmt.Errorf("soft targets: repeated triplet %d repeats an item", a)
+		}
+		key, perm := sortedItems(r.Items)
+		c := counts[key]
+		for s := 0; s < 3; s++ {
+			c[s] += int64(r.Counts[perm[s]])
+		}
+		counts[key] = c
+	}
+	pred, err := v.PredictBatch(train, cfg.PredictSamples, cfg.Seed)
+	if err != nil {
+		return nil, fmt.Errorf("soft targets: %w", err)
+	}
+	kappa, alpha := cfg.RepeatPseudoCount, cfg.OneHotMix
+	out := make([][3]float32, len(train))
+	for a, t := range train {
+		p := pred[a]
+		var q [3]float64
+		key, _ := sortedItems([3]int32{t.I, t.J, t.K})
+		c, ok := counts[key]
+		if ok {
+			// Counts of K, J and I chosen as odd: Softmax3 order.
+			cs := [3]float64{
+				float64(c[slotOf(key, t.K)]),
+				float64(c[slotOf(key, t.J)]),
+				float64(c[slotOf(key, t.I)]),
+			}
+			total := cs[0] + cs[1] + cs[2]
+			ok = total+kappa > 0 && t.I != t.J && t.I != t.K && t.J != t.K
+			if ok {
+				for s := range q {
+					q[s] = (cs[s] + kappa*p[s]) / (total + kappa)
+				}
+			}
+		}
+		if !ok {
+			for s := range q {
+				q[s] = (1 - alpha) * p[s]
+			}
+			q[0] += alpha
+		}
+		out[a] = [3]float32{float32(q[0]), float32(q[1]), float32(q[2])}
+	}
+	return out, nil
+}
+
+// sortedItems returns the items in ascending order and, for each sorted
+// slot, the index of the original item that landed there.
+func sortedItems(items [3]int32) (key [3]int32, perm [3]int) {
+	perm = [3]int{0, 1, 2}
+	for i := 1; i < 3; i++ {
+		for j := i; j > 0 && items[perm[j]] < items[perm[j-1]]; j-- {
+			perm[j], perm[j-1] = perm[j-1], perm[j]
+		}
+	}
+	for s := range key {
+		key[s] = items[perm[s]]
+	}
+	return key, perm
+}
+
+// slotOf returns the slot of item it in the sorted key.
+func slotOf(key [3]int32, it int32) int {
+	switch it {
+	case key[0]:
+		return 0
+	case key[1]:
+		return 1
+	}
+	return 2
+}

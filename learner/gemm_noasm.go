@@ -1,0 +1,16 @@
+//go:build !amd64 || purego
+
+package learner
+
+// matB is the right-hand matrix of out = a·bᵀ; this build has no assembly
+// kernel, so it is used as is.
+type matB struct {
+	k, d int
+	b    []float32
+}
+
+// prepareB prepares the k×d matrix b for repeated multiplications.
+func prepareB(k, d int, b []float32) *matB { return &matB{k: k, d: d, b: b} }
+
+// mulNT computes out (m×k) = a (m×d) · bᵀ with the portable kernel.
+func (mb *matB) mulNT(m int, a, out []float32) { gemmNTGo(m, mb.k, mb.d, a, mb.b, out) }

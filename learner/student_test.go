@@ -1,0 +1,163 @@
+package learner
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"testing"
+)
+
+// studentProblem returns embeddings, a random head and teacher-labelled
+// triplets from a hidden linear teacher.
+func studentProblem(n, d, p, nt int, seed uint64) (x []float32, idx []int32, sims []float32, zt []float32) {
+	x = randomReps(n, d, seed)
+	rng := rand.New(rand.NewPCG(seed, 3))
+	w := make([]float64, p*d)
+	for i := range w {
+		w[i] = rng.NormFloat64() / math.Sqrt(float64(d))
+	}
+	zt = make([]float32, n*p)
+	for i := 0; i < n; i++ {
+		for q := 0; q < p; q++ {
+			var s float64
+			for a := 0; a < d; a++ {
+				s += w[q*d+a] * float64(x[i*d+a])
+			}
+			zt[i*p+q] = float32(s)
+		}
+	}
+	g, err := NewGenerator(zt, n, p, GeneratorConfig{Strategy: StrategyRandom, Seed: seed})
+	if err != nil {
+		panic(err)
+	}
+	idx, sims = g.Next(nt)
+	return x, idx, sims, zt
+}
+
+func TestStudentGradientsMatchFiniteDifferences(t *testing.T) {
+	const n, d, p, nt = 30, 5, 4, 40
+	x, idx, sims, _ := studentProblem(n, d, p, nt, 1)
+	for _, loss := range []string{LossKL, LossJS} {
+		h, err := NewStudentHead(d, HeadConfig{Init: InitRandom, OutDim: p, Tau: 0.7, Mean: 0.1, Std: 1.3, Seed: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rng := rand.New(rand.NewPCG(3, 3))
+		for i := range h.B {
+			h.B[i] = rng.NormFloat64() * 0.3
+		}
+		cfg, _ := DistillConfig{Loss: loss, TeacherTau: 0.8}.withDefaults()
+		order := make([]int, nt)
+		for i := range order {
+			order[i] = i
+		}
+		gw := make([]float64, p*d)
+		gb := make([]float64, p)
+		h.batchGrad(x, idx, sims, order, cfg, gw, gb)
+		f := func() float64 { return h.batchGrad(x, idx, sims, order, cfg, nil, nil) }
+		check := func(name string, params, grad []float64) {
+			for i := range params {
+				const eps = 1e-5
+				old := params[i]
+				params[i] = old + eps
+				fp := f()
+				params[i] = old - eps
+				fm := f()
+				params[i] = old
+				num := (fp - fm) / (2 * eps)
+				if math.Abs(num-grad[i]) > 1e-6+1e-4*math.Abs(num) {
+					t.Errorf("%s %s[%d]: analytic %.8g, numeric %.8g", loss, name, i, grad[i], num)
+				}
+			}
+		}
+		check("W", h.W, gw)
+		check("B", h.B, gb)
+	}
+}
+
+func TestStudentLearnsTeacher(t *testing.T) {
+	const n, d, p, nt = 200, 10, 10, 6000
+	x, idx, sims, _ := studentProblem(n, d, p, nt, 4)
+	for _, loss := range []string{LossKL, LossJS} {
+		h, _ := NewStudentHead(d, HeadConfig{Init: InitRandom, Seed: 1})
+		st, err := TrainStudent(context.Background(), h, x, n, idx, sims, DistillConfig{Loss: loss, Epochs: 30, BatchSize: 256, LR: 0.02, Seed: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.FinalLoss > 0.3*st.InitialLoss {
+			t.Errorf("%s: loss %.4f → %.4f, want a drop to below 30%%", loss, st.InitialLoss, st.FinalLoss)
+		}
+		// The student's odd-one-out choice agrees with the teacher's.
+		z := h.Transform(x, n)
+		agree := 0
+		for tr := 0; tr < nt; tr++ {
+			l := Logits(z, p, Triplet{idx[3*tr], idx[3*tr+1], idx[3*tr+2]})
+			if l[0] >= l[1] && l[0] >= l[2] {
+				agree++
+			}
+		}
+		if frac := float64(agree) / nt; frac < 0.85 {
+			t.Errorf("%s: student agrees with teacher on %.3f of triplets", loss, frac)
+		}
+	}
+}
+
+func TestStudentDecayPullsTowardInit(t *testing.T) {
+	const n, d, nt = 100, 6, 2000
+	x, idx, sims, _ := studentProblem(n, d, d, nt, 7)
+	dist := func(mu float64) float64 {
+		h, _ := NewStudentHead(d, HeadConfig{Init: InitIdentity})
+		w0 := append([]float64(nil), h.W...)
+		if _, err := TrainStudent(context.Background(), h, x, n, idx, sims, DistillConfig{Epochs: 5, LR: 0.01, Decay: mu, BatchSize: 100}); err != nil {
+			t.Fatal(err)
+		}
+		var s float64
+		for i := range w0 {
+			s += (h.W[i] - w0[i]) * (h.W[i] - w0[i])
+		}
+		return math.Sqrt(s)
+	}
+	free, held := dist(0), dist(50)
+	if !(held < 0.5*free) {
+		t.Errorf("decay 50 moved weights %.4f, no decay %.4f: want much less", held, free)
+	}
+}
+
+func TestTrainStudentDeterministicAcrossWorkers(t *testing.T) {
+	const n, d, nt = 80, 7, 1500
+	x, idx, sims, _ := studentProblem(n, d, 5, nt, 9)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	var ref []float64
+	for _, w := range []int{1, 3} {
+		runtime.GOMAXPROCS(w)
+		h, _ := NewStudentHead(d, HeadConfig{Init: InitRandom, OutDim: 5, Seed: 3})
+		if _, err := TrainStudent(context.Background(), h, x, n, idx, sims, DistillConfig{Loss: LossJS, Epochs: 3, BatchSize: 200, Seed: 4, Workers: w}); err != nil {
+			t.Fatal(err)
+		}
+		if ref == nil {
+			ref = append(h.W, h.B...)
+		} else if !slices.Equal(ref, append(h.W, h.B...)) {
+			t.Error("weights differ between worker counts")
+		}
+	}
+}
+
+func TestCalibrateScaleLowersLoss(t *testing.T) {
+	const n, d, nt = 100, 6, 2000
+	x, idx, sims, _ := studentProblem(n, d, d, nt, 12)
+	for i := range sims {
+		sims[i] *= 20 // a sharper teacher than the raw embedding scale
+	}
+	h, _ := NewStudentHead(d, HeadConfig{})
+	before, _ := DistillLoss(h, x, n, idx, sims, DistillConfig{})
+	a, err := h.CalibrateScale(x, n, idx, sims, DistillConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := DistillLoss(h, x, n, idx, sims, DistillConfig{})
+	if !(after < before) || a <= 0 {
+		t.Errorf("scale %.3g: loss %.4f → %.4f", a, before, after)
+	}
+}

@@ -1,0 +1,243 @@
+package offline
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"time"
+
+	"github.com/alignet/alignet/internal/progress"
+	"github.com/alignet/alignet/learner"
+)
+
+// DistillSummary is the report of RunDistill. Accuracies are NaN (null in
+// JSON) when the corresponding evaluation data was not given.
+type DistillSummary struct {
+	Out          string         `json:"out"`
+	Triplets     int            `json:"triplets"`
+	Train        int            `json:"train"`
+	Val          int            `json:"val"`
+	Loss         string         `json:"loss"`
+	Init         string         `json:"init"`
+	InitScale    float64        `json:"init_scale"`
+	Epochs       int            `json:"epochs"`
+	Steps        int            `json:"steps"`
+	TrainBefore  float64        `json:"train_loss_before"`
+	TrainAfter   float64        `json:"train_loss_after"`
+	ValBefore    *float64       `json:"val_loss_before"`
+	ValAfter     *float64       `json:"val_loss_after"`
+	AgreeBefore  *float64       `json:"val_teacher_agreement_before"`
+	AgreeAfter   *float64       `json:"val_teacher_agreement_after"`
+	HumanBefore  *float64       `json:"human_accuracy_before"`
+	HumanAfter   *float64       `json:"human_accuracy_after"`
+	LevelsBefore *DistillLevels `json:"levels_before,omitempty"`
+	LevelsAfter  *DistillLevels `json:"levels_after,omitempty"`
+	Seconds      float64        `json:"seconds"`
+	PerSecond    float64        `json:"triplets_per_second"`
+}
+
+// DistillLevels is a JSON-safe per-abstraction-level accuracy (see
+// learner.LevelAccuracy).
+type DistillLevels struct {
+	Coarse  *float64 `json:"coarse"`
+	NCoarse int      `json:"n_coarse"`
+	Fine    *float64 `json:"fine"`
+	NFine   int      `json:"n_fine"`
+}
+
+func distillLevels(l learner.Levels) *DistillLevels {
+	return &DistillLevels{Coarse: JSONFloat(l.Coarse), NCoarse: l.NCoarse, Fine: JSONFloat(l.Fine), NFine: l.NFine}
+}
+
+// RunDistill implements "alignet distill": it fits an affine student head
+// on frozen student embeddings to an AligNet dataset (from alignet
+// generate) by minimising the KL or JS divergence between the teacher's
+// and the student's triplet distributions with Adam and decay toward the
+// initial weights, and saves it with SaveStudent. With --triplets it also
+// reports the student's accuracy on those human triplets before and after,
+// and with --categories per abstraction level.
+func RunDistill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("distill", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	studentPath := fs.String("student", "", "student embeddings .npy (n×D float)")
+	datasetPath := fs.String("dataset", "", "AligNet dataset .npz (from alignet generate)")
+	loss := fs.String("loss", learner.LossKL, "divergence: kl or jsd")
+	epochs := fs.Int("epochs", 10, "passes over the training triplets")
+	lr := fs.Float64("lr", 1e-3, "Adam step size")
+	decay := fs.Float64("decay", 0.01, "decay μ toward the initial weights")
+	init := fs.String("init", learner.InitAffine, "head initialisation: affine, identity or random")
+	outDim := fs.Int("out-dim", 0, "output dimension of the head (default D)")
+	batch := fs.Int("batch", 1024, "triplets per step")
+	studentTau := fs.Float64("tau", 1, "student temperature")
+	teacherTau := fs.Float64("teacher-tau", 0, "teacher temperature (default: from the dataset metadata, else 1)")
+	valFrac := fs.Float64("val", 0.05, "fraction of dataset triplets held out for validation")
+	humanPath := fs.String("triplets", "", "optional human odd-one-out triplets to evaluate on")
+	catsPath := fs.String("categories", "", "optional categories .tsv for per-level accuracy (needs --triplets)")
+	seed := fs.Uint64("seed", 1, "random seed")
+	out := fs.String("out", "", "output student .npz")
+	asJSON := fs.Bool("json", false, "print the summary as JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch {
+	case *studentPath == "":
+		return errors.New("distill: --student is required")
+	case *datasetPath == "":
+		return errors.New("distill: --dataset is required")
+	case *out == "":
+		return errors.New("distill: --out is required")
+	case *valFrac < 0 || *valFrac >= 1:
+		return errors.New("distill: --val must be in [0, 1)")
+	}
+	x, n, d, err := ReadEmbeddings(*studentPath)
+	if err != nil {
+		return fmt.Errorf("distill: %w", err)
+	}
+	idx, sims, dprov, err := ReadDataset(*datasetPath)
+	if err != nil {
+		return fmt.Errorf("distill: %w", err)
+	}
+	tauT := *teacherTau
+	if tauT <= 0 {
+		tauT = 1
+		if v, ok := dprov.Extra["teacher_tau"].(float64); ok && v > 0 {
+			tauT = v
+		}
+	}
+	var human []learner.Triplet
+	var cats *Categories
+	if *humanPath != "" {
+		if human, _, err = ReadTriplets(*humanPath, n); err != nil {
+			return fmt.Errorf("distill: %w", err)
+		}
+		if *catsPath != "" {
+			if cats, err = ReadCategories(*catsPath); err != nil {
+				return fmt.Errorf("distill: %w", err)
+			}
+		}
+	}
+	nt := len(idx) / 3
+	trI, vaI := SplitIndices(nt, *valFrac, *seed)
+	pick := func(rows []int) ([]int32, []float32) {
+		a := make([]int32, 0, 3*len(rows))
+		b := make([]float32, 0, 3*len(rows))
+		for _, r := range rows {
+			a = append(a, idx[3*r:3*r+3]...)
+			b = append(b, sims[3*r:3*r+3]...)
+		}
+		return a, b
+	}
+	trIdx, trSims := pick(trI)
+	vaIdx, vaSims := pick(vaI)
+	idx, sims = nil, nil
+	mean, std := learner.MeanStd(x)
+	h, err := learner.NewStudentHead(d, learner.HeadConfig{Init: *init, OutDim: *outDim, Tau: *studentTau,
+		Mean: mean, Std: std, Seed: *seed})
+	if err != nil {
+		return fmt.Errorf("distill: %w", err)
+	}
+	dcfg := learner.DistillConfig{Loss: *loss, TeacherTau: tauT, Epochs: *epochs, BatchSize: *batch,
+		LR: *lr, Decay: *decay, Seed: *seed}
+	sum := DistillSummary{Out: *out, Triplets: nt, Train: len(trI), Val: len(vaI), Loss: *loss, Init: h.Init,
+		InitScale: 1, Epochs: *epochs}
+	if h.Init == learner.InitAffine {
+		if sum.InitScale, err = h.CalibrateScale(x, n, trIdx, trSims, dcfg); err != nil {
+			return fmt.Errorf("distill: %w", err)
+		}
+	}
+	eval := func() (val, agree, hum *float64, lv *DistillLevels, err error) {
+		z := h.Transform(x, n)
+		if len(vaIdx) > 0 {
+			l, err := learner.DistillLoss(h, x, n, vaIdx, vaSims, dcfg)
+			if err != nil {
+				return nil, nil, nil, nil, err
+			}
+			val = JSONFloat(l)
+			agree = JSONFloat(teacherAgreement(z, h.P, vaIdx))
+		}
+		if human != nil {
+			hum = JSONFloat(learner.Accuracy(learner.TaskOddOneOut, z, h.P, human))
+			if cats != nil {
+				lv = distillLevels(learner.LevelAccuracy(z, h.P, human, cats.Items))
+			}
+		}
+		return val, agree, hum, lv, nil
+	}
+	if sum.ValBefore, sum.AgreeBefore, sum.HumanBefore, sum.LevelsBefore, err = eval(); err != nil {
+		return fmt.Errorf("distill: %w", err)
+	}
+	bar := progress.New(stderr, "distill", int64(*epochs)*int64(len(trI)))
+	dcfg.StepProgress = func(m int) { bar.Add(int64(m)) }
+	start := time.Now()
+	st, err := learner.TrainStudent(ctx, h, x, n, trIdx, trSims, dcfg)
+	bar.Finish()
+	if err != nil {
+		return fmt.Errorf("distill: %w", err)
+	}
+	sum.Seconds = time.Since(start).Seconds()
+	if sum.Seconds > 0 {
+		sum.PerSecond = float64(st.Triplets) / sum.Seconds
+	}
+	sum.Steps, sum.TrainBefore, sum.TrainAfter = st.Steps, st.InitialLoss, st.FinalLoss
+	if sum.ValAfter, sum.AgreeAfter, sum.HumanAfter, sum.LevelsAfter, err = eval(); err != nil {
+		return fmt.Errorf("distill: %w", err)
+	}
+	ssha, err := FileSHA256(*studentPath)
+	if err != nil {
+		return fmt.Errorf("distill: %w", err)
+	}
+	dsha, err := FileSHA256(*datasetPath)
+	if err != nil {
+		return fmt.Errorf("distill: %w", err)
+	}
+	prov := Provenance{Seed: *seed, Task: learner.TaskOddOneOut, Embeddings: *studentPath, EmbeddingsSHA256: ssha,
+		Hyper: map[string]any{"loss": *loss, "epochs": *epochs, "lr": *lr, "decay": *decay, "init": h.Init,
+			"init_scale": sum.InitScale, "out_dim": h.P, "batch": *batch, "tau": *studentTau,
+			"teacher_tau": tauT, "val": *valFrac},
+		Extra: map[string]any{"dataset": *datasetPath, "dataset_sha256": dsha,
+			"train_loss": st.FinalLoss, "epoch_loss": st.EpochLoss}}
+	if err := SaveStudent(*out, h, prov); err != nil {
+		return fmt.Errorf("distill: %w", err)
+	}
+	if *asJSON {
+		return WriteJSON(stdout, sum)
+	}
+	t := NewTable("metric", "before", "after")
+	t.Title = fmt.Sprintf("AligNet distillation (%s, %d train / %d val triplets, init %s ×%.3g, %d steps, %.0f triplets/s)",
+		sum.Loss, sum.Train, sum.Val, sum.Init, sum.InitScale, sum.Steps, sum.PerSecond)
+	t.AddRow("train loss", sum.TrainBefore, sum.TrainAfter)
+	t.AddRow("val loss", distillDeref(sum.ValBefore), distillDeref(sum.ValAfter))
+	t.AddRow("val teacher agreement", distillDeref(sum.AgreeBefore), distillDeref(sum.AgreeAfter))
+	t.AddRow("human accuracy", distillDeref(sum.HumanBefore), distillDeref(sum.HumanAfter))
+	if sum.LevelsBefore != nil {
+		t.AddRow(fmt.Sprintf("coarse accuracy (n=%d)", sum.LevelsBefore.NCoarse), distillDeref(sum.LevelsBefore.Coarse), distillDeref(sum.LevelsAfter.Coarse))
+		t.AddRow(fmt.Sprintf("fine accuracy (n=%d)", sum.LevelsBefore.NFine), distillDeref(sum.LevelsBefore.Fine), distillDeref(sum.LevelsAfter.Fine))
+	}
+	return t.Write(stdout)
+}
+
+func distillDeref(v *float64) float64 {
+	if v == nil {
+		return math.NaN()
+	}
+	return *v
+}
+
+// teacherAgreement returns the fraction of dataset triplets (odd one out
+// last) whose odd one the representation z (n×p) also picks strictly.
+func teacherAgreement(z []float32, p int, idx []int32) float64 {
+	if len(idx) == 0 {
+		return math.NaN()
+	}
+	ok := 0
+	for t := 0; t < len(idx)/3; t++ {
+		l := learner.Logits(z, p, learner.Triplet{I: idx[3*t], J: idx[3*t+1], K: idx[3*t+2]})
+		if learner.Correct(learner.TaskOddOneOut, l) {
+			ok++
+		}
+	}
+	return float64(ok) / float64(len(idx)/3)
+}

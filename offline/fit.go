@@ -1,0 +1,261 @@
+package offline
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/alignet/alignet/internal/progress"
+	"github.com/alignet/alignet/learner"
+)
+
+// FitSplit holds the metrics of a teacher on one split.
+type FitSplit struct {
+	N        int      `json:"n_triplets"`
+	Accuracy *float64 `json:"accuracy"`
+	NLL      *float64 `json:"nll"`
+	ECE      *float64 `json:"ece"`
+}
+
+// FitReport is the JSON output of "alignet fit".
+type FitReport struct {
+	Task        string                `json:"task"`
+	Targets     string                `json:"targets"`
+	Lambda      float64               `json:"lambda"`
+	Tau         float64               `json:"tau"`
+	Train       FitSplit              `json:"train"`
+	Val         FitSplit              `json:"val"`
+	RawVal      FitSplit              `json:"raw_val"`
+	Lambdas     []learner.LambdaScore `json:"lambdas"`
+	WallSeconds float64               `json:"wall_seconds"`
+	Out         string                `json:"out,omitempty"`
+}
+
+// FitOptions are the parsed options of "alignet fit".
+type FitOptions struct {
+	Embeddings, Triplets, Repeats string
+	Targets, Task, Out            string
+	Seed                          uint64
+	ValFrac                       float64
+	JSON                          bool
+	Lambdas                       []float64
+	MaxIter, OutDim               int
+}
+
+func parseFloats(s string) ([]float64, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var out []float64
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || v < 0 {
+			return nil, fmt.Errorf("bad lambda %q", f)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// ParseFitArgs parses the command line of "alignet fit".
+func ParseFitArgs(args []string, stderr io.Writer) (FitOptions, error) {
+	var o FitOptions
+	fs := flag.NewFlagSet("fit", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.Embeddings, "embeddings", "", "item embeddings `.npy` (n×d float32)")
+	fs.StringVar(&o.Triplets, "triplets", "", "triplet text file: `i j k [subject]` (k odd) or `head close far`")
+	fs.StringVar(&o.Repeats, "repeats", "", "optional repeated-triplets CSV for the distilled targets")
+	fs.StringVar(&o.Targets, "targets", "distilled", "training targets: distilled (human-model soft targets) or hard")
+	fs.StringVar(&o.Task, "task", learner.TaskOddOneOut, "task: odd-one-out or anchor")
+	fs.StringVar(&o.Out, "out", "", "write the teacher to this `.npz` file")
+	fs.Uint64Var(&o.Seed, "seed", 1, "seed for the validation split and every random choice")
+	fs.Float64Var(&o.ValFrac, "val-frac", 0.1, "fraction of triplets held out to pick λ and τ")
+	fs.BoolVar(&o.JSON, "json", false, "print JSON instead of a table")
+	lams := fs.String("lambdas", "", "comma-separated λ grid (default "+fmtFloats(learner.DefaultLambdas())+")")
+	fs.IntVar(&o.MaxIter, "max-iter", 300, "L-BFGS iterations per λ")
+	fs.IntVar(&o.OutDim, "out-dim", 0, "output dimension (default: input dimension)")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	var err error
+	if o.Lambdas, err = parseFloats(*lams); err != nil {
+		return o, fmt.Errorf("--lambdas: %w", err)
+	}
+	switch {
+	case o.Embeddings == "":
+		return o, errors.New("--embeddings is required")
+	case o.Triplets == "":
+		return o, errors.New("--triplets is required")
+	case o.Targets != "distilled" && o.Targets != "hard":
+		return o, fmt.Errorf("--targets must be distilled or hard, not %q", o.Targets)
+	case o.Task != learner.TaskOddOneOut && o.Task != learner.TaskAnchor:
+		return o, fmt.Errorf("--task must be odd-one-out or anchor, not %q", o.Task)
+	case !(o.ValFrac > 0 && o.ValFrac < 1):
+		return o, fmt.Errorf("--val-frac must lie in (0,1), not %v", o.ValFrac)
+	case o.MaxIter < 1:
+		return o, errors.New("--max-iter must be positive")
+	}
+	if o.Task == learner.TaskAnchor && o.Targets == "distilled" {
+		return o, errors.New("--targets distilled needs the odd-one-out task; use --targets hard for anchor data")
+	}
+	return o, nil
+}
+
+func fmtFloats(v []float64) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = strconv.FormatFloat(x, 'g', -1, 64)
+	}
+	return strings.Join(s, ",")
+}
+
+// splitMetrics scores a representation on triplets at temperature tau.
+func splitMetrics(task string, z []float32, p int, ts []learner.Triplet, tau float64) FitSplit {
+	ls := learner.AllLogits(z, p, ts)
+	ece, _ := learner.ECE(task, ls, tau, 10)
+	return FitSplit{
+		N:        len(ts),
+		Accuracy: JSONFloat(learner.AccuracyFromLogits(task, ls)),
+		NLL:      JSONFloat(learner.NLL(task, ls, tau)),
+		ECE:      JSONFloat(ece),
+	}
+}
+
+// RunFit implements "alignet fit": it fits the surrogate teacher, choosing
+// λ and then τ on a held-out validation split, prints a report and
+// optionally saves the teacher.
+func RunFit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := ParseFitArgs(args, stderr)
+	if err != nil {
+		return fmt.Errorf("fit: %w", err)
+	}
+	start := time.Now()
+	x, n, d, err := ReadEmbeddings(o.Embeddings)
+	if err != nil {
+		return fmt.Errorf("fit: %w", err)
+	}
+	ts, _, err := ReadTriplets(o.Triplets, n)
+	if err != nil {
+		return fmt.Errorf("fit: %w", err)
+	}
+	train, val := SplitTriplets(ts, o.ValFrac, o.Seed)
+	if len(train) == 0 || len(val) == 0 {
+		return fmt.Errorf("fit: %d triplets are too few to split", len(ts))
+	}
+	var targets [][3]float32
+	if o.Targets == "distilled" {
+		var reps []learner.RepeatedTriplet
+		if o.Repeats != "" {
+			if reps, err = ReadRepeats(o.Repeats, n); err != nil {
+				return fmt.Errorf("fit: %w", err)
+			}
+		}
+		fmt.Fprintf(stderr, "fitting the human model for distilled targets on %d triplets\n", len(train))
+		if targets, err = distilledTargets(n, train, reps, o.Seed); err != nil {
+			return fmt.Errorf("fit: distilled targets: %w", err)
+		}
+	}
+	lams := o.Lambdas
+	if len(lams) == 0 {
+		lams = learner.DefaultLambdas()
+	}
+	bar := progress.New(stderr, "fit", int64(len(lams)*o.MaxIter))
+	lamDone := 0
+	cfg := learner.TeacherConfig{
+		Task: o.Task, OutDim: o.OutDim, MaxIter: o.MaxIter, Seed: o.Seed,
+		Progress: func(iter int, _ float64) {
+			if iter == 1 {
+				lamDone++
+			}
+			bar.Add(1)
+		},
+	}
+	t, scores, err := learner.SelectLambda(ctx, x, n, d, train, targets, val, nil, lams, cfg)
+	// Top the bar up for λ values that converged early.
+	if rest := int64(len(lams)*o.MaxIter) - bar.Done(); rest > 0 {
+		bar.Add(rest)
+	}
+	bar.Finish()
+	if err != nil {
+		return fmt.Errorf("fit: %w", err)
+	}
+	z := t.Transform(x, n)
+	rep := FitReport{
+		Task: o.Task, Targets: o.Targets, Lambda: t.Lambda, Tau: t.Tau,
+		Train:   splitMetrics(o.Task, z, t.P, train, t.Tau),
+		Val:     splitMetrics(o.Task, z, t.P, val, t.Tau),
+		RawVal:  splitMetrics(o.Task, x, d, val, 1),
+		Lambdas: scores,
+		Out:     o.Out,
+	}
+	rep.WallSeconds = time.Since(start).Seconds()
+	if o.Out != "" {
+		prov := Provenance{
+			Seed: o.Seed, Task: o.Task, Embeddings: o.Embeddings, Triplets: o.Triplets,
+			Hyper: map[string]any{
+				"lambda": t.Lambda, "tau": t.Tau, "lambdas": lams, "targets": o.Targets,
+				"val_frac": o.ValFrac, "max_iter": o.MaxIter, "out_dim": t.P, "repeats": o.Repeats,
+			},
+			Extra: map[string]any{"val_accuracy": rep.Val.Accuracy, "val_nll": rep.Val.NLL},
+		}
+		if prov.EmbeddingsSHA256, err = FileSHA256(o.Embeddings); err != nil {
+			return fmt.Errorf("fit: %w", err)
+		}
+		if prov.TripletsSHA256, err = FileSHA256(o.Triplets); err != nil {
+			return fmt.Errorf("fit: %w", err)
+		}
+		if err := SaveTeacher(o.Out, t, prov); err != nil {
+			return fmt.Errorf("fit: %w", err)
+		}
+	}
+	if o.JSON {
+		return WriteJSON(stdout, rep)
+	}
+	return writeFitTables(stdout, rep)
+}
+
+func deref(v *float64) float64 {
+	if v == nil {
+		return math.NaN()
+	}
+	return *v
+}
+
+func writeFitTables(w io.Writer, rep FitReport) error {
+	lt := NewTable("lambda", "tau", "val acc", "val nll", "train ce", "iters", "time")
+	lt.Title = "λ selection (validation cross-entropy at calibrated τ)"
+	for _, s := range rep.Lambdas {
+		mark := ""
+		if s.Lambda == rep.Lambda {
+			mark = " *"
+		}
+		lt.AddRow(FormatCell(s.Lambda)+mark, s.Tau, s.ValAccuracy, s.ValNLL, s.TrainCE, s.Iterations, s.Duration)
+	}
+	if err := lt.Write(w); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	mt := NewTable("split", "n", "accuracy", "nll", "ece")
+	mt.Title = fmt.Sprintf("teacher (%s, %s targets): λ=%s τ=%s", rep.Task, rep.Targets, FormatCell(rep.Lambda), FormatCell(rep.Tau))
+	for _, r := range []struct {
+		name string
+		s    FitSplit
+	}{{"train", rep.Train}, {"val", rep.Val}, {"raw val (τ=1)", rep.RawVal}} {
+		mt.AddRow(r.name, r.s.N, deref(r.s.Accuracy), deref(r.s.NLL), deref(r.s.ECE))
+	}
+	if err := mt.Write(w); err != nil {
+		return err
+	}
+	out := rep.Out
+	if out == "" {
+		out = "(not saved; use --out)"
+	}
+	_, err := fmt.Fprintf(w, "\nwall time %s; teacher %s\n", FormatCell(time.Duration(rep.WallSeconds*float64(time.Second))), out)
+	return err
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The project's test command: starts a real Postgres and a real Apache Kafka
+# broker (KRaft) with scripts/postgres.sh and scripts/kafka.sh, then runs
+#   go test -race -count=1 -timeout 40m ./...
+# Extra arguments go to `go test`; when one of them names packages (./...,
+# ./npy/), ./... is not added. Services started here are stopped on exit;
+# services that were already running are left alone.
+#
+# Examples:
+#   scripts/test.sh
+#   scripts/test.sh -run TestStore ./db/
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+export PGPORT="${PGPORT:-55432}"
+export KAFKA_PORT="${KAFKA_PORT:-19092}"
+
+log() { echo "test.sh: $*" >&2; }
+
+command -v go >/dev/null 2>&1 || { log "error: Go is not installed (need Go $(sed -n 's/^go //p' go.mod))"; exit 1; }
+
+STARTED_PG=0
+STARTED_KAFKA=0
+cleanup() {
+	local rc=$?
+	if [ "$STARTED_KAFKA" = 1 ]; then scripts/kafka.sh stop || true; fi
+	if [ "$STARTED_PG" = 1 ]; then scripts/postgres.sh stop || true; fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+t0=$SECONDS
+if ! scripts/postgres.sh status >/dev/null 2>&1; then
+	STARTED_PG=1
+	scripts/postgres.sh start || { log "error: Postgres did not start"; scripts/postgres.sh logs || true; exit 1; }
+fi
+if ! scripts/kafka.sh status >/dev/null 2>&1; then
+	STARTED_KAFKA=1
+	scripts/kafka.sh start || { log "error: Kafka did not start"; scripts/kafka.sh logs || true; exit 1; }
+fi
+log "services ready in $((SECONDS - t0))s"
+
+export ALIGNET_TEST_DATABASE_URL="$(scripts/postgres.sh url)"
+export ALIGNET_TEST_KAFKA_BROKERS="$(scripts/kafka.sh brokers)"
+export ALIGNET_REPO="$REPO"
+
+# Add ./... unless the caller named packages.
+pkgs=(./...)
+for a in "$@"; do
+	case "$a" in
+	./* | ../* | github.com/*) pkgs=() ;;
+	esac
+done
+
+log "go test -race -count=1 -timeout 40m $* ${pkgs[*]}"
+set +e
+go test -race -count=1 -timeout 40m "$@" "${pkgs[@]}"
+rc=$?
+set -e
+if [ "$rc" = 0 ]; then
+	log "PASS ($((SECONDS - t0))s)"
+else
+	log "FAIL (go test exit $rc, $((SECONDS - t0))s)"
+fi
+exit "$rc"

@@ -1,0 +1,524 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/alignet/alignet"
+)
+
+// Dead-letter header names. The original key, value and headers are kept.
+const (
+	// HeaderError carries the full reason a message was rejected.
+	HeaderError = "x-alignet-error"
+	// HeaderErrorReason carries the short reason category (the metric label).
+	HeaderErrorReason = "x-alignet-error-reason"
+	// HeaderSourceTopic carries the topic the message was read from.
+	HeaderSourceTopic = "x-alignet-source-topic"
+	// HeaderSourcePartition carries the partition the message was read from.
+	HeaderSourcePartition = "x-alignet-source-partition"
+	// HeaderSourceOffset carries the offset the message was read at.
+	HeaderSourceOffset = "x-alignet-source-offset"
+)
+
+// Sink stores judgments idempotently: storing a judgment whose (study, id)
+// is already stored is a no-op. It returns how many judgments were newly
+// stored. The db package implements it.
+type Sink interface {
+	InsertJudgments(ctx context.Context, js []alignet.Judgment) (int64, error)
+}
+
+// PersisterConfig configures a Persister.
+type PersisterConfig struct {
+	// Brokers are the bootstrap broker addresses (host:port). Required.
+	Brokers []string
+	// Topic is the judgments topic. Default "alignet.judgments".
+	Topic string
+	// DeadLetterTopic receives undecodable messages. Default
+	// "alignet.judgments.dlq".
+	DeadLetterTopic string
+	// GroupID is the consumer group. Default "alignet-persister".
+	GroupID string
+	// MaxBatch is the number of judgments that triggers a flush. Default 5000.
+	MaxBatch int
+	// FlushInterval is the longest a fetched message waits before its batch
+	// is flushed. Default 50ms.
+	FlushInterval time.Duration
+	// RetryMin is the first delay before a failed sink, dead-letter or
+	// commit call is retried; it doubles up to RetryMax. Defaults 100ms, 10s.
+	RetryMin, RetryMax time.Duration
+	// ShutdownTimeout bounds the final flush after the context of Run is
+	// cancelled. Default 10s.
+	ShutdownTimeout time.Duration
+	// LagInterval is how often the consumer group lag is measured. Default 5s.
+	LagInterval time.Duration
+	// Registerer receives the persister metrics. Nil means unregistered.
+	Registerer prometheus.Registerer
+	// Logger logs progress and errors. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Persister is the consumer group that decodes judgment batches and stores
+// them in a Sink. Delivery is at least once: offsets are committed only
+// after the sink succeeded, and the idempotent sink turns redeliveries into
+// exactly-once storage.
+type Persister struct {
+	cfg  PersisterConfig
+	sink Sink
+	log  *slog.Logger
+
+	lag         *prometheus.GaugeVec
+	persisted   prometheus.Counter
+	batchSize   prometheus.Histogram
+	deadLetters *prometheus.CounterVec
+	persistLag  prometheus.Histogram
+	sinkErrors  prometheus.Counter
+
+	// added, if set, is called after a message joined the current batch
+	// (tests only).
+	added func(kafka.Message)
+}
+
+// NewPersister returns a Persister that stores judgments in sink.
+func NewPersister(cfg PersisterConfig, sink Sink) (*Persister, error) {
+	if len(cfg.Brokers) == 0 {
+		return nil, errors.New("new persister: no brokers")
+	}
+	if sink == nil {
+		return nil, errors.New("new persister: nil sink")
+	}
+	if cfg.Topic == "" {
+		cfg.Topic = DefaultJudgmentsTopic
+	}
+	if cfg.DeadLetterTopic == "" {
+		cfg.DeadLetterTopic = DefaultDeadLetterTopic
+	}
+	if cfg.GroupID == "" {
+		cfg.GroupID = "alignet-persister"
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 5000
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = 50 * time.Millisecond
+	}
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = 100 * time.Millisecond
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = 10 * time.Second
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	if cfg.LagInterval <= 0 {
+		cfg.LagInterval = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	p := &Persister{
+		cfg:  cfg,
+		sink: sink,
+		log:  cfg.Logger.With("component", "persister", "topic", cfg.Topic, "group", cfg.GroupID),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "alignet_consumer_lag",
+			Help: "Messages in the topic not yet committed by the persister consumer group.",
+		}, []string{"topic"}),
+		persisted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "alignet_judgments_persisted_total",
+			Help: "Judgments newly stored by the persister (duplicates excluded).",
+		}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "alignet_consumer_batch_size",
+			Help:    "Judgments per persister flush.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 9),
+		}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "alignet_dead_letters_total",
+			Help: "Messages moved to the dead-letter topic, by reason.",
+		}, []string{"reason"}),
+		persistLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "alignet_persist_lag_seconds",
+			Help:    "Time from API acceptance of a judgment to the commit of its batch.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}),
+		sinkErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "alignet_persist_errors_total",
+			Help: "Failed sink calls of the persister (each is retried).",
+		}),
+	}
+	var err error
+	reg := cfg.Registerer
+	if p.lag, err = register(reg, p.lag); err != nil {
+		return nil, fmt.Errorf("new persister: %w", err)
+	}
+	if p.persisted, err = register(reg, p.persisted); err != nil {
+		return nil, fmt.Errorf("new persister: %w", err)
+	}
+	if p.batchSize, err = register(reg, p.batchSize); err != nil {
+		return nil, fmt.Errorf("new persister: %w", err)
+	}
+	if p.deadLetters, err = register(reg, p.deadLetters); err != nil {
+		return nil, fmt.Errorf("new persister: %w", err)
+	}
+	if p.persistLag, err = register(reg, p.persistLag); err != nil {
+		return nil, fmt.Errorf("new persister: %w", err)
+	}
+	if p.sinkErrors, err = register(reg, p.sinkErrors); err != nil {
+		return nil, fmt.Errorf("new persister: %w", err)
+	}
+	return p, nil
+}
+
+// batch is the set of fetched messages not yet committed.
+type batch struct {
+	msgs      []kafka.Message
+	judgments []alignet.Judgment
+	dead      []deadLetter
+	// deadSent and inserted record finished steps, so that a flush resumed
+	// after an interruption does not repeat them.
+	deadSent bool
+	inserted bool
+	newRows  int64
+}
+
+type deadLetter struct {
+	msg kafka.Message
+	err error
+}
+
+func (b *batch) empty() bool { return len(b.msgs) == 0 }
+
+// Run consumes the topic until ctx is cancelled, then finishes and commits
+// the current batch within ShutdownTimeout, leaves the group and returns
+// nil. It returns an error only if the reader fails.
+func (p *Persister) Run(ctx context.Context) error {
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:           p.cfg.Brokers,
+		GroupID:           p.cfg.GroupID,
+		Topic:             p.cfg.Topic,
+		MinBytes:          1,
+		MaxBytes:          16 << 20,
+		MaxWait:           250 * time.Millisecond,
+		CommitInterval:    0,
+		StartOffset:       kafka.FirstOffset,
+		HeartbeatInterval: time.Second,
+		SessionTimeout:    10 * time.Second,
+		RebalanceTimeout:  10 * time.Second,
+		JoinGroupBackoff:  time.Second,
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			p.log.Warn("kafka reader: " + fmt.Sprintf(msg, args...))
+		}),
+	})
+	dlqTransport := newTransport()
+	dlq := &kafka.Writer{
+		Addr:         kafka.TCP(p.cfg.Brokers...),
+		Topic:        p.cfg.DeadLetterTopic,
+		Balancer:     &kafka.Hash{},
+		RequiredAcks: kafka.RequireAll,
+		BatchTimeout: time.Millisecond,
+		MaxAttempts:  3,
+		WriteTimeout: 5 * time.Second,
+		Transport:    dlqTransport,
+	}
+	defer func() {
+		if err := dlq.Close(); err != nil {
+			p.log.Warn("close dead-letter writer", "err", err)
+		}
+		dlqTransport.CloseIdleConnections()
+	}()
+
+	fetchCtx, stopFetch := context.WithCancel(ctx)
+	defer stopFetch()
+	msgs := make(chan kafka.Message)
+	fetchDone := make(chan error, 1)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		fetchDone <- fetch(fetchCtx, r, msgs)
+	}()
+	go func() {
+		defer wg.Done()
+		p.trackLag(fetchCtx)
+	}()
+
+	p.log.Info("persister started")
+	b := &batch{}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-fetchDone:
+			// fetch returns nil only once ctx is cancelled.
+			if err != nil {
+				runErr = fmt.Errorf("persister: fetch: %w", err)
+			}
+			break loop
+		case m := <-msgs:
+			if b.empty() {
+				timer.Reset(p.cfg.FlushInterval)
+			}
+			p.add(b, m)
+			if p.added != nil {
+				p.added(m)
+			}
+			if len(b.judgments) >= p.cfg.MaxBatch {
+				timer.Stop()
+				if err := p.flush(ctx, r, dlq, b); err != nil {
+					break loop
+				}
+				b = &batch{}
+			}
+		case <-timer.C:
+			if err := p.flush(ctx, r, dlq, b); err != nil {
+				break loop
+			}
+			b = &batch{}
+		}
+	}
+	timer.Stop()
+	stopFetch()
+
+	if !b.empty() {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.ShutdownTimeout)
+		if err := p.flush(fctx, r, dlq, b); err != nil {
+			p.log.Error("final flush failed; the batch will be redelivered", "messages", len(b.msgs), "err", err)
+		}
+		cancel()
+	}
+	wg.Wait()
+	if err := r.Close(); err != nil {
+		p.log.Warn("close reader", "err", err)
+	}
+	p.log.Info("persister stopped")
+	return runErr
+}
+
+// fetch feeds out until ctx is cancelled or the reader fails, so that the
+// flush timer fires even while no message arrives.
+func fetch(ctx context.Context, r *kafka.Reader, out chan<- kafka.Message) error {
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		select {
+		case out <- m:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// add decodes m into the batch, or marks it for the dead-letter topic.
+func (p *Persister) add(b *batch, m kafka.Message) {
+	b.msgs = append(b.msgs, m)
+	js, err := DecodeBatch(m)
+	if err != nil {
+		b.dead = append(b.dead, deadLetter{msg: m, err: err})
+		return
+	}
+	b.judgments = append(b.judgments, js...)
+}
+
+// flush sends dead letters, stores the judgments and commits the offsets,
+// in that order, retrying each step until it succeeds or ctx is done. It
+// returns an error only when ctx ended first; b keeps its progress.
+func (p *Persister) flush(ctx context.Context, r *kafka.Reader, dlq *kafka.Writer, b *batch) error {
+	if !b.deadSent && len(b.dead) > 0 {
+		letters := make([]kafka.Message, len(b.dead))
+		for i, d := range b.dead {
+			letters[i] = deadLetterMessage(d)
+		}
+		if err := p.retry(ctx, "write dead letters", func(ctx context.Context) error {
+			return dlq.WriteMessages(ctx, letters...)
+		}); err != nil {
+			return err
+		}
+		for _, d := range b.dead {
+			reason := rejectReason(d.err)
+			p.deadLetters.WithLabelValues(reason).Inc()
+			p.log.Warn("message moved to dead-letter topic", "partition", d.msg.Partition, "offset", d.msg.Offset, "reason", reason, "err", d.err)
+		}
+	}
+	b.deadSent = true
+	if !b.inserted && len(b.judgments) > 0 {
+		if err := p.retry(ctx, "insert judgments", func(ctx context.Context) error {
+			n, err := p.sink.InsertJudgments(ctx, b.judgments)
+			if err != nil {
+				p.sinkErrors.Inc()
+				return err
+			}
+			b.newRows = n
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	b.inserted = true
+	// A commit that keeps failing outside of cancellation (for example
+	// after a rebalance took the partitions away) is given up: the data is
+	// stored, and a redelivery is deduplicated by the sink.
+	attempts := 0
+	err := p.retry(ctx, "commit offsets", func(ctx context.Context) error {
+		attempts++
+		err := r.CommitMessages(ctx, b.msgs...)
+		if err != nil && attempts >= 5 && ctx.Err() == nil {
+			p.log.Error("giving up commit; messages will be redelivered and deduplicated", "messages", len(b.msgs), "err", err)
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	p.persisted.Add(float64(b.newRows))
+	p.batchSize.Observe(float64(len(b.judgments)))
+	for i := range b.judgments {
+		p.persistLag.Observe(now.Sub(b.judgments[i].ReceivedAt).Seconds())
+	}
+	p.log.Debug("batch committed", "messages", len(b.msgs), "judgments", len(b.judgments), "new", b.newRows, "dead", len(b.dead))
+	return nil
+}
+
+// retry calls fn until it succeeds, waiting with capped exponential
+// backoff between attempts. It returns an error only when ctx is done.
+func (p *Persister) retry(ctx context.Context, what string, fn func(context.Context) error) error {
+	delay := p.cfg.RetryMin
+	for attempt := 1; ; attempt++ {
+		err := fn(ctx)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: %w", what, ctx.Err())
+		}
+		p.log.Warn(what+" failed; retrying", "attempt", attempt, "delay", delay, "err", err)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%s: %w (last: %w)", what, ctx.Err(), err)
+		case <-t.C:
+		}
+		delay = min(2*delay, p.cfg.RetryMax)
+	}
+}
+
+// deadLetterMessage keeps the original key, value and headers and adds the
+// reason and the source position.
+func deadLetterMessage(d deadLetter) kafka.Message {
+	h := make([]kafka.Header, 0, len(d.msg.Headers)+5)
+	h = append(h, d.msg.Headers...)
+	h = append(h,
+		kafka.Header{Key: HeaderError, Value: []byte(d.err.Error())},
+		kafka.Header{Key: HeaderErrorReason, Value: []byte(rejectReason(d.err))},
+		kafka.Header{Key: HeaderSourceTopic, Value: []byte(d.msg.Topic)},
+		kafka.Header{Key: HeaderSourcePartition, Value: []byte(strconv.Itoa(d.msg.Partition))},
+		kafka.Header{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(d.msg.Offset, 10))},
+	)
+	return kafka.Message{Key: d.msg.Key, Value: d.msg.Value, Headers: h}
+}
+
+// trackLag sets the lag gauge every LagInterval until ctx is cancelled.
+// The lag is measured from the committed offsets of the group, so it keeps
+// growing while the persister is stuck.
+func (p *Persister) trackLag(ctx context.Context) {
+	tr := newTransport()
+	defer tr.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(p.cfg.Brokers...), Transport: tr, Timeout: 5 * time.Second}
+	t := time.NewTicker(p.cfg.LagInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		lag, err := groupLag(ctx, client, p.cfg.GroupID, p.cfg.Topic)
+		if err != nil {
+			if ctx.Err() == nil {
+				p.log.Debug("measure consumer lag", "err", err)
+			}
+			continue
+		}
+		p.lag.WithLabelValues(p.cfg.Topic).Set(float64(lag))
+	}
+}
+
+// groupLag returns the number of messages of topic after the offsets
+// committed by group, summed over partitions.
+func groupLag(ctx context.Context, client *kafka.Client, group, topic string) (int64, error) {
+	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return 0, fmt.Errorf("metadata: %w", err)
+	}
+	var ids []int
+	for _, t := range md.Topics {
+		if t.Name != topic {
+			continue
+		}
+		if t.Error != nil {
+			return 0, fmt.Errorf("metadata of %q: %w", topic, t.Error)
+		}
+		for _, pt := range t.Partitions {
+			ids = append(ids, pt.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return 0, fmt.Errorf("metadata of %q: no partitions", topic)
+	}
+	committed, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ids}})
+	if err != nil {
+		return 0, fmt.Errorf("offset fetch: %w", err)
+	}
+	if committed.Error != nil {
+		return 0, fmt.Errorf("offset fetch: %w", committed.Error)
+	}
+	reqs := make([]kafka.OffsetRequest, 0, 2*len(ids))
+	for _, id := range ids {
+		reqs = append(reqs, kafka.FirstOffsetOf(id), kafka.LastOffsetOf(id))
+	}
+	offs, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return 0, fmt.Errorf("list offsets: %w", err)
+	}
+	done := make(map[int]int64)
+	for _, c := range committed.Topics[topic] {
+		if c.Error == nil {
+			done[c.Partition] = c.CommittedOffset
+		}
+	}
+	var lag int64
+	for _, o := range offs.Topics[topic] {
+		if o.Error != nil {
+			return 0, fmt.Errorf("list offsets of partition %d: %w", o.Partition, o.Error)
+		}
+		from, ok := done[o.Partition]
+		if !ok || from < o.FirstOffset {
+			from = o.FirstOffset
+		}
+		if o.LastOffset > from {
+			lag += o.LastOffset - from
+		}
+	}
+	return lag, nil
+}

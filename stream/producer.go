@@ -1,0 +1,193 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/alignet/alignet"
+)
+
+// ErrTooLarge is returned by Publish when the encoded batch exceeds
+// ProducerConfig.MaxBatchBytes; the request should be split (HTTP 413).
+var ErrTooLarge = errors.New("judgment batch too large")
+
+// ProducerConfig configures a Producer.
+type ProducerConfig struct {
+	// Brokers are the bootstrap broker addresses (host:port). Required.
+	Brokers []string
+	// Topic is the judgments topic. Default "alignet.judgments".
+	Topic string
+	// Linger is how long a partition waits for more concurrent batches
+	// before it sends a produce request. Default 2ms.
+	Linger time.Duration
+	// BatchSize is the maximum number of messages (accepted requests) in one
+	// produce request per partition. Default 1000.
+	BatchSize int
+	// MaxBatchBytes is the maximum size of one produce request per partition,
+	// and thus of one encoded judgment batch. Default 1 MiB, the default
+	// message.max.bytes of Kafka.
+	MaxBatchBytes int64
+	// WriteTimeout bounds one Publish call including retries. Default 5s.
+	WriteTimeout time.Duration
+	// MaxAttempts is how often a produce request is tried before Publish
+	// fails. Default 5.
+	MaxAttempts int
+	// Registerer receives the producer metrics. Nil means unregistered.
+	Registerer prometheus.Registerer
+	// Logger logs producer errors. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Producer publishes judgment batches synchronously. It is safe for
+// concurrent use; concurrent Publish calls that go to the same partition
+// within Linger share one produce request.
+type Producer struct {
+	cfg      ProducerConfig
+	w        *kafka.Writer
+	tr       *kafka.Transport
+	log      *slog.Logger
+	duration prometheus.Histogram
+	errors   prometheus.Counter
+}
+
+// NewProducer returns a Producer. It does not contact the brokers; use Ping
+// to check them.
+func NewProducer(cfg ProducerConfig) (*Producer, error) {
+	if len(cfg.Brokers) == 0 {
+		return nil, errors.New("new producer: no brokers")
+	}
+	if cfg.Topic == "" {
+		cfg.Topic = DefaultJudgmentsTopic
+	}
+	if cfg.Linger <= 0 {
+		cfg.Linger = 2 * time.Millisecond
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 1000
+	}
+	if cfg.MaxBatchBytes <= 0 {
+		cfg.MaxBatchBytes = 1 << 20
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 5 * time.Second
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 5
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	p := &Producer{cfg: cfg, tr: newTransport(), log: cfg.Logger.With("component", "kafka-producer", "topic", cfg.Topic)}
+	p.w = &kafka.Writer{
+		Addr:            kafka.TCP(cfg.Brokers...),
+		Topic:           cfg.Topic,
+		Balancer:        &kafka.Hash{},
+		MaxAttempts:     cfg.MaxAttempts,
+		WriteBackoffMin: 50 * time.Millisecond,
+		WriteBackoffMax: time.Second,
+		BatchSize:       cfg.BatchSize,
+		BatchBytes:      cfg.MaxBatchBytes,
+		BatchTimeout:    cfg.Linger,
+		ReadTimeout:     cfg.WriteTimeout,
+		WriteTimeout:    cfg.WriteTimeout,
+		RequiredAcks:    kafka.RequireAll,
+		Async:           false,
+		Transport:       p.tr,
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			p.log.Warn("kafka writer: " + fmt.Sprintf(msg, args...))
+		}),
+	}
+	p.duration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "alignet_kafka_produce_duration_seconds",
+		Help:    "Time until a judgment batch was acknowledged by all in-sync replicas, or failed.",
+		Buckets: []float64{.001, .002, .004, .006, .008, .01, .015, .02, .03, .05, .075, .1, .25, .5, 1, 5},
+	})
+	p.errors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "alignet_kafka_produce_errors_total",
+		Help: "Judgment batches that could not be published.",
+	})
+	var err error
+	if p.duration, err = register(cfg.Registerer, p.duration); err != nil {
+		return nil, fmt.Errorf("new producer: %w", err)
+	}
+	if p.errors, err = register(cfg.Registerer, p.errors); err != nil {
+		return nil, fmt.Errorf("new producer: %w", err)
+	}
+	return p, nil
+}
+
+// Publish encodes the judgments of one study as one message and returns
+// after the broker acknowledged it on all in-sync replicas. An invalid batch
+// yields an error wrapping ErrInvalidBatch, an oversized one ErrTooLarge.
+// When Kafka cannot be reached within WriteTimeout the error wraps
+// alignet.ErrUnavailable; the batch may still have been written, so clients
+// retry with the same judgment ids and storage deduplicates them.
+func (p *Producer) Publish(ctx context.Context, study string, js []alignet.Judgment) error {
+	msg, err := EncodeBatch(study, js)
+	if err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	if n := int64(len(msg.Key) + len(msg.Value) + len(ContentType) + len(HeaderContentType) + 64); n > p.cfg.MaxBatchBytes {
+		return fmt.Errorf("publish study %q: %d judgments encode to about %d bytes, limit %d: %w", study, len(js), n, p.cfg.MaxBatchBytes, ErrTooLarge)
+	}
+	wctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
+	defer cancel()
+	start := time.Now()
+	err = p.w.WriteMessages(wctx, msg)
+	p.duration.Observe(time.Since(start).Seconds())
+	if err == nil {
+		return nil
+	}
+	p.errors.Inc()
+	if ctx.Err() != nil {
+		// The caller gave up, e.g. the client disconnected.
+		return fmt.Errorf("publish study %q: %w", study, ctx.Err())
+	}
+	var tooLarge kafka.MessageTooLargeError
+	if errors.As(err, &tooLarge) || errors.Is(err, kafka.MessageSizeTooLarge) {
+		return fmt.Errorf("publish study %q: %w: %w", study, ErrTooLarge, err)
+	}
+	p.log.Warn("publish failed", "study", study, "judgments", len(js), "err", err)
+	return unavailable(fmt.Sprintf("publish study %q", study), err)
+}
+
+// Ping reports whether a broker is reachable and every partition of the
+// topic has a leader, over a fresh connection (not the writer's cached
+// metadata). Failures wrap alignet.ErrUnavailable.
+func (p *Producer) Ping(ctx context.Context) error {
+	return Ping(ctx, p.cfg.Brokers, p.cfg.Topic)
+}
+
+// Close flushes pending writes and releases the connections.
+func (p *Producer) Close() error {
+	err := p.w.Close()
+	p.tr.CloseIdleConnections()
+	if err != nil {
+		return fmt.Errorf("close producer: %w", err)
+	}
+	return nil
+}
+
+// register registers c on r, reusing an identical collector that is already
+// registered (for example by a second Producer on the same registry).
+func register[C prometheus.Collector](r prometheus.Registerer, c C) (C, error) {
+	if r == nil {
+		return c, nil
+	}
+	if err := r.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing, nil
+			}
+		}
+		return c, fmt.Errorf("register metric: %w", err)
+	}
+	return c, nil
+}

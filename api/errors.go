@@ -16,22 +16,39 @@ import (
 
 // Error codes used in the "code" member of error bodies.
 const (
-	CodeInvalidJSON      = "invalid_json"
-	CodeInvalidField     = "invalid_field"
+	// CodeInvalidJSON (400) marks malformed JSON, a wrong JSON type or an
+	// unknown field.
+	CodeInvalidJSON = "invalid_json"
+	// CodeInvalidParameter (400) marks a bad query parameter.
 	CodeInvalidParameter = "invalid_parameter"
-	CodeInvalidBody      = "invalid_body"
-	CodeMissingField     = "missing_field"
-	CodeUnknownItem      = "unknown_item"
-	CodeDuplicateID      = "duplicate_id"
-	CodeNotFound         = "not_found"
-	CodeConflict         = "conflict"
-	CodeTooLarge         = "too_large"
+	// CodeInvalidBody (400) marks a malformed multipart or .npy body.
+	CodeInvalidBody = "invalid_body"
+	// CodeInvalidField (422) marks a well-formed but invalid value.
+	CodeInvalidField = "invalid_field"
+	// CodeMissingField (422) marks a missing required field.
+	CodeMissingField = "missing_field"
+	// CodeUnknownItem (422) marks an item that is not in the study's pool.
+	CodeUnknownItem = "unknown_item"
+	// CodeDuplicateID (422) marks a judgment id repeated within a batch.
+	CodeDuplicateID = "duplicate_id"
+	// CodeNotFound (404) marks an unknown route, study, space or key.
+	CodeNotFound = "not_found"
+	// CodeConflict (409) marks an entity that exists with another definition.
+	CodeConflict = "conflict"
+	// CodeTooLarge (413) marks a body or batch over its cap.
+	CodeTooLarge = "too_large"
+	// CodeUnsupportedMedia (415) marks a wrong Content-Type.
 	CodeUnsupportedMedia = "unsupported_media_type"
-	CodeUnauthorized     = "unauthorized"
-	CodeForbidden        = "forbidden"
-	CodeUnavailable      = "unavailable"
+	// CodeUnauthorized (401) marks a missing or invalid API key.
+	CodeUnauthorized = "unauthorized"
+	// CodeForbidden (403) marks a key without the route's scope.
+	CodeForbidden = "forbidden"
+	// CodeUnavailable (503) marks an unreachable Kafka or Postgres.
+	CodeUnavailable = "unavailable"
+	// CodeMethodNotAllowed (405) marks a method the route does not serve.
 	CodeMethodNotAllowed = "method_not_allowed"
-	CodeInternal         = "internal"
+	// CodeInternal (500) marks a server bug.
+	CodeInternal = "internal"
 )
 
 // Error is an API error. It is rendered as
@@ -224,6 +241,9 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 	case http.StatusServiceUnavailable:
 		h.Set("Retry-After", "1")
 	}
+	// A handler may have set headers for the body it meant to send.
+	h.Del(echo.HeaderContentDisposition)
+	h.Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
 	c.Set(ctxKeyAPIError, ae)
 	if c.Request().Method == http.MethodHead {
 		_ = c.NoContent(ae.Status)

@@ -24,6 +24,8 @@ type fakeStore struct {
 	keys       map[string]db.APIKey // by hex hash
 	keyHash    map[string]string    // id -> hash
 	down       error                // returned by every method when set
+	exportErr  error                // returned by ExportJudgments after exportOK rows
+	exportOK   int
 	calls      map[string]int
 }
 
@@ -224,11 +226,18 @@ func (f *fakeStore) ExportJudgments(ctx context.Context, jf db.JudgmentFilter, f
 		}
 		sel = append(sel, j)
 	}
+	failErr, failAfter := f.exportErr, f.exportOK
 	f.mu.Unlock()
-	for _, j := range sel {
+	for i, j := range sel {
+		if failErr != nil && i == failAfter {
+			return failErr
+		}
 		if err := fn(j); err != nil {
 			return fmt.Errorf("export: %w", err)
 		}
+	}
+	if failErr != nil {
+		return failErr
 	}
 	return nil
 }

@@ -408,16 +408,15 @@ type studyEntry struct {
 
 // studyCache holds study entries, including misses.
 type studyCache struct {
-	ttl time.Duration
-	mu  sync.RWMutex
-	m   map[string]*studyEntry
+	mu sync.RWMutex
+	m  map[string]*studyEntry
 }
 
 // studyCacheMax bounds cached misses.
 const studyCacheMax = 10000
 
-func newStudyCache(ttl time.Duration) *studyCache {
-	return &studyCache{ttl: ttl, m: make(map[string]*studyEntry)}
+func newStudyCache() *studyCache {
+	return &studyCache{m: make(map[string]*studyEntry)}
 }
 
 func (sc *studyCache) get(id string) *studyEntry {

@@ -31,7 +31,20 @@
 // SHA-256 hashes. Lookups are cached for Config.KeyCacheTTL: a key revoked
 // through this server stops working at once, a key revoked elsewhere within
 // KeyCacheTTL. Scopes are "collect" (post judgments), "read" (read data,
-// export, worker lookup) and "admin" (everything).
+// export, worker lookup) and "admin" (everything). GET /v1/openapi.json takes
+// any valid key; /healthz, /readyz and /metrics take none (serve /metrics on
+// an internal network only).
+//
+// The judgment hot path does no database query: study definitions and item
+// pools are cached in memory, refreshed in the background once older than
+// Config.PoolCacheTTL and at once after this server adds items. Items or
+// studies added through another server become usable within PoolCacheTTL
+// (an unknown item triggers at most one synchronous reload per second).
+//
+// The server is wired as
+//
+//	srv, err := api.New(cfg, store, producer) // *db.DB, *stream.Producer
+//	err = srv.Run(ctx)
 package api
 
 import (
@@ -53,15 +66,25 @@ import (
 
 // Defaults applied by New to zero Config fields.
 const (
-	DefaultListen               = ":8080"
-	DefaultMaxJudgmentBody      = 2 << 20
-	DefaultMaxEmbeddingBody     = 2 << 30
+	// DefaultListen is the default listen address.
+	DefaultListen = ":8080"
+	// DefaultMaxJudgmentBody is the default cap on small JSON bodies (2 MiB).
+	DefaultMaxJudgmentBody = 2 << 20
+	// DefaultMaxEmbeddingBody is the default cap on multipart uploads (2 GiB).
+	DefaultMaxEmbeddingBody = 2 << 30
+	// DefaultMaxEmbeddingJSONBody is the default cap on JSON embedding
+	// uploads and item lists (512 MiB).
 	DefaultMaxEmbeddingJSONBody = 512 << 20
-	DefaultMaxBatch             = 1000
-	DefaultMaxRTMillis          = 600000
-	DefaultShutdownTimeout      = 15 * time.Second
-	DefaultPoolCacheTTL         = 5 * time.Second
-	DefaultKeyCacheTTL          = 30 * time.Second
+	// DefaultMaxBatch is the default largest judgment batch.
+	DefaultMaxBatch = 1000
+	// DefaultMaxRTMillis is the default largest response time (ten minutes).
+	DefaultMaxRTMillis = 600000
+	// DefaultShutdownTimeout is the default drain time on shutdown.
+	DefaultShutdownTimeout = 15 * time.Second
+	// DefaultPoolCacheTTL is the default lifetime of cached study pools.
+	DefaultPoolCacheTTL = 5 * time.Second
+	// DefaultKeyCacheTTL is the default lifetime of cached key lookups.
+	DefaultKeyCacheTTL = 30 * time.Second
 )
 
 // Config configures a Server. Zero fields take the documented defaults.
@@ -201,7 +224,7 @@ func New(cfg Config, store Store, pub Publisher) (*Server, error) {
 		log:     cfg.Logger,
 		metrics: m,
 		keys:    newKeyCache(cfg.KeyCacheTTL),
-		studies: newStudyCache(cfg.PoolCacheTTL),
+		studies: newStudyCache(),
 	}
 	if cfg.AdminKey != "" {
 		s.adminHash = sha256.Sum256([]byte(cfg.AdminKey))

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
@@ -429,4 +430,41 @@ func TestStudyCreatedElsewhereBecomesVisible(t *testing.T) {
 	}
 	time.Sleep(5 * time.Millisecond)
 	e.must(http.StatusAccepted, "POST", "/v1/studies/s9/judgments", e.collect, okOdd)
+}
+
+func TestExportFailures(t *testing.T) {
+	e, _ := exportSetup(t)
+	many := make([]alignet.Judgment, 2000)
+	for i := range many {
+		many[i] = alignet.Judgment{ID: fmt.Sprintf("m%d", i), Study: "s1", Task: alignet.TaskOddOneOut,
+			Items: [3]string{"c1", "c2", "c3"}, Odd: "c1", ReceivedAt: time.Now()}
+	}
+	e.store.addJudgments(many)
+	// Failure before the first row: a normal JSON error.
+	e.store.mu.Lock()
+	e.store.exportErr = fmt.Errorf("pg: %w", alignet.ErrUnavailable)
+	e.store.mu.Unlock()
+	rec := e.req("GET", "/v1/studies/s1/judgments?format=csv", e.read, "")
+	if rec.Code != http.StatusServiceUnavailable || apiErr(t, rec).Code != CodeUnavailable || rec.Header().Get("Content-Disposition") != "" {
+		t.Fatalf("%d %v %s", rec.Code, rec.Header(), rec.Body)
+	}
+	// Failure mid-stream: the transfer is aborted, not silently truncated.
+	e.store.mu.Lock()
+	e.store.exportOK = 1500
+	e.store.mu.Unlock()
+	srv := httptest.NewServer(e.h)
+	defer srv.Close()
+	req, _ := http.NewRequest("GET", srv.URL+"/v1/studies/s1/judgments?format=jsonl", nil)
+	req.Header.Set("Authorization", "Bearer "+e.read)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if _, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatal("aborted export read without error")
+	}
 }

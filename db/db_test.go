@@ -86,7 +86,8 @@ func TestMigrateConcurrentAndIdempotent(t *testing.T) {
 		t.Fatalf("schema_migrations has %d rows, want %d", n, db.MigrationCount())
 	}
 	var where string
-	if err := d.Pool().QueryRow(ctx, "SELECT table_schema FROM information_schema.tables WHERE table_name = 'judgments'").Scan(&where); err != nil {
+	if err := d.Pool().QueryRow(ctx, `SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.oid = 'judgments'::regclass`).Scan(&where); err != nil {
 		t.Fatal(err)
 	}
 	if where != schema {

@@ -25,9 +25,11 @@ const (
 // InsertJudgments stores js in one transaction and returns how many were
 // newly inserted. It is idempotent on (study, id): judgments already stored,
 // or repeated within js, are skipped (the first occurrence wins). Every
-// judgment needs a non-empty Study and ID; a study that does not exist yields
-// an error wrapping alignet.ErrNotFound that names it, and stores nothing. An empty Odd or
-// QueryID is stored as NULL.
+// judgment needs a non-empty Study and ID; a study that does not exist
+// yields an error wrapping alignet.ErrNotFound that names it, and nothing is
+// stored. An empty Odd or QueryID is stored as NULL. Batches are sorted by
+// (study, id) before insertion, so concurrent overlapping batches cannot
+// deadlock.
 func (d *DB) InsertJudgments(ctx context.Context, js []alignet.Judgment) (int64, error) {
 	return d.insertJudgments(ctx, js, insertUnnest)
 }

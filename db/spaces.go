@@ -20,8 +20,8 @@ type Space struct {
 	CreatedAt time.Time
 }
 
-// PutSpace creates the space name with dimension dim and returns it with
-// created=true. If the space already exists with the same dimension it is
+// PutSpace creates the space name with dimension dim (1 to 1<<20) and
+// returns it with created=true. If the space already exists with the same dimension it is
 // returned with created=false; with a different dimension the error wraps
 // alignet.ErrConflict.
 func (d *DB) PutSpace(ctx context.Context, name string, dim int) (Space, bool, error) {

@@ -115,6 +115,9 @@ type TeacherConfig struct {
 	// GradTol stops the fit when the largest gradient component falls below
 	// it (default 1e-5).
 	GradTol float64
+	// RelTol stops the fit when the objective improved by less than
+	// RelTol·(|f|+1) over the last 10 iterations (default 1e-5).
+	RelTol float64
 	// Seed seeds every random choice (currently the fit itself is
 	// deterministic; the seed is recorded and used by callers for splits).
 	Seed uint64
@@ -155,6 +158,9 @@ func (c TeacherConfig) withDefaults(d int) TeacherConfig {
 	}
 	if c.GradTol == 0 {
 		c.GradTol = 1e-5
+	}
+	if c.RelTol == 0 {
+		c.RelTol = 1e-5
 	}
 	if c.Workers <= 0 {
 		c.Workers = runtime.GOMAXPROCS(0)
@@ -230,6 +236,7 @@ func FitTeacherContext(ctx context.Context, x []float32, n, d int, train []Tripl
 		MaxIter: cfg.MaxIter,
 		Memory:  20,
 		GradTol: cfg.GradTol,
+		RelTol:  cfg.RelTol,
 		Callback: func(iter int, xs []float64, f float64) bool {
 			if cfg.Progress != nil {
 				cfg.Progress(iter, f)

@@ -570,10 +570,9 @@ func (v *VICE) PredictBatch(ts []Triplet, samples int, seed int64) ([][3]float64
 			}
 		})
 	}
-	inv := 1 / float64(samples)
 	for b := range out {
 		for c := range out[b] {
-			out[b][c] *= inv
+			out[b][c] /= float64(samples)
 		}
 	}
 	return out, nil

@@ -6,7 +6,8 @@
 #
 # Environment:
 #   KAFKA_PORT             client (PLAINTEXT) port, default 19092
-#   KAFKA_CONTROLLER_PORT  controller port, default KAFKA_PORT+1000
+#   KAFKA_CONTROLLER_PORT  controller port, default KAFKA_PORT+1000 (or -1000
+#                          above 64535)
 #   KAFKADIR               instance dir, default $REPO/.cache/kafka/instance-$KAFKA_PORT
 #   KAFKA_HEAP             JVM heap options, default "-Xms512m -Xmx512m"
 #   KAFKA_START_TIMEOUT    seconds to wait for readiness, default 180
@@ -19,7 +20,10 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 KAFKA_PORT="${KAFKA_PORT:-19092}"
-KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1000))}"
+if [ -z "${KAFKA_CONTROLLER_PORT:-}" ]; then
+	KAFKA_CONTROLLER_PORT=$((KAFKA_PORT + 1000))
+	[ "$KAFKA_CONTROLLER_PORT" -le 65535 ] || KAFKA_CONTROLLER_PORT=$((KAFKA_PORT - 1000))
+fi
 CACHE="$REPO/.cache/kafka"
 LIBS="$CACHE/libs"
 POM="$REPO/scripts/kafka/pom.xml"
@@ -91,6 +95,7 @@ port_open() {
 # and succeeds when the response lists at least one broker.
 metadata_ok() {
 	local hex
+	# shellcheck disable=SC2016 # the inner script expands its own $1
 	hex="$(timeout 5 bash -c '
 		exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
 		# size=16 | api_key=3 api_version=4 correlation_id=1 client_id="x" | topics=null allow_auto_create=false
@@ -183,6 +188,11 @@ show_logs() {
 }
 
 start() {
+	# Serialize concurrent starts of one instance; the broker must not
+	# inherit this lock (8>&- below).
+	mkdir -p "$INST"
+	exec 8>"$INST/.start.lock"
+	flock 8
 	if pid_alive; then
 		if ready; then
 			log "already running (pid $(cat "$PIDFILE"))"
@@ -203,9 +213,10 @@ start() {
 			mv "$INST/logs/server.log" "$INST/logs/server.log.prev"
 		fi
 		java_cmd
+		# shellcheck disable=SC2016 # $$ is the child's pid, which exec keeps
 		setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
 			"${JAVA_CMD[@]}" kafka.Kafka "$INST/server.properties" \
-			</dev/null >>"$INST/logs/stdout.log" 2>&1 &
+			</dev/null >>"$INST/logs/stdout.log" 2>&1 8>&- &
 		# Wait for the pid file written by the child.
 		for _ in $(seq 50); do [ -s "$PIDFILE" ] && break; sleep 0.1; done
 		log "starting (pid $(cat "$PIDFILE" 2>/dev/null), dir $INST)"

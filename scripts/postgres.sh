@@ -40,7 +40,7 @@ find_bindir() {
 			return
 		fi
 	fi
-	d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)"
+	d="$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n1)"
 	if [ -n "$d" ] && [ -x "$d/pg_ctl" ] && [ -x "$d/initdb" ] && [ -x "$d/postgres" ]; then
 		echo "$d"
 		return
@@ -88,7 +88,7 @@ setup_user() {
 		# traverse (e.g. /root): keep the instance elsewhere.
 		local alt
 		alt="/var/tmp/alignet-pg-$(echo "$PGDIR" | sha256sum | cut -c1-12)"
-		log "$PGDIR is not reachable by user $RUN_USER; using $alt"
+		[ "${1:-}" = quiet ] || log "$PGDIR is not reachable by user $RUN_USER; using $alt"
 		PGDIR="$alt"
 		mkdir -p "$PGDIR"
 		chown "$RUN_USER:" "$PGDIR"
@@ -210,7 +210,7 @@ stop() {
 		echo "not running (no PostgreSQL server binaries)"
 		return 3
 	fi
-	setup_user
+	setup_user quiet
 	paths
 	if ! running; then
 		log "not running"
@@ -225,7 +225,7 @@ status() {
 		echo "not running (no PostgreSQL server binaries)"
 		return 3
 	fi
-	setup_user
+	setup_user quiet
 	paths
 	if running; then
 		echo "running on 127.0.0.1:$PGPORT ($DATA): $(url)"

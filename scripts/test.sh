@@ -20,8 +20,21 @@ log() { echo "test.sh: $*" >&2; }
 
 command -v go >/dev/null 2>&1 || { log "error: Go is not installed (need Go $(sed -n 's/^go //p' go.mod))"; exit 1; }
 
+# -race needs cgo, hence a C compiler.
+if ! command -v "$(go env CC)" >/dev/null 2>&1; then
+	if [ "$(id -u)" = 0 ]; then
+		log "installing gcc for the race detector"
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev >/dev/null
+	else
+		log "error: go test -race needs a C compiler: apt-get install gcc"
+		exit 1
+	fi
+fi
+
 STARTED_PG=0
 STARTED_KAFKA=0
+# shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
 	local rc=$?
 	if [ "$STARTED_KAFKA" = 1 ]; then scripts/kafka.sh stop || true; fi
@@ -42,8 +55,9 @@ if ! scripts/kafka.sh status >/dev/null 2>&1; then
 fi
 log "services ready in $((SECONDS - t0))s"
 
-export ALIGNET_TEST_DATABASE_URL="$(scripts/postgres.sh url)"
-export ALIGNET_TEST_KAFKA_BROKERS="$(scripts/kafka.sh brokers)"
+ALIGNET_TEST_DATABASE_URL="$(scripts/postgres.sh url)"
+ALIGNET_TEST_KAFKA_BROKERS="$(scripts/kafka.sh brokers)"
+export ALIGNET_TEST_DATABASE_URL ALIGNET_TEST_KAFKA_BROKERS
 export ALIGNET_REPO="$REPO"
 
 # Add ./... unless the caller named packages.

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // BenchmarkPublish measures concurrent synchronous publishing: 1 or 8
@@ -53,5 +55,55 @@ func BenchmarkPublish(b *testing.B) {
 				b.ReportMetric(float64(10*b.N)/sec, "judgments/s")
 			})
 		}
+	}
+}
+
+// BenchmarkPersist measures how fast a persister drains a backlog of
+// batches of 10 judgments into an in-memory sink: decode, batching and
+// synchronous offset commits, without database cost.
+func BenchmarkPersist(b *testing.B) {
+	brokerSets := map[string]func(b *testing.B) []string{
+		"kfake": func(b *testing.B) []string { return fakeBrokers(b) },
+		"kafka": func(b *testing.B) []string {
+			v := strings.TrimSpace(os.Getenv(brokerEnv))
+			if v == "" {
+				b.Skipf("%s is not set", brokerEnv)
+			}
+			return strings.Split(v, ",")
+		},
+	}
+	for _, name := range []string{"kfake", "kafka"} {
+		b.Run(name+"/batch=10", func(b *testing.B) {
+			brokers := brokerSets[name](b)
+			topics := testTopics(b, brokers)
+			p := newTestProducer(b, brokers, topics.Judgments, nil, nil)
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			for g := 0; g < 16; g++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						i := next.Add(1) - 1
+						if i >= int64(b.N) {
+							return
+						}
+						study := fmt.Sprintf("study-%d", i%12)
+						if err := p.Publish(context.Background(), study, judgments(study, fmt.Sprintf("b%d", i), 10)); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			sink := newMemSink()
+			b.ResetTimer()
+			rp := startPersister(b, newTestPersister(b, brokers, topics, uniqueName(b, "g"), sink, nil, nil))
+			eventually(b, 10*time.Minute, "backlog stored", func() bool { return sink.count() == 10*b.N })
+			b.StopTimer()
+			rp.stop(b)
+			b.ReportMetric(float64(10*b.N)/b.Elapsed().Seconds(), "judgments/s")
+		})
 	}
 }

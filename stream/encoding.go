@@ -1,8 +1,3 @@
-// Package stream moves accepted judgments through Kafka: it encodes batches
-// into messages, creates the topics, publishes batches synchronously for the
-// API, and runs the consumer group that persists them to a Sink with
-// at-least-once delivery, offsets committed only after the sink succeeded,
-// and undecodable messages parked in a dead-letter topic.
 package stream
 
 import (

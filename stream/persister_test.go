@@ -331,3 +331,33 @@ func mustEncode(t *testing.T, study string, js []alignet.Judgment) []byte {
 	}
 	return m.Value
 }
+
+// TestPersisterScaleOut: a second member joining the group mid-stream causes
+// a rebalance; every judgment is still stored and everything is committed.
+func TestPersisterScaleOut(t *testing.T) {
+	forEachBroker(t, func(t *testing.T, brokers []string) {
+		topics := testTopics(t, brokers)
+		prod := newTestProducer(t, brokers, topics.Judgments, nil, nil)
+		sink := newMemSink() // shared, like one database behind two processes
+		group := uniqueName(t, "g")
+		rp1 := startPersister(t, newTestPersister(t, brokers, topics, group, sink, nil, nil))
+		publish := func(round int) {
+			for i := 0; i < 12; i++ {
+				study := fmt.Sprintf("s%d", i)
+				publishAll(t, prod, map[string][]alignet.Judgment{study: judgments(study, fmt.Sprintf("r%d-%d", round, i), 3)})
+			}
+		}
+		publish(0)
+		eventually(t, waitLong, "first round stored", func() bool { return sink.count() == 36 })
+		rp2 := startPersister(t, newTestPersister(t, brokers, topics, group, sink, nil, nil))
+		publish(1)
+		publish(2)
+		eventually(t, waitLong, "all rounds stored", func() bool { return sink.count() == 108 })
+		for _, rp := range []*runningPersister{rp1, rp2} {
+			if err := rp.stop(t); err != nil {
+				t.Fatalf("run: %v", err)
+			}
+		}
+		assertOnlyMarker(t, brokers, topics, group, prod)
+	})
+}

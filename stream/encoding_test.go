@@ -208,3 +208,17 @@ func FuzzDecodeBatch(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkDecodeBatch(b *testing.B) {
+	m, err := EncodeBatch("s", judgments("s", "a", 10))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(m.Value)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeBatch(m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

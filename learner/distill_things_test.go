@@ -279,33 +279,30 @@ func TestProofThingsScratch(t *testing.T) {
 	fmt.Sscan(os.Getenv("VBS"), &vcfg.BatchSize)
 	fmt.Sscan(os.Getenv("VLR"), &vcfg.LR)
 	var tcfg TeacherConfig
-	fmt.Sscan(os.Getenv("TLAM"), &tcfg.Lambda)
 	fmt.Sscan(os.Getenv("TDIM"), &tcfg.OutDim)
 	fmt.Sscan(os.Getenv("TIT"), &tcfg.MaxIter)
-	thA, stA, err := FitTeacher(td.x, td.n, td.d, s.fit, nil, tcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("A fit %v iters %d", stA.Duration, stA.Iterations)
-	ra := evalTeacher(td, s, thA)
-	t.Logf("A: %+v", ra)
 	v, vst, err := FitVICE(td.n, s.fit, vcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("vice %v", vst.Duration)
-	for _, alpha := range []float64{0, 0.3} {
-		vc := vcfg
-		vc.OneHotMix = alpha
-		q, err := v.SoftTargets(s.fit, s.repFit, vc)
+	vc := vcfg
+	fmt.Sscan(os.Getenv("ALPHA"), &vc.OneHotMix)
+	q, err := v.SoftTargets(s.fit, s.repFit, vc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ls := range strings.Fields(os.Getenv("TLAMS")) {
+		fmt.Sscan(ls, &tcfg.Lambda)
+		thA, stA, err := FitTeacher(td.x, td.n, td.d, s.fit, nil, tcfg)
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Logf("lambda %v A fit %v iters %d: %+v", tcfg.Lambda, stA.Duration, stA.Iterations, evalTeacher(td, s, thA))
 		thB, stB, err := FitTeacher(td.x, td.n, td.d, s.fit, q, tcfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rb := evalTeacher(td, s, thB)
-		t.Logf("B alpha %.2f fit %v: %+v", alpha, stB.Duration, rb)
+		t.Logf("lambda %v B fit %v iters %d: %+v", tcfg.Lambda, stB.Duration, stB.Iterations, evalTeacher(td, s, thB))
 	}
 }

@@ -114,6 +114,13 @@ func KMeans(ctx context.Context, x []float32, n, d int, cfg KMeansConfig) (*KMea
 	iter := 0
 	for iter < cfg.MaxIter {
 		updateCentroids(x, d, c, k, assign, sizes, cfg.Workers)
+		var empty []int
+		for j, sz := range sizes {
+			if sz == 0 {
+				empty = append(empty, j)
+			}
+		}
+		moveEmpty(x, n, d, c, empty, dist)
 		prev := inertia
 		var changed int
 		inertia, changed, err = assignAll(ctx, x, n, d, c, k, cfg.Workers, assign, dist)
@@ -407,18 +414,7 @@ func fixEmpty(ctx context.Context, x []float32, n, d int, c []float32, k, worker
 		if len(empty) == 0 {
 			return inertia, nil
 		}
-		order := make([]int32, n)
-		for i := range order {
-			order[i] = int32(i)
-		}
-		sort.SliceStable(order, func(a, b int) bool { return dist[order[a]] > dist[order[b]] })
-		for e, j := range empty {
-			if e >= n {
-				break
-			}
-			m := int(order[e])
-			copy(c[j*d:(j+1)*d], x[m*d:(m+1)*d])
-		}
+		moveEmpty(x, n, d, c, empty, dist)
 		var err error
 		inertia, _, err = assignAll(ctx, x, n, d, c, k, workers, assign, dist)
 		if err != nil {
@@ -430,6 +426,27 @@ func fixEmpty(ctx context.Context, x []float32, n, d int, c []float32, k, worker
 		sizes[a]++
 	}
 	return inertia, nil
+}
+
+// moveEmpty moves the centres listed in empty onto the points farthest
+// from their current centres (distinct points, farthest first, ties by
+// index).
+func moveEmpty(x []float32, n, d int, c []float32, empty []int, dist []float32) {
+	if len(empty) == 0 {
+		return
+	}
+	order := make([]int32, n)
+	for i := range order {
+		order[i] = int32(i)
+	}
+	sort.SliceStable(order, func(a, b int) bool { return dist[order[a]] > dist[order[b]] })
+	for e, j := range empty {
+		if e >= n {
+			break
+		}
+		m := int(order[e])
+		copy(c[j*d:(j+1)*d], x[m*d:(m+1)*d])
+	}
 }
 
 // initPlusPlus picks k initial centres by greedy k-means++ (Arthur and

@@ -193,3 +193,34 @@ func TestGemmNTMatchesNaive(t *testing.T) {
 		}
 	}
 }
+
+func TestFixEmptyReseedsUnusedCentre(t *testing.T) {
+	x, _ := plantedClusters(500, 4, 3, 0.5, 3)
+	// Three sensible centres plus one far away that attracts no point.
+	c := make([]float32, 4*4)
+	copy(c[0:4], x[0:4])
+	copy(c[4:8], x[4:8])
+	copy(c[8:12], x[8:12])
+	for p := 12; p < 16; p++ {
+		c[p] = 1e4
+	}
+	assign := make([]int32, 500)
+	dist := make([]float32, 500)
+	in, _, err := assignAll(context.Background(), x, 500, 4, c, 4, 2, assign, dist)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sizes := make([]int, 4)
+	after, err := fixEmpty(context.Background(), x, 500, 4, c, 4, 2, assign, dist, sizes, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for j, s := range sizes {
+		if s == 0 {
+			t.Errorf("cluster %d still empty", j)
+		}
+	}
+	if !(after < in) {
+		t.Errorf("inertia %.4g → %.4g, want a decrease", in, after)
+	}
+}

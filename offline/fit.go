@@ -70,7 +70,7 @@ func ParseFitArgs(args []string, stderr io.Writer) (FitOptions, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.Embeddings, "embeddings", "", "item embeddings `.npy` (n×d float32)")
 	fs.StringVar(&o.Triplets, "triplets", "", "triplet text file: `i j k [subject]` (k odd) or `head close far`")
-	fs.StringVar(&o.Repeats, "repeats", "", "optional repeated-triplets CSV for the distilled targets")
+	fs.StringVar(&o.Repeats, "repeats", "", "optional repeated-triplets CSV that sharpens the distilled targets (do not reuse it for evaluation)")
 	fs.StringVar(&o.Targets, "targets", "distilled", "training targets: distilled (human-model soft targets) or hard")
 	fs.StringVar(&o.Task, "task", learner.TaskOddOneOut, "task: odd-one-out or anchor")
 	fs.StringVar(&o.Out, "out", "", "write the teacher to this `.npz` file")

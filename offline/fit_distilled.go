@@ -1,14 +1,21 @@
 package offline
 
 import (
-	"errors"
+	"fmt"
 
 	"github.com/alignet/alignet/learner"
 )
 
-// distilledTargets returns per-training-triplet soft targets from the
-// probabilistic human model. It is a placeholder until
-// learner.DistilledTargets is available.
+// distilledTargets returns per-training-triplet soft targets (Softmax3
+// order) from the probabilistic human model, fitted on the training
+// triplets and smoothed toward repeated responses where available.
 func distilledTargets(n int, train []learner.Triplet, reps []learner.RepeatedTriplet, seed uint64) ([][3]float32, error) {
-	return nil, errors.New("learner.DistilledTargets is not available in this build; use --targets hard")
+	q, err := learner.DistilledTargets(n, train, reps, learner.HumanModelConfig{Seed: int64(seed)})
+	if err != nil {
+		return nil, fmt.Errorf("human model: %w", err)
+	}
+	if len(q) != len(train) {
+		return nil, fmt.Errorf("human model returned %d targets for %d triplets", len(q), len(train))
+	}
+	return q, nil
 }

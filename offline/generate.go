@@ -81,8 +81,8 @@ func RunGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return errors.New("generate: --n must be positive")
 	case *chunk <= 0:
 		return errors.New("generate: --chunk must be positive")
-	case *total > (1<<31-1)/3*3:
-		return errors.New("generate: --n is too large for one archive member")
+	case *total > npy.MaxElements/3:
+		return fmt.Errorf("generate: --n must be at most %d (npy.MaxElements/3)", npy.MaxElements/3)
 	}
 	teacher, tprov, err := LoadTeacher(*teacherPath)
 	if err != nil {

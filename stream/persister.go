@@ -239,7 +239,9 @@ func (p *Persister) Run(ctx context.Context) error {
 
 	fetchCtx, stopFetch := context.WithCancel(ctx)
 	defer stopFetch()
-	msgs := make(chan kafka.Message)
+	// Fetching and decoding run ahead of the batching loop, so they overlap
+	// with a flush.
+	msgs := make(chan fetched, 256)
 	fetchDone := make(chan error, 1)
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -268,13 +270,13 @@ loop:
 				runErr = fmt.Errorf("persister: fetch: %w", err)
 			}
 			break loop
-		case m := <-msgs:
+		case f := <-msgs:
 			if b.empty() {
 				timer.Reset(p.cfg.FlushInterval)
 			}
-			p.add(b, m)
+			b.add(f)
 			if p.added != nil {
-				p.added(m)
+				p.added(f.msg)
 			}
 			if len(b.judgments) >= p.cfg.MaxBatch {
 				timer.Stop()
@@ -308,9 +310,16 @@ loop:
 	return runErr
 }
 
-// fetch feeds out until ctx is cancelled or the reader fails, so that the
-// flush timer fires even while no message arrives.
-func fetch(ctx context.Context, r *kafka.Reader, out chan<- kafka.Message) error {
+// fetched is a message with the result of decoding it.
+type fetched struct {
+	msg       kafka.Message
+	judgments []alignet.Judgment
+	err       error
+}
+
+// fetch fetches and decodes messages into out until ctx is cancelled or the
+// reader fails, so that the flush timer fires even while no message arrives.
+func fetch(ctx context.Context, r *kafka.Reader, out chan<- fetched) error {
 	for {
 		m, err := r.FetchMessage(ctx)
 		if err != nil {
@@ -319,23 +328,24 @@ func fetch(ctx context.Context, r *kafka.Reader, out chan<- kafka.Message) error
 			}
 			return err
 		}
+		js, err := DecodeBatch(m)
 		select {
-		case out <- m:
+		case out <- fetched{msg: m, judgments: js, err: err}:
 		case <-ctx.Done():
 			return nil
 		}
 	}
 }
 
-// add decodes m into the batch, or marks it for the dead-letter topic.
-func (p *Persister) add(b *batch, m kafka.Message) {
-	b.msgs = append(b.msgs, m)
-	js, err := DecodeBatch(m)
-	if err != nil {
-		b.dead = append(b.dead, deadLetter{msg: m, err: err})
+// add appends a fetched message to the batch, marking it for the
+// dead-letter topic if it did not decode.
+func (b *batch) add(f fetched) {
+	b.msgs = append(b.msgs, f.msg)
+	if f.err != nil {
+		b.dead = append(b.dead, deadLetter{msg: f.msg, err: f.err})
 		return
 	}
-	b.judgments = append(b.judgments, js...)
+	b.judgments = append(b.judgments, f.judgments...)
 }
 
 // flush sends dead letters, stores the judgments and commits the offsets,

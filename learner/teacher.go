@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
 	"gonum.org/v1/gonum/blas/blas64"
 )
 
@@ -815,6 +816,9 @@ func (t *Teacher) Update(x []float32, n int, fresh []Triplet, freshTargets [][3]
 	p, d := t.P, t.D
 	gw := make([]float64, p*d)
 	gb := make([]float64, p)
+	w32 := make([]float32, p*d)
+	reg := make([]float64, p*d)
+	gw32 := make([]float32, p*d)
 	batch := make([]Triplet, 0, nFresh+nRep)
 	targets := make([][3]float32, 0, nFresh+nRep)
 	local := make(map[int32]int32)
@@ -856,39 +860,59 @@ func (t *Teacher) Update(x []float32, n int, fresh []Triplet, freshTargets [][3]
 			lb[a] = Triplet{li[0], li[1], li[2]}
 		}
 		m := len(rows)
-		xt := make([]float64, m*d)
+		// The batch work runs in float32 (blas32 kernels) for latency; the
+		// parameters and Adam moments stay float64.
+		xt := make([]float32, m*d)
 		inv := 1 / t.Std
 		for l, r := range rows {
 			src := x[int(r)*d : int(r+1)*d]
 			dst := xt[l*d : (l+1)*d]
 			for a, v := range src {
-				dst[a] = (float64(v) - t.Mean) * inv
+				dst[a] = float32((float64(v) - t.Mean) * inv)
 			}
 		}
-		z := make([]float64, m*p)
-		affine(xt, m, d, t.W, t.B, p, z)
+		for i, v := range t.W {
+			w32[i] = float32(v)
+		}
+		z := make([]float32, m*p)
+		for l := 0; l < m; l++ {
+			for q, v := range t.B {
+				z[l*p+q] = float32(v)
+			}
+		}
+		blas32.Gemm(blas.NoTrans, blas.Trans, 1,
+			blas32.General{Rows: m, Cols: d, Stride: d, Data: xt},
+			blas32.General{Rows: p, Cols: d, Stride: d, Data: w32},
+			1, blas32.General{Rows: m, Cols: p, Stride: p, Data: z})
 		dz := make([]float64, m*p)
 		var loss float64
 		scale := 1 / float64(len(lb))
 		for a, tr := range lb {
-			ce, g := TaskCrossEntropy(t.Task, logitsDot(z, p, tr), t.Tau, targets[a])
+			ce, g := TaskCrossEntropy(t.Task, Logits(z, p, tr), t.Tau, targets[a])
 			loss += ce
 			for c := range g {
 				g[c] *= scale
 			}
-			addRepGrad64(z, p, tr, g, dz)
+			AddRepGrad(z, p, tr, g, dz)
 		}
 		loss *= scale
-		blas64.Gemm(blas.Trans, blas.NoTrans, 1,
-			blas64.General{Rows: m, Cols: p, Stride: p, Data: dz},
-			blas64.General{Rows: m, Cols: d, Stride: d, Data: xt},
-			0, blas64.General{Rows: p, Cols: d, Stride: d, Data: gw})
+		dz32 := make([]float32, m*p)
+		for i, v := range dz {
+			dz32[i] = float32(v)
+		}
+		blas32.Gemm(blas.Trans, blas.NoTrans, 1,
+			blas32.General{Rows: m, Cols: p, Stride: p, Data: dz32},
+			blas32.General{Rows: m, Cols: d, Stride: d, Data: xt},
+			0, blas32.General{Rows: p, Cols: d, Stride: d, Data: gw32})
+		for i, v := range gw32 {
+			gw[i] = float64(v)
+		}
 		clear(gb)
 		for l := 0; l < m; l++ {
 			axpy(1, dz[l*p:(l+1)*p], gb)
 		}
 		if t.Lambda > 0 {
-			reg := make([]float64, p*d)
+			clear(reg)
 			r := regulariser(t.W, p, d, reg)
 			loss += t.Lambda * r
 			axpy(t.Lambda, reg, gw)
@@ -904,17 +928,4 @@ func (t *Teacher) Update(x []float32, n int, fresh []Triplet, freshTargets [][3]
 	st.MeanLoss /= float64(max(st.Steps, 1))
 	st.Duration = time.Since(start)
 	return st, nil
-}
-
-// addRepGrad64 is AddRepGrad for a float64 representation.
-func addRepGrad64(z []float64, p int, t Triplet, g [3]float64, dz []float64) {
-	i, j, k := int(t.I)*p, int(t.J)*p, int(t.K)*p
-	zi, zj, zk := z[i:i+p], z[j:j+p], z[k:k+p]
-	di, dj, dk := dz[i:i+p], dz[j:j+p], dz[k:k+p]
-	for a := 0; a < p; a++ {
-		xi, xj, xk := zi[a], zj[a], zk[a]
-		di[a] += g[0]*xj + g[1]*xk
-		dj[a] += g[0]*xi + g[2]*xk
-		dk[a] += g[1]*xi + g[2]*xj
-	}
 }

@@ -126,6 +126,9 @@ func RunEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		rep.MajorityAgreement = JSONFloat(learner.MajorityAgreement(reps, z, p))
 	}
 	if *catPath != "" {
+		if rep.Task != learner.TaskOddOneOut {
+			return errors.New("eval: --categories levels are defined for the odd-one-out task only")
+		}
 		cats, err := ReadCategories(*catPath)
 		if err != nil {
 			return fmt.Errorf("eval: %w", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -247,7 +248,7 @@ func (p *Persister) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		fetchDone <- fetch(fetchCtx, r, msgs)
+		fetchDone <- fetch(fetchCtx, r, msgs, p.log)
 	}()
 	go func() {
 		defer wg.Done()
@@ -319,15 +320,32 @@ type fetched struct {
 
 // fetch fetches and decodes messages into out until ctx is cancelled or the
 // reader fails, so that the flush timer fires even while no message arrives.
-func fetch(ctx context.Context, r *kafka.Reader, out chan<- fetched) error {
+//
+// Group-coordination errors (a new broker without its offsets topic yet, a
+// coordinator moving) are transient: the reader rejoins by itself, so fetch
+// logs them and retries with capped backoff instead of stopping the
+// persister. Only a closed reader ends fetching with an error.
+func fetch(ctx context.Context, r *kafka.Reader, out chan<- fetched, log *slog.Logger) error {
+	backoff := 100 * time.Millisecond
 	for {
 		m, err := r.FetchMessage(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return err
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe) {
+				return err
+			}
+			log.Warn("fetch failed; retrying", "err", err, "backoff", backoff)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
 		}
+		backoff = 100 * time.Millisecond
 		js, err := DecodeBatch(m)
 		select {
 		case out <- fetched{msg: m, judgments: js, err: err}:

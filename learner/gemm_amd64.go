@@ -14,6 +14,12 @@ func hasFMA() bool { return cpu.X86.HasAVX2 && cpu.X86.HasFMA }
 //go:noescape
 func sdot6x16(a0, a1, a2, a3, a4, a5, bp *float32, d int, out *[96]float32)
 
+// sdot3 returns the three dot products a·b, a·c and b·c of n-vectors,
+// where n is a multiple of 16.
+//
+//go:noescape
+func sdot3(a, b, c *float32, n int) (ab, ac, bc float32)
+
 // fmaPeak runs n iterations of 12 independent 8-wide fused multiply-adds
 // (192 float32 flops per iteration); the benchmark uses it to measure the
 // machine's peak float32 rate.
@@ -85,4 +91,23 @@ func gemmPacked(m, k, d int, a, bp []float32, out []float32) {
 			}
 		}
 	}
+}
+
+// dot3 returns the dot products a·b, a·c and b·c of equal-length vectors.
+func dot3(a, b, c []float32) (ab, ac, bc float32) {
+	n := len(a)
+	b, c = b[:n], c[:n]
+	main := 0
+	if hasFMA() {
+		main = n &^ 15
+		if main > 0 {
+			ab, ac, bc = sdot3(&a[0], &b[0], &c[0], main)
+		}
+	}
+	for p := main; p < n; p++ {
+		ab += a[p] * b[p]
+		ac += a[p] * c[p]
+		bc += b[p] * c[p]
+	}
+	return ab, ac, bc
 }

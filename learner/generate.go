@@ -240,7 +240,7 @@ func (g *Generator) label(t Triplet) (Triplet, [3]float32) {
 	zi := g.z[int(t.I)*p : int(t.I)*p+p]
 	zj := g.z[int(t.J)*p : int(t.J)*p+p]
 	zk := g.z[int(t.K)*p : int(t.K)*p+p]
-	sij, sik, sjk := dot32(zi, zj), dot32(zi, zk), dot32(zj, zk)
+	sij, sik, sjk := dot3(zi, zj, zk)
 	switch {
 	case sij >= sik && sij >= sjk:
 		return t, [3]float32{sij, sik, sjk}

@@ -224,3 +224,20 @@ func TestFixEmptyReseedsUnusedCentre(t *testing.T) {
 		t.Errorf("inertia %.4g → %.4g, want a decrease", in, after)
 	}
 }
+
+func TestDot3MatchesNaive(t *testing.T) {
+	for _, n := range []int{0, 1, 15, 16, 17, 33, 768, 1001} {
+		a, b, c := benchMatrix(1, n, 1), benchMatrix(1, n, 2), benchMatrix(1, n, 3)
+		ab, ac, bc := dot3(a, b, c)
+		var wab, wac, wbc float64
+		for p := 0; p < n; p++ {
+			wab += float64(a[p]) * float64(b[p])
+			wac += float64(a[p]) * float64(c[p])
+			wbc += float64(b[p]) * float64(c[p])
+		}
+		tol := 1e-4 * (1 + math.Sqrt(float64(n)))
+		if math.Abs(float64(ab)-wab) > tol || math.Abs(float64(ac)-wac) > tol || math.Abs(float64(bc)-wbc) > tol {
+			t.Errorf("n=%d: dot3 = %g %g %g, want %g %g %g", n, ab, ac, bc, wab, wac, wbc)
+		}
+	}
+}

@@ -137,6 +137,11 @@ type TeacherConfig struct {
 	// ProgressTeacher, when set, is called after every iteration with the
 	// current teacher; it must not keep or modify the teacher's slices.
 	ProgressTeacher func(iter int, objective float64, current *Teacher)
+	// Exact computes the objective in float64 throughout. By default the
+	// matrix products and the representation gradient run in float32
+	// (about twice as fast) while parameters, losses, logit gradients and
+	// reductions stay float64.
+	Exact bool
 }
 
 func (c TeacherConfig) withDefaults(d int) TeacherConfig {
@@ -379,6 +384,10 @@ type teacherObjective struct {
 	cacheG      []float64
 	cacheOK     bool
 	mu          sync.Mutex
+	exact       bool
+	xt32, z32   []float32
+	dz32, w32   []float32
+	gw32        []float32
 }
 
 const tripletChunk = 2048
@@ -387,12 +396,22 @@ func newTeacherObjective(x []float32, n, d, p int, mean, std float64, ts []Tripl
 	o := &teacherObjective{
 		task: cfg.Task, tau: cfg.Tau, lambda: cfg.Lambda,
 		n: n, d: d, p: p, ts: ts, q: q, workers: cfg.Workers,
-		xt: standardise(x, mean, std),
-		z:  make([]float64, n*p), dz: make([]float64, n*p),
+		xt:        standardise(x, mean, std),
 		g:         make([][3]float64, len(ts)),
 		chunkLoss: make([]float64, (len(ts)+tripletChunk-1)/tripletChunk),
 	}
 	o.incOff, o.incEnt = incidence(n, ts)
+	o.exact = cfg.Exact
+	if o.exact {
+		o.z, o.dz = make([]float64, n*p), make([]float64, n*p)
+	} else {
+		o.xt32 = make([]float32, n*d)
+		for i, v := range o.xt {
+			o.xt32[i] = float32(v)
+		}
+		o.z32, o.dz32 = make([]float32, n*p), make([]float32, n*p)
+		o.w32, o.gw32 = make([]float32, p*d), make([]float32, p*d)
+	}
 	return o
 }
 
@@ -477,7 +496,22 @@ func (o *teacherObjective) eval(params, grad []float64) (ce, obj float64) {
 	o.evals++
 	n, d, p := o.n, o.d, o.p
 	w, b := params[:p*d], params[p*d:]
-	affine(o.xt, n, d, w, b, p, o.z)
+	if o.exact {
+		affine(o.xt, n, d, w, b, p, o.z)
+	} else {
+		for i, v := range w {
+			o.w32[i] = float32(v)
+		}
+		for r := 0; r < n; r++ {
+			for q, v := range b {
+				o.z32[r*p+q] = float32(v)
+			}
+		}
+		blas32.Gemm(blas.NoTrans, blas.Trans, 1,
+			blas32.General{Rows: n, Cols: d, Stride: d, Data: o.xt32},
+			blas32.General{Rows: p, Cols: d, Stride: d, Data: o.w32},
+			1, blas32.General{Rows: n, Cols: p, Stride: p, Data: o.z32})
+	}
 	nt := len(o.ts)
 	parallelFor(len(o.chunkLoss), o.workers, func(c int) {
 		lo, hi := c*tripletChunk, min((c+1)*tripletChunk, nt)
@@ -487,7 +521,13 @@ func (o *teacherObjective) eval(params, grad []float64) (ce, obj float64) {
 			if o.q != nil {
 				q = o.q[a]
 			}
-			loss, g := TaskCrossEntropy(o.task, logitsDot(o.z, p, o.ts[a]), o.tau, q)
+			var l [3]float64
+			if o.exact {
+				l = logitsDot(o.z, p, o.ts[a])
+			} else {
+				l = Logits(o.z32, p, o.ts[a])
+			}
+			loss, g := TaskCrossEntropy(o.task, l, o.tau, q)
 			s += loss
 			o.g[a] = g
 		}
@@ -509,17 +549,29 @@ func (o *teacherObjective) eval(params, grad []float64) (ce, obj float64) {
 		}
 	})
 	gw, gb := grad[:p*d], grad[p*d:]
-	blas64.Gemm(blas.Trans, blas.NoTrans, 1,
-		blas64.General{Rows: n, Cols: p, Stride: p, Data: o.dz},
-		blas64.General{Rows: n, Cols: d, Stride: d, Data: o.xt},
-		0, blas64.General{Rows: p, Cols: d, Stride: d, Data: gw})
 	for q := range gb {
 		gb[q] = 0
 	}
-	for r := 0; r < n; r++ {
-		row := o.dz[r*p : (r+1)*p]
-		for q, v := range row {
-			gb[q] += v
+	if o.exact {
+		blas64.Gemm(blas.Trans, blas.NoTrans, 1,
+			blas64.General{Rows: n, Cols: p, Stride: p, Data: o.dz},
+			blas64.General{Rows: n, Cols: d, Stride: d, Data: o.xt},
+			0, blas64.General{Rows: p, Cols: d, Stride: d, Data: gw})
+		for r := 0; r < n; r++ {
+			axpy(1, o.dz[r*p:(r+1)*p], gb)
+		}
+	} else {
+		blas32.Gemm(blas.Trans, blas.NoTrans, 1,
+			blas32.General{Rows: n, Cols: p, Stride: p, Data: o.dz32},
+			blas32.General{Rows: n, Cols: d, Stride: d, Data: o.xt32},
+			0, blas32.General{Rows: p, Cols: d, Stride: d, Data: o.gw32})
+		for i, v := range o.gw32 {
+			gw[i] = float64(v)
+		}
+		for r := 0; r < n; r++ {
+			for q, v := range o.dz32[r*p : (r+1)*p] {
+				gb[q] += float64(v)
+			}
 		}
 	}
 	var reg float64
@@ -537,9 +589,14 @@ func (o *teacherObjective) eval(params, grad []float64) (ce, obj float64) {
 // logit gradients pushed back to that item's representation.
 func (o *teacherObjective) gatherRow(r int, scale float64) {
 	p := o.p
-	dst := o.dz[r*p : (r+1)*p]
-	for a := range dst {
-		dst[a] = 0
+	var dst []float64
+	var dst32 []float32
+	if o.exact {
+		dst = o.dz[r*p : (r+1)*p]
+		clear(dst)
+	} else {
+		dst32 = o.dz32[r*p : (r+1)*p]
+		clear(dst32)
 	}
 	for _, e := range o.incEnt[o.incOff[r]:o.incOff[r+1]] {
 		a, role := int(e/3), e%3
@@ -556,10 +613,17 @@ func (o *teacherObjective) gatherRow(r int, scale float64) {
 		}
 		gu *= scale
 		gv *= scale
-		blas64.Axpy(gu, vec(o.z[u*p:(u+1)*p]), vec(dst))
-		blas64.Axpy(gv, vec(o.z[v*p:(v+1)*p]), vec(dst))
+		if o.exact {
+			blas64.Axpy(gu, vec(o.z[u*p:(u+1)*p]), vec(dst))
+			blas64.Axpy(gv, vec(o.z[v*p:(v+1)*p]), vec(dst))
+		} else {
+			blas32.Axpy(float32(gu), vec32(o.z32[u*p:(u+1)*p]), vec32(dst32))
+			blas32.Axpy(float32(gv), vec32(o.z32[v*p:(v+1)*p]), vec32(dst32))
+		}
 	}
 }
+
+func vec32(a []float32) blas32.Vector { return blas32.Vector{N: len(a), Data: a, Inc: 1} }
 
 // eval2 adapts eval to MinimizeLBFGS.
 func (o *teacherObjective) eval2(x, grad []float64) float64 {

@@ -62,7 +62,7 @@ func TestTeacherObjectiveGradient(t *testing.T) {
 				q = append(q, randTarget(rng))
 			}
 		}
-		cfg := TeacherConfig{Task: tc.task, Lambda: 0.3, Tau: 0.8, OutDim: tc.p}.withDefaults(d)
+		cfg := TeacherConfig{Task: tc.task, Lambda: 0.3, Tau: 0.8, OutDim: tc.p, Exact: true}.withDefaults(d)
 		mean, std := MeanStd(x)
 		o := newTeacherObjective(x, n, d, tc.p, mean, std, ts, q, cfg)
 		rng := rand.New(rand.NewPCG(9, 9))
@@ -219,7 +219,7 @@ func TestOnlineUpdateGradientMatchesObjective(t *testing.T) {
 	for i := range tc.W {
 		tc.W[i] += 0.1 * float64(i%7-3)
 	}
-	cfg := TeacherConfig{Task: TaskAnchor, Lambda: 0.05, Tau: 1}.withDefaults(d)
+	cfg := TeacherConfig{Task: TaskAnchor, Lambda: 0.05, Tau: 1, Exact: true}.withDefaults(d)
 	o := newTeacherObjective(x, n, d, d, tc.Mean, tc.Std, ts, nil, cfg)
 	params := append(append([]float64(nil), tc.W...), tc.B...)
 	grad := make([]float64, len(params))
@@ -233,5 +233,38 @@ func TestOnlineUpdateGradientMatchesObjective(t *testing.T) {
 		if math.Abs(grad[i]) > 1e-6 && math.Signbit(step) != math.Signbit(-grad[i]) {
 			t.Fatalf("W[%d] moved by %v against gradient %v", i, step, grad[i])
 		}
+	}
+}
+
+// TestFloat32ObjectiveMatchesExact checks that the default float32 path of
+// the objective agrees with the exact float64 path.
+func TestFloat32ObjectiveMatchesExact(t *testing.T) {
+	const n, d, p = 50, 16, 12
+	x, ts, _ := plantedProblem(29, n, d, d, 2000, 1, TaskOddOneOut)
+	mean, std := MeanStd(x)
+	rng := rand.New(rand.NewPCG(30, 30))
+	params := make([]float64, p*d+p)
+	for i := range params {
+		params[i] = 0.3 * rng.NormFloat64()
+	}
+	var objs [2]float64
+	var grads [2][]float64
+	for k, exact := range []bool{true, false} {
+		cfg := TeacherConfig{Lambda: 0.1, OutDim: p, Exact: exact}.withDefaults(d)
+		o := newTeacherObjective(x, n, d, p, mean, std, ts, nil, cfg)
+		grads[k] = make([]float64, len(params))
+		_, objs[k] = o.eval(params, grads[k])
+	}
+	if math.Abs(objs[0]-objs[1]) > 1e-5*math.Abs(objs[0]) {
+		t.Fatalf("objective %v (exact) vs %v (float32)", objs[0], objs[1])
+	}
+	var num, den float64
+	for i := range params {
+		e := grads[0][i] - grads[1][i]
+		num += e * e
+		den += grads[0][i] * grads[0][i]
+	}
+	if r := math.Sqrt(num / den); r > 1e-5 {
+		t.Fatalf("relative gradient difference %v", r)
 	}
 }

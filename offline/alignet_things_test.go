@@ -14,10 +14,10 @@ import (
 	"github.com/alignet/alignet/learner"
 )
 
-const thingsDir = "../../shared/data/things"
+const alignetThingsDir = "../../shared/data/things"
 
 // envInt returns the integer environment variable name, or def.
-func envInt(name string, def int) int {
+func alignetEnvInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
 		return v
 	}
@@ -34,27 +34,33 @@ func envInt(name string, def int) int {
 //
 // The CI version is small. The reported figures come from
 //
-//	ALIGNET_THINGS_TEACHER_ITER=300 ALIGNET_THINGS_N=1000000 ALIGNET_THINGS_EPOCHS=20 \
+//	ALIGNET_THINGS_TEACHER_ITER=60 ALIGNET_THINGS_N=200000 ALIGNET_THINGS_EPOCHS=5 \
 //	  go test ./offline -run TestAligNetTHINGSStudent -v -timeout 1h
+//
+// (ALIGNET_THINGS_LAMBDA overrides the teacher's λ, default 0.1.)
 func TestAligNetTHINGSStudent(t *testing.T) {
-	if _, err := os.Stat(thingsDir); err != nil {
-		t.Skipf("THINGS data not found at %s", thingsDir)
+	if _, err := os.Stat(alignetThingsDir); err != nil {
+		t.Skipf("THINGS data not found at %s", alignetThingsDir)
 	}
-	teacherIter := envInt("ALIGNET_THINGS_TEACHER_ITER", 20)
-	nTriplets := envInt("ALIGNET_THINGS_N", 20000)
-	epochs := envInt("ALIGNET_THINGS_EPOCHS", 4)
-	clip := filepath.Join(thingsDir, "clip_vit_b32.npy")
-	w2v := filepath.Join(thingsDir, "word2vec.npy")
+	teacherIter := alignetEnvInt("ALIGNET_THINGS_TEACHER_ITER", 20)
+	nTriplets := alignetEnvInt("ALIGNET_THINGS_N", 20000)
+	epochs := alignetEnvInt("ALIGNET_THINGS_EPOCHS", 4)
+	clip := filepath.Join(alignetThingsDir, "clip_vit_b32.npy")
+	w2v := filepath.Join(alignetThingsDir, "word2vec.npy")
 	x, n, d, err := ReadEmbeddings(clip)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts, _, err := ReadTriplets(filepath.Join(thingsDir, "triplets_train.txt"), n)
+	ts, _, err := ReadTriplets(filepath.Join(alignetThingsDir, "triplets_train.txt"), n)
 	if err != nil {
 		t.Fatal(err)
 	}
 	train, val := SplitTriplets(ts, 0.1, 1)
-	teacher, st, err := learner.FitTeacher(x, n, d, train, nil, learner.TeacherConfig{MaxIter: teacherIter, Seed: 1})
+	lambda := 0.1 // the λ "alignet fit" selects on THINGS (see things_test.go)
+	if v, err := strconv.ParseFloat(os.Getenv("ALIGNET_THINGS_LAMBDA"), 64); err == nil {
+		lambda = v
+	}
+	teacher, st, err := learner.FitTeacher(x, n, d, train, nil, learner.TeacherConfig{Lambda: lambda, MaxIter: teacherIter, Seed: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +102,7 @@ func TestAligNetTHINGSStudent(t *testing.T) {
 	}
 	for r := 0; r < nTriplets; r += 997 {
 		l := learner.Logits(tz, teacher.P, learner.Triplet{I: idx[3*r], J: idx[3*r+1], K: idx[3*r+2]})
-		if sims[3*r] < sims[3*r+1] || sims[3*r] < sims[3*r+2] || abs(l[0]-float64(sims[3*r])) > 1e-3*(1+abs(l[0])) {
+		if sims[3*r] < sims[3*r+1] || sims[3*r] < sims[3*r+2] || alignetAbs(l[0]-float64(sims[3*r])) > 1e-3*(1+alignetAbs(l[0])) {
 			t.Fatalf("triplet %d: sims %v, teacher logits %v", r, sims[3*r:3*r+3], l)
 		}
 	}
@@ -104,7 +110,7 @@ func TestAligNetTHINGSStudent(t *testing.T) {
 	studentPath := filepath.Join(dir, "student.npz")
 	if err := RunDistill(context.Background(), []string{"--student", w2v, "--dataset", dataset,
 		"--epochs", strconv.Itoa(epochs), "--lr", "0.003", "--batch", "2048", "--seed", "2",
-		"--triplets", valPath, "--categories", filepath.Join(thingsDir, "categories.tsv"),
+		"--triplets", valPath, "--categories", filepath.Join(alignetThingsDir, "categories.tsv"),
 		"--out", studentPath, "--json"}, &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +143,7 @@ func TestAligNetTHINGSStudent(t *testing.T) {
 	}
 }
 
-func abs(v float64) float64 {
+func alignetAbs(v float64) float64 {
 	if v < 0 {
 		return -v
 	}

@@ -18,7 +18,7 @@ import (
 
 // writeSynthetic writes n×d clustered embeddings and an identity teacher
 // into dir and returns their paths.
-func writeSynthetic(t *testing.T, dir string, n, d int) (emb, teacher string) {
+func writeAlignetSynthetic(t *testing.T, dir string, n, d int) (emb, teacher string) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(1, 2))
 	centres := make([]float32, 6*d)
@@ -53,7 +53,7 @@ func writeSynthetic(t *testing.T, dir string, n, d int) (emb, teacher string) {
 
 func TestRunGenerateChunkingAndProvenance(t *testing.T) {
 	dir := t.TempDir()
-	emb, teacher := writeSynthetic(t, dir, 120, 5)
+	emb, teacher := writeAlignetSynthetic(t, dir, 120, 5)
 	run := func(out string, extra ...string) GenerateSummary {
 		var stdout bytes.Buffer
 		args := append([]string{"--teacher", teacher, "--embeddings", emb, "--n", "1000", "--clusters", "6",
@@ -105,7 +105,7 @@ func TestRunGenerateChunkingAndProvenance(t *testing.T) {
 
 func TestRunGenerateClassStrategies(t *testing.T) {
 	dir := t.TempDir()
-	emb, teacher := writeSynthetic(t, dir, 60, 4)
+	emb, teacher := writeAlignetSynthetic(t, dir, 60, 4)
 	var lab strings.Builder
 	for i := 0; i < 60; i++ {
 		lab.WriteString([]string{"0\n", "1\n", "2\n", "-1\n"}[i%4])
@@ -158,7 +158,7 @@ func TestStudentFileRoundTrip(t *testing.T) {
 	}
 	// A teacher file is not a student.
 	dir := t.TempDir()
-	_, teacher := writeSynthetic(t, dir, 10, 2)
+	_, teacher := writeAlignetSynthetic(t, dir, 10, 2)
 	if _, _, err := LoadStudent(teacher); err == nil {
 		t.Error("loading a teacher as a student: no error")
 	}
@@ -166,7 +166,7 @@ func TestStudentFileRoundTrip(t *testing.T) {
 
 func TestRunDistillSynthetic(t *testing.T) {
 	dir := t.TempDir()
-	emb, teacher := writeSynthetic(t, dir, 150, 6)
+	emb, teacher := writeAlignetSynthetic(t, dir, 150, 6)
 	dataset := filepath.Join(dir, "d.npz")
 	if err := RunGenerate(context.Background(), []string{"--teacher", teacher, "--embeddings", emb, "--n", "3000",
 		"--strategy", "random", "--out", dataset}, io.Discard, io.Discard); err != nil {

@@ -43,7 +43,9 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	f.bind(fs)
 	workers := fs.Int("workers", 64, "concurrent simulated workers, each with one request in flight")
 	total := fs.Int("judgments", 100000, "judgments to send in all")
-	fs.IntVar(&f.batch, "batch", 1, "judgments per request (1 = single-judgment POSTs)")
+	batchFlag := fs.Lookup("batch")
+	batchFlag.Usage, batchFlag.DefValue = "judgments per request (1 = single-judgment POSTs)", "1"
+	f.batch = 1
 	items := fs.Int("items", 1000, "size of the study's item pool")
 	study := fs.String("study", "", "study to create and load (default: a fresh loadgen-<time> study)")
 	wait := fs.Duration("verify-timeout", 2*time.Minute, "how long to wait for every accepted judgment to be stored")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/alignet/alignet"
 )
@@ -50,6 +52,11 @@ type PersisterConfig struct {
 	GroupID string
 	// MaxBatch is the number of judgments that triggers a flush. Default 5000.
 	MaxBatch int
+	// Parallelism is how many sink calls one flush makes at once, each with
+	// a disjoint shard of the batch (split by judgment id), so that
+	// database work overlaps. Offsets are committed only after every shard
+	// succeeded. Default 2.
+	Parallelism int
 	// FlushInterval is the longest a fetched message waits before its batch
 	// is flushed. Default 50ms.
 	FlushInterval time.Duration
@@ -104,6 +111,9 @@ func NewPersister(cfg PersisterConfig, sink Sink) (*Persister, error) {
 	}
 	if cfg.GroupID == "" {
 		cfg.GroupID = "alignet-persister"
+	}
+	if cfg.Parallelism <= 0 {
+		cfg.Parallelism = 2
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 5000
@@ -388,16 +398,28 @@ func (p *Persister) flush(ctx context.Context, r *kafka.Reader, dlq *kafka.Write
 	}
 	b.deadSent = true
 	if !b.inserted && len(b.judgments) > 0 {
-		if err := p.retry(ctx, "insert judgments", func(ctx context.Context) error {
-			n, err := p.sink.InsertJudgments(ctx, b.judgments)
-			if err != nil {
-				p.sinkErrors.Inc()
-				return err
-			}
-			b.newRows = n
-			return nil
-		}); err != nil {
+		shards := shardJudgments(b.judgments, p.cfg.Parallelism)
+		newRows := make([]int64, len(shards))
+		g, gctx := errgroup.WithContext(ctx)
+		for i, shard := range shards {
+			g.Go(func() error {
+				return p.retry(gctx, "insert judgments", func(ctx context.Context) error {
+					n, err := p.sink.InsertJudgments(ctx, shard)
+					if err != nil {
+						p.sinkErrors.Inc()
+						return err
+					}
+					newRows[i] = n
+					return nil
+				})
+			})
+		}
+		if err := g.Wait(); err != nil {
 			return err
+		}
+		b.newRows = 0
+		for _, n := range newRows {
+			b.newRows += n
 		}
 	}
 	b.inserted = true
@@ -425,6 +447,31 @@ func (p *Persister) flush(ctx context.Context, r *kafka.Reader, dlq *kafka.Write
 	}
 	p.log.Debug("batch committed", "messages", len(b.msgs), "judgments", len(b.judgments), "new", b.newRows, "dead", len(b.dead))
 	return nil
+}
+
+// shardJudgments splits js into at most n non-empty shards by a hash of
+// (study, id), so that no judgment id appears in two concurrent
+// transactions and they never wait on each other's row locks.
+func shardJudgments(js []alignet.Judgment, n int) [][]alignet.Judgment {
+	if n <= 1 || len(js) < 2*n {
+		return [][]alignet.Judgment{js}
+	}
+	shards := make([][]alignet.Judgment, n)
+	for _, j := range js {
+		h := fnv.New32a()
+		_, _ = h.Write([]byte(j.Study))
+		_, _ = h.Write([]byte{0})
+		_, _ = h.Write([]byte(j.ID))
+		k := int(h.Sum32() % uint32(n))
+		shards[k] = append(shards[k], j)
+	}
+	out := shards[:0]
+	for _, s := range shards {
+		if len(s) > 0 {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // retry calls fn until it succeeds, waiting with capped exponential

@@ -48,6 +48,9 @@ type Config struct {
 	// PersistBatch is the most judgments the persister writes in one
 	// transaction (ALIGNET_PERSIST_BATCH, default 5000).
 	PersistBatch int
+	// PersistParallelism is how many concurrent transactions one persister
+	// flush uses (ALIGNET_PERSIST_PARALLELISM, default 2).
+	PersistParallelism int
 	// DBMaxConns caps the Postgres pool (ALIGNET_DB_MAX_CONNS, default 16).
 	DBMaxConns int
 	// LogLevel is debug, info, warn or error (ALIGNET_LOG_LEVEL, default info).
@@ -103,6 +106,7 @@ func (cfg *Config) Bind(fs *flag.FlagSet, getenv func(string) string) {
 	fs.IntVar(&cfg.Partitions, "partitions", envInt(getenv, "ALIGNET_KAFKA_PARTITIONS", 6), "partitions for new topics (ALIGNET_KAFKA_PARTITIONS)")
 	fs.DurationVar(&cfg.Linger, "linger", envDuration(getenv, "ALIGNET_PRODUCE_LINGER", 2*time.Millisecond), "producer linger (ALIGNET_PRODUCE_LINGER)")
 	fs.IntVar(&cfg.PersistBatch, "persist-batch", envInt(getenv, "ALIGNET_PERSIST_BATCH", 5000), "judgments per persister transaction (ALIGNET_PERSIST_BATCH)")
+	fs.IntVar(&cfg.PersistParallelism, "persist-parallelism", envInt(getenv, "ALIGNET_PERSIST_PARALLELISM", 2), "concurrent transactions per persister flush (ALIGNET_PERSIST_PARALLELISM)")
 	fs.IntVar(&cfg.DBMaxConns, "db-max-conns", envInt(getenv, "ALIGNET_DB_MAX_CONNS", 16), "Postgres pool size (ALIGNET_DB_MAX_CONNS)")
 	fs.StringVar(&cfg.LogLevel, "log-level", env("ALIGNET_LOG_LEVEL", "info"), "log level (ALIGNET_LOG_LEVEL)")
 	fs.StringVar(&cfg.LogFormat, "log-format", env("ALIGNET_LOG_FORMAT", "text"), "log format text|json (ALIGNET_LOG_FORMAT)")

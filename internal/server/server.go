@@ -82,6 +82,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 			DeadLetterTopic: cfg.DeadLetterTopic,
 			GroupID:         cfg.Group,
 			MaxBatch:        cfg.PersistBatch,
+			Parallelism:     cfg.PersistParallelism,
 			Registerer:      reg,
 			Logger:          log.With("component", "persister"),
 		}, database)

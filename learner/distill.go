@@ -2,6 +2,7 @@ package learner
 
 import (
 	"fmt"
+	"math/rand/v2"
 )
 
 // DistilledTargets returns uncertainty-distilled soft targets for the
@@ -9,8 +10,11 @@ import (
 // observed odd one K, 1: J odd, 2: I odd), for fitting the surrogate teacher
 // with a cross-entropy (equivalently KL) objective. The recipe is:
 //
-//  1. Fit VICE to the n items on train with FitVICE(n, train, cfg).
-//  2. Take v, the VICE posterior predictive of each training triplet,
+//  1. Fit VICE to the n items on train with FitVICE(n, train, cfg). With
+//     cfg.CrossFitFolds = k ≥ 2 instead split train into k seeded random
+//     folds and fit one model per fold on the other folds (seed
+//     cfg.Seed+fold+1), so that every triplet is predicted out of sample.
+//  2. Take v, the (out-of-fold) VICE posterior predictive of each triplet,
 //     averaged over cfg.PredictSamples joint samples of the embedding
 //     (VICE.PredictBatch with seed cfg.Seed).
 //  3. Where the triplet's unordered item set appears in repeats (counts of
@@ -27,15 +31,51 @@ import (
 // The result depends only on the inputs and cfg.Seed. The repeats must not
 // be the data the distilled teacher is later evaluated on.
 func DistilledTargets(n int, train []Triplet, repeats []RepeatedTriplet, cfg HumanModelConfig) ([][3]float32, error) {
-	v, _, err := FitVICE(n, train, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("distilled targets: %w", err)
+	if cfg.CrossFitFolds < 2 {
+		v, _, err := FitVICE(n, train, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("distilled targets: %w", err)
+		}
+		q, err := v.SoftTargets(train, repeats, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("distilled targets: %w", err)
+		}
+		return q, nil
 	}
-	q, err := v.SoftTargets(train, repeats, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("distilled targets: %w", err)
+	k := cfg.CrossFitFolds
+	if k > len(train) {
+		return nil, fmt.Errorf("distilled targets: %d folds for %d triplets", k, len(train))
 	}
-	return q, nil
+	var pcg rand.PCG
+	viceSeed(&pcg, cfg.Seed, viceStreamFolds, 0, 0)
+	perm := rand.New(&pcg).Perm(len(train))
+	out := make([][3]float32, len(train))
+	for f := 0; f < k; f++ {
+		var fit, held []Triplet
+		var heldIdx []int
+		for a, i := range perm {
+			if a%k == f {
+				held = append(held, train[i])
+				heldIdx = append(heldIdx, i)
+			} else {
+				fit = append(fit, train[i])
+			}
+		}
+		fc := cfg
+		fc.Seed = cfg.Seed + int64(f) + 1
+		v, _, err := FitVICE(n, fit, fc)
+		if err != nil {
+			return nil, fmt.Errorf("distilled targets: fold %d: %w", f, err)
+		}
+		q, err := v.SoftTargets(held, repeats, fc)
+		if err != nil {
+			return nil, fmt.Errorf("distilled targets: fold %d: %w", f, err)
+		}
+		for a, i := range heldIdx {
+			out[i] = q[a]
+		}
+	}
+	return out, nil
 }
 
 // SoftTargets applies steps 2–4 of the DistilledTargets recipe with this

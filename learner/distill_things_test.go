@@ -298,7 +298,14 @@ func TestProofThingsScratch(t *testing.T) {
 		for _, as := range strings.Fields(os.Getenv("ALPHAS")) {
 			vc := vcfg
 			fmt.Sscan(as, &vc.OneHotMix)
-			q, err := v.SoftTargets(s.fit, s.repFit, vc)
+			var q [][3]float32
+			var err error
+			fmt.Sscan(os.Getenv("CROSS"), &vc.CrossFitFolds)
+			if vc.CrossFitFolds > 1 {
+				q, err = DistilledTargets(td.n, s.fit, s.repFit, vc)
+			} else {
+				q, err = v.SoftTargets(s.fit, s.repFit, vc)
+			}
 			if err != nil {
 				t.Fatal(err)
 			}

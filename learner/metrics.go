@@ -76,9 +76,12 @@ func MeanCrossEntropy(task string, logits [][3]float64, targets [][3]float32, ta
 // ReliabilityBin is one bin of a reliability diagram: the predictions whose
 // confidence lies in [Lo,Hi), their mean confidence and their accuracy.
 type ReliabilityBin struct {
-	Lo         float64 `json:"lo"`
-	Hi         float64 `json:"hi"`
-	Count      int     `json:"count"`
+	// Lo and Hi bound the bin's confidence range [Lo,Hi).
+	Lo float64 `json:"lo"`
+	Hi float64 `json:"hi"`
+	// Count is the number of predictions in the bin.
+	Count int `json:"count"`
+	// Confidence is their mean confidence and Accuracy their accuracy.
 	Confidence float64 `json:"confidence"`
 	Accuracy   float64 `json:"accuracy"`
 }

@@ -144,6 +144,67 @@ func (h *StudentHead) forward(xt []float64, m int) []float64 {
 	return u
 }
 
+// fastHeadSize is the number of head weights (P·D) from which training
+// runs its two matrix products in float32 on the k-means GEMM kernel
+// (AVX2+FMA where available) instead of float64 gonum BLAS. Loss, softmax
+// and gradient accumulation stay in float64.
+const fastHeadSize = 1 << 12
+
+// forward32 is forward with the matrix product in float32.
+func (h *StudentHead) forward32(xt []float64, m int) []float64 {
+	p, d := h.P, h.D
+	w32 := make([]float32, p*d)
+	for i, v := range h.W {
+		w32[i] = float32(v)
+	}
+	x32 := make([]float32, m*d)
+	for i, v := range xt[:m*d] {
+		x32[i] = float32(v)
+	}
+	wb := prepareB(p, d, w32)
+	u32 := make([]float32, m*p)
+	nb := (m + assignBlockRows - 1) / assignBlockRows
+	forShards(nb, runtime.GOMAXPROCS(0), func(_, blk int) {
+		r0, r1 := blk*assignBlockRows, min(blk*assignBlockRows+assignBlockRows, m)
+		wb.mulNT(r1-r0, x32[r0*d:r1*d], u32[r0*p:r1*p])
+	})
+	u := make([]float64, m*p)
+	for i := 0; i < m; i++ {
+		for q := 0; q < p; q++ {
+			u[i*p+q] = float64(u32[i*p+q]) + h.B[q]
+		}
+	}
+	return u
+}
+
+// weightGrad32 writes gw (p×d) = guᵀ·xt for gu (m×p) and xt (m×d), with
+// the product in float32 over fixed row blocks of gw.
+func weightGrad32(gu, xt []float64, m, p, d, workers int, gw []float64) {
+	guT := make([]float32, p*m)
+	for r := 0; r < m; r++ {
+		for q := 0; q < p; q++ {
+			guT[q*m+r] = float32(gu[r*p+q])
+		}
+	}
+	xT := make([]float32, d*m)
+	for r := 0; r < m; r++ {
+		for c := 0; c < d; c++ {
+			xT[c*m+r] = float32(xt[r*d+c])
+		}
+	}
+	xb := prepareB(d, m, xT)
+	const rows = 48
+	out := make([]float32, p*d)
+	nb := (p + rows - 1) / rows
+	forShards(nb, workers, func(_, blk int) {
+		q0, q1 := blk*rows, min(blk*rows+rows, p)
+		xb.mulNT(q1-q0, guT[q0*m:q1*m], out[q0*d:q1*d])
+	})
+	for i, v := range out {
+		gw[i] = float64(v)
+	}
+}
+
 // DistillConfig configures TrainStudent and DistillLoss.
 type DistillConfig struct {
 	// Loss is LossKL (default) or LossJS.
@@ -322,7 +383,13 @@ func (h *StudentHead) batchGrad(x []float32, idx []int32, sims []float32, order 
 			row[c] = (float64(v) - h.Mean) * inv
 		}
 	}
-	u := h.forward(xt, m)
+	fast := h.P*h.D >= fastHeadSize
+	var u []float64
+	if fast {
+		u = h.forward32(xt, m)
+	} else {
+		u = h.forward(xt, m)
+	}
 	var g []float64
 	if gw != nil {
 		g = make([]float64, 3*bsz*p)
@@ -361,10 +428,14 @@ func (h *StudentHead) batchGrad(x []float32, idx []int32, sims []float32, order 
 			dst[q] += v
 		}
 	}
-	blas64.Gemm(blas.Trans, blas.NoTrans, 1,
-		blas64.General{Rows: m, Cols: p, Stride: p, Data: gu},
-		blas64.General{Rows: m, Cols: d, Stride: d, Data: xt},
-		0, blas64.General{Rows: p, Cols: d, Stride: d, Data: gw})
+	if fast {
+		weightGrad32(gu, xt, m, p, d, cfg.Workers, gw)
+	} else {
+		blas64.Gemm(blas.Trans, blas.NoTrans, 1,
+			blas64.General{Rows: m, Cols: p, Stride: p, Data: gu},
+			blas64.General{Rows: m, Cols: d, Stride: d, Data: xt},
+			0, blas64.General{Rows: p, Cols: d, Stride: d, Data: gw})
+	}
 	clear(gb)
 	for r := 0; r < m; r++ {
 		for q, v := range gu[r*p : (r+1)*p] {

@@ -126,20 +126,25 @@ func TestStudentDecayPullsTowardInit(t *testing.T) {
 }
 
 func TestTrainStudentDeterministicAcrossWorkers(t *testing.T) {
-	const n, d, nt = 80, 7, 1500
-	x, idx, sims, _ := studentProblem(n, d, 5, nt, 9)
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
-	var ref []float64
-	for _, w := range []int{1, 3} {
-		runtime.GOMAXPROCS(w)
-		h, _ := NewStudentHead(d, HeadConfig{Init: InitRandom, OutDim: 5, Seed: 3})
-		if _, err := TrainStudent(context.Background(), h, x, n, idx, sims, DistillConfig{Loss: LossJS, Epochs: 3, BatchSize: 200, Seed: 4, Workers: w}); err != nil {
-			t.Fatal(err)
-		}
-		if ref == nil {
-			ref = append(h.W, h.B...)
-		} else if !slices.Equal(ref, append(h.W, h.B...)) {
-			t.Error("weights differ between worker counts")
+	// A small head (float64 products) and one large enough for the
+	// float32 kernel path.
+	for _, sz := range [][2]int{{7, 5}, {80, 64}} {
+		d, p := sz[0], sz[1]
+		const n, nt = 300, 1500
+		x, idx, sims, _ := studentProblem(n, d, 5, nt, 9)
+		var ref []float64
+		for _, w := range []int{1, 3} {
+			runtime.GOMAXPROCS(w)
+			h, _ := NewStudentHead(d, HeadConfig{Init: InitRandom, OutDim: p, Seed: 3})
+			if _, err := TrainStudent(context.Background(), h, x, n, idx, sims, DistillConfig{Loss: LossJS, Epochs: 3, BatchSize: 200, Seed: 4, Workers: w}); err != nil {
+				t.Fatal(err)
+			}
+			if ref == nil {
+				ref = append(h.W, h.B...)
+			} else if !slices.Equal(ref, append(h.W, h.B...)) {
+				t.Errorf("D=%d P=%d: weights differ between worker counts", d, p)
+			}
 		}
 	}
 }
@@ -159,5 +164,59 @@ func TestCalibrateScaleLowersLoss(t *testing.T) {
 	after, _ := DistillLoss(h, x, n, idx, sims, DistillConfig{})
 	if !(after < before) || a <= 0 {
 		t.Errorf("scale %.3g: loss %.4f → %.4f", a, before, after)
+	}
+}
+
+func TestStudentFloat32PathMatchesFloat64(t *testing.T) {
+	// A head with P·D ≥ fastHeadSize trains through the float32 kernel;
+	// its loss and gradient must match the float64 reference closely.
+	const n, d, p, nt = 300, 80, 64, 700
+	x, idx, sims, _ := studentProblem(n, d, 16, nt, 5)
+	h, _ := NewStudentHead(d, HeadConfig{Init: InitRandom, OutDim: p, Seed: 6, Tau: 2})
+	for i := range h.B {
+		h.B[i] = 0.1 * float64(i%5)
+	}
+	cfg, _ := DistillConfig{Loss: LossJS}.withDefaults()
+	order := make([]int, nt)
+	for i := range order {
+		order[i] = i
+	}
+	gw32, gb32 := make([]float64, p*d), make([]float64, p)
+	l32 := h.batchGrad(x, idx, sims, order, cfg, gw32, gb32)
+	// Reference: the same computation with the float64 products.
+	xt := h.standardise(x, n)
+	u := h.forward(xt, n)
+	gw, gb := make([]float64, p*d), make([]float64, p)
+	gu := make([]float64, n*p)
+	var l64 float64
+	for tr := 0; tr < nt; tr++ {
+		a, b, c := int(idx[3*tr]), int(idx[3*tr+1]), int(idx[3*tr+2])
+		tl := [3]float64{float64(sims[3*tr]), float64(sims[3*tr+1]), float64(sims[3*tr+2])}
+		l64 += tripletLoss(cfg.Loss, u[a*p:(a+1)*p], u[b*p:(b+1)*p], u[c*p:(c+1)*p], tl, cfg.TeacherTau, h.Tau,
+			1/float64(nt), gu[a*p:(a+1)*p], gu[b*p:(b+1)*p], gu[c*p:(c+1)*p])
+	}
+	l64 /= nt
+	for r := 0; r < n; r++ {
+		for q := 0; q < p; q++ {
+			gb[q] += gu[r*p+q]
+			for a := 0; a < d; a++ {
+				gw[q*d+a] += gu[r*p+q] * xt[r*d+a]
+			}
+		}
+	}
+	if math.Abs(l32-l64) > 1e-5*math.Abs(l64) {
+		t.Errorf("loss %.9g (float32 products) vs %.9g", l32, l64)
+	}
+	var num, den float64
+	for i := range gw {
+		num += (gw32[i] - gw[i]) * (gw32[i] - gw[i])
+		den += gw[i] * gw[i]
+	}
+	for i := range gb {
+		num += (gb32[i] - gb[i]) * (gb32[i] - gb[i])
+		den += gb[i] * gb[i]
+	}
+	if rel := math.Sqrt(num / den); rel > 1e-4 {
+		t.Errorf("gradient relative error %.3g", rel)
 	}
 }

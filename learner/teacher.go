@@ -388,6 +388,8 @@ type teacherObjective struct {
 	xt32, z32   []float32
 	dz32, w32   []float32
 	gw32        []float32
+	xtB         *matB     // X̃ᵀ (d×n) prepared for dW = dZᵀ·X̃
+	dzT32       []float32 // dZᵀ (p×n)
 }
 
 const tripletChunk = 2048
@@ -411,6 +413,14 @@ func newTeacherObjective(x []float32, n, d, p int, mean, std float64, ts []Tripl
 		}
 		o.z32, o.dz32 = make([]float32, n*p), make([]float32, n*p)
 		o.w32, o.gw32 = make([]float32, p*d), make([]float32, p*d)
+		xtT := make([]float32, d*n)
+		for r := 0; r < n; r++ {
+			for a := 0; a < d; a++ {
+				xtT[a*n+r] = o.xt32[r*d+a]
+			}
+		}
+		o.xtB = prepareB(d, n, xtT)
+		o.dzT32 = make([]float32, p*n)
 	}
 	return o
 }
@@ -502,15 +512,13 @@ func (o *teacherObjective) eval(params, grad []float64) (ce, obj float64) {
 		for i, v := range w {
 			o.w32[i] = float32(v)
 		}
+		parMulNT(prepareB(p, d, o.w32), n, d, p, o.xt32, o.z32, o.workers)
 		for r := 0; r < n; r++ {
+			row := o.z32[r*p : (r+1)*p]
 			for q, v := range b {
-				o.z32[r*p+q] = float32(v)
+				row[q] += float32(v)
 			}
 		}
-		blas32.Gemm(blas.NoTrans, blas.Trans, 1,
-			blas32.General{Rows: n, Cols: d, Stride: d, Data: o.xt32},
-			blas32.General{Rows: p, Cols: d, Stride: d, Data: o.w32},
-			1, blas32.General{Rows: n, Cols: p, Stride: p, Data: o.z32})
 	}
 	nt := len(o.ts)
 	parallelFor(len(o.chunkLoss), o.workers, func(c int) {
@@ -525,7 +533,9 @@ func (o *teacherObjective) eval(params, grad []float64) (ce, obj float64) {
 			if o.exact {
 				l = logitsDot(o.z, p, o.ts[a])
 			} else {
-				l = Logits(o.z32, p, o.ts[a])
+				t := o.ts[a]
+				ab, ac, bc := dot3(o.z32[int(t.I)*p:int(t.I)*p+p], o.z32[int(t.J)*p:int(t.J)*p+p], o.z32[int(t.K)*p:int(t.K)*p+p])
+				l = [3]float64{float64(ab), float64(ac), float64(bc)}
 			}
 			loss, g := TaskCrossEntropy(o.task, l, o.tau, q)
 			s += loss
@@ -561,10 +571,12 @@ func (o *teacherObjective) eval(params, grad []float64) (ce, obj float64) {
 			axpy(1, o.dz[r*p:(r+1)*p], gb)
 		}
 	} else {
-		blas32.Gemm(blas.Trans, blas.NoTrans, 1,
-			blas32.General{Rows: n, Cols: p, Stride: p, Data: o.dz32},
-			blas32.General{Rows: n, Cols: d, Stride: d, Data: o.xt32},
-			0, blas32.General{Rows: p, Cols: d, Stride: d, Data: o.gw32})
+		for r := 0; r < n; r++ {
+			for q, v := range o.dz32[r*p : (r+1)*p] {
+				o.dzT32[q*n+r] = v
+			}
+		}
+		parMulNT(o.xtB, p, n, d, o.dzT32, o.gw32, o.workers)
 		for i, v := range o.gw32 {
 			gw[i] = float64(v)
 		}
@@ -621,6 +633,17 @@ func (o *teacherObjective) gatherRow(r int, scale float64) {
 			blas32.Axpy(float32(gv), vec32(o.z32[v*p:(v+1)*p]), vec32(dst32))
 		}
 	}
+}
+
+// parMulNT computes out (m×k) = a (m×kd) · bᵀ with the prepared matrix b,
+// in parallel over blocks of rows. Each output row is computed by one call
+// on its own, so the result does not depend on the number of workers.
+func parMulNT(b *matB, m, kd, k int, a, out []float32, workers int) {
+	const block = 48
+	parallelFor((m+block-1)/block, workers, func(i int) {
+		lo, hi := i*block, min((i+1)*block, m)
+		b.mulNT(hi-lo, a[lo*kd:hi*kd], out[lo*k:hi*k])
+	})
 }
 
 func vec32(a []float32) blas32.Vector { return blas32.Vector{N: len(a), Data: a, Inc: 1} }
@@ -714,7 +737,8 @@ type LambdaScore struct {
 	// ValAccuracy and ValNLL score the validation triplets; ValNLL is the
 	// mean cross-entropy of the validation targets at the calibrated Tau.
 	ValAccuracy float64 `json:"val_accuracy"`
-	ValNLL      float64 `json:"val_nll"`
+	// ValNLL is described with ValAccuracy.
+	ValNLL float64 `json:"val_nll"`
 	// TrainCE is the final mean training cross-entropy at the fit τ.
 	TrainCE float64 `json:"train_ce"`
 	// Iterations is the number of L-BFGS iterations taken.
@@ -822,6 +846,7 @@ func (c OnlineConfig) withDefaults() OnlineConfig {
 // AdamState carries the Adam moments of the teacher's W and B across
 // calls to Update. The zero value is ready to use.
 type AdamState struct {
+	// W and B are the optimisers of the weights and the bias.
 	W, B Adam
 }
 
@@ -882,6 +907,7 @@ func (t *Teacher) Update(x []float32, n int, fresh []Triplet, freshTargets [][3]
 	gb := make([]float64, p)
 	w32 := make([]float32, p*d)
 	reg := make([]float64, p*d)
+	workers := runtime.GOMAXPROCS(0)
 	gw32 := make([]float32, p*d)
 	batch := make([]Triplet, 0, nFresh+nRep)
 	targets := make([][3]float32, 0, nFresh+nRep)
@@ -939,15 +965,13 @@ func (t *Teacher) Update(x []float32, n int, fresh []Triplet, freshTargets [][3]
 			w32[i] = float32(v)
 		}
 		z := make([]float32, m*p)
+		parMulNT(prepareB(p, d, w32), m, d, p, xt, z, workers)
 		for l := 0; l < m; l++ {
+			row := z[l*p : (l+1)*p]
 			for q, v := range t.B {
-				z[l*p+q] = float32(v)
+				row[q] += float32(v)
 			}
 		}
-		blas32.Gemm(blas.NoTrans, blas.Trans, 1,
-			blas32.General{Rows: m, Cols: d, Stride: d, Data: xt},
-			blas32.General{Rows: p, Cols: d, Stride: d, Data: w32},
-			1, blas32.General{Rows: m, Cols: p, Stride: p, Data: z})
 		dz := make([]float64, m*p)
 		var loss float64
 		scale := 1 / float64(len(lb))
@@ -960,14 +984,18 @@ func (t *Teacher) Update(x []float32, n int, fresh []Triplet, freshTargets [][3]
 			AddRepGrad(z, p, tr, g, dz)
 		}
 		loss *= scale
-		dz32 := make([]float32, m*p)
-		for i, v := range dz {
-			dz32[i] = float32(v)
+		// gw = dZᵀ·X̃ as (dZᵀ)·(X̃ᵀ)ᵀ with the transposes laid out row-major.
+		dzT := make([]float32, p*m)
+		xtT := make([]float32, d*m)
+		for l := 0; l < m; l++ {
+			for q := 0; q < p; q++ {
+				dzT[q*m+l] = float32(dz[l*p+q])
+			}
+			for a := 0; a < d; a++ {
+				xtT[a*m+l] = xt[l*d+a]
+			}
 		}
-		blas32.Gemm(blas.Trans, blas.NoTrans, 1,
-			blas32.General{Rows: m, Cols: p, Stride: p, Data: dz32},
-			blas32.General{Rows: m, Cols: d, Stride: d, Data: xt},
-			0, blas32.General{Rows: p, Cols: d, Stride: d, Data: gw32})
+		parMulNT(prepareB(d, m, xtT), p, m, d, dzT, gw32, workers)
 		for i, v := range gw32 {
 			gw[i] = float64(v)
 		}

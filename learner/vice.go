@@ -13,14 +13,18 @@ import (
 // HumanModelConfig configures FitVICE and DistilledTargets. Zero fields take
 // the documented defaults.
 type HumanModelConfig struct {
-	// Dim is the number of embedding dimensions per item (default 50).
+	// Dim is the number of embedding dimensions per item (default 20: on
+	// THINGS with 10⁵ triplets, 20 dimensions predicted held-out choices
+	// better than 50, which overfit).
 	Dim int
 	// Epochs is the number of passes over the training triplets
-	// (default 40).
+	// (default 60).
 	Epochs int
-	// BatchSize is the number of triplets per Adam step (default 512).
+	// BatchSize is the number of triplets per Adam step (default 2048). The
+	// cost of a step is dominated by sampling the whole embedding, so large
+	// batches are cheap.
 	BatchSize int
-	// LR is the Adam step size (default 0.01).
+	// LR is the Adam step size (default 0.03).
 	LR float64
 	// TrainSamples is the number of reparameterised samples of the whole
 	// embedding per Adam step (default 1, as in VICE).
@@ -50,6 +54,12 @@ type HumanModelConfig struct {
 	// repeated responses: q = (c + κ·v)/(N + κ) (default 3; a negative value
 	// means 0).
 	RepeatPseudoCount float64
+	// CrossFitFolds, when at least 2, makes DistilledTargets predict every
+	// training triplet with a VICE model fitted on the other folds of a
+	// seeded random partition into CrossFitFolds parts (out-of-fold
+	// predictions), at CrossFitFolds times the cost. Zero or 1 (default)
+	// predicts with one model fitted on all training triplets.
+	CrossFitFolds int
 	// OneHotMix is α, the weight of the observed choice in the targets of
 	// DistilledTargets for triplets without repeated responses:
 	// q = (1−α)·v + α·onehot (default 0; must lie in [0,1]).
@@ -58,16 +68,16 @@ type HumanModelConfig struct {
 
 func (c HumanModelConfig) withDefaults() HumanModelConfig {
 	if c.Dim == 0 {
-		c.Dim = 50
+		c.Dim = 20
 	}
 	if c.Epochs == 0 {
-		c.Epochs = 40
+		c.Epochs = 60
 	}
 	if c.BatchSize == 0 {
-		c.BatchSize = 512
+		c.BatchSize = 2048
 	}
 	if c.LR == 0 {
-		c.LR = 0.01
+		c.LR = 0.03
 	}
 	if c.TrainSamples == 0 {
 		c.TrainSamples = 1
@@ -114,6 +124,8 @@ func (c HumanModelConfig) validate() error {
 		return fmt.Errorf("prior scales %v and %v must be positive", c.SpikeScale, c.SlabScale)
 	case !(c.Pi > 0 && c.Pi < 1):
 		return fmt.Errorf("prior weight %v not in (0,1)", c.Pi)
+	case c.CrossFitFolds < 0:
+		return fmt.Errorf("cross-fit folds %d is negative", c.CrossFitFolds)
 	case !(c.OneHotMix >= 0 && c.OneHotMix <= 1):
 		return fmt.Errorf("one-hot mix %v not in [0,1]", c.OneHotMix)
 	}
@@ -161,6 +173,7 @@ const (
 	viceStreamOrder
 	viceStreamTrain
 	viceStreamPredict
+	viceStreamFolds
 )
 
 // viceSeed seeds pcg for the stream (domain, a, b) of seed, so every row of

@@ -6,8 +6,8 @@ import (
 )
 
 // BenchmarkFitVICEThingsSized fits VICE for one epoch on synthetic data the
-// size of THINGS: 1,854 items and 113,000 training triplets, 50 dimensions,
-// batches of 2,048. Run with
+// size of THINGS: 1,854 items and 113,000 training triplets, 20 dimensions,
+// batches of 2,048 (the defaults). Run with
 //
 //	go test ./learner/ -run '^$' -bench FitVICE -benchtime 3x
 func BenchmarkFitVICEThingsSized(b *testing.B) {
@@ -20,7 +20,7 @@ func BenchmarkFitVICEThingsSized(b *testing.B) {
 			ts = append(ts, Triplet{I: i, J: j, K: k})
 		}
 	}
-	cfg := HumanModelConfig{Dim: 50, Epochs: 1, BatchSize: 2048, LR: 0.03, Seed: 1}
+	cfg := HumanModelConfig{Epochs: 1, Seed: 1}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for it := 0; it < b.N; it++ {
@@ -34,7 +34,7 @@ func BenchmarkFitVICEThingsSized(b *testing.B) {
 // BenchmarkVICEPredictBatch measures Monte-Carlo prediction of 113,000
 // triplets with 30 samples on a THINGS-sized model.
 func BenchmarkVICEPredictBatch(b *testing.B) {
-	const n, m, p = 1854, 113000, 50
+	const n, m, p = 1854, 113000, 20
 	rng := rand.New(rand.NewPCG(2, 2))
 	v := &VICE{N: n, Dim: p, Mu: make([]float32, n*p), LogSigma: make([]float32, n*p)}
 	for i := range v.Mu {

@@ -32,19 +32,33 @@ func alignetEnvInt(name string, def int) int {
 // word2vec embeddings. The student's accuracy on the held-out 10% of human
 // triplets must rise clearly above its raw starting point.
 //
-// The CI version is small. The reported figures come from
+// The CI version is small (smaller still with -short). The reported
+// figures come from
 //
 //	ALIGNET_THINGS_TEACHER_ITER=60 ALIGNET_THINGS_N=200000 ALIGNET_THINGS_EPOCHS=5 \
 //	  go test ./offline -run TestAligNetTHINGSStudent -v -timeout 1h
 //
-// (ALIGNET_THINGS_LAMBDA overrides the teacher's λ, default 0.1.)
+// (ALIGNET_THINGS_LAMBDA, _LR, _BATCH and _DECAY override the teacher λ
+// (default 0.1) and the distillation step size, batch and decay.)
 func TestAligNetTHINGSStudent(t *testing.T) {
 	if _, err := os.Stat(alignetThingsDir); err != nil {
 		t.Skipf("THINGS data not found at %s", alignetThingsDir)
 	}
-	teacherIter := alignetEnvInt("ALIGNET_THINGS_TEACHER_ITER", 20)
-	nTriplets := alignetEnvInt("ALIGNET_THINGS_N", 20000)
+	defIter, defN := 20, 20000
+	if testing.Short() {
+		defIter, defN = 15, 10000
+	}
+	teacherIter := alignetEnvInt("ALIGNET_THINGS_TEACHER_ITER", defIter)
+	nTriplets := alignetEnvInt("ALIGNET_THINGS_N", defN)
 	epochs := alignetEnvInt("ALIGNET_THINGS_EPOCHS", 4)
+	batch := alignetEnvInt("ALIGNET_THINGS_BATCH", 2048)
+	lr, decay := "0.003", "0.01"
+	if v := os.Getenv("ALIGNET_THINGS_LR"); v != "" {
+		lr = v
+	}
+	if v := os.Getenv("ALIGNET_THINGS_DECAY"); v != "" {
+		decay = v
+	}
 	clip := filepath.Join(alignetThingsDir, "clip_vit_b32.npy")
 	w2v := filepath.Join(alignetThingsDir, "word2vec.npy")
 	x, n, d, err := ReadEmbeddings(clip)
@@ -109,7 +123,7 @@ func TestAligNetTHINGSStudent(t *testing.T) {
 	out.Reset()
 	studentPath := filepath.Join(dir, "student.npz")
 	if err := RunDistill(context.Background(), []string{"--student", w2v, "--dataset", dataset,
-		"--epochs", strconv.Itoa(epochs), "--lr", "0.003", "--batch", "2048", "--seed", "2",
+		"--epochs", strconv.Itoa(epochs), "--lr", lr, "--batch", strconv.Itoa(batch), "--decay", decay, "--seed", "2",
 		"--triplets", valPath, "--categories", filepath.Join(alignetThingsDir, "categories.tsv"),
 		"--out", studentPath, "--json"}, &out, io.Discard); err != nil {
 		t.Fatal(err)

@@ -13,39 +13,52 @@ import (
 	"github.com/alignet/alignet/learner"
 )
 
-// DistillSummary is the report of RunDistill. Accuracies are NaN (null in
-// JSON) when the corresponding evaluation data was not given.
+// DistillSummary is the report of RunDistill. Pointer fields are nil (null
+// in JSON) when the corresponding evaluation data was not given.
 type DistillSummary struct {
-	Out          string         `json:"out"`
-	Triplets     int            `json:"triplets"`
-	Train        int            `json:"train"`
-	Val          int            `json:"val"`
-	Loss         string         `json:"loss"`
-	Init         string         `json:"init"`
-	InitScale    float64        `json:"init_scale"`
-	Epochs       int            `json:"epochs"`
-	Steps        int            `json:"steps"`
-	TrainBefore  float64        `json:"train_loss_before"`
-	TrainAfter   float64        `json:"train_loss_after"`
-	ValBefore    *float64       `json:"val_loss_before"`
-	ValAfter     *float64       `json:"val_loss_after"`
-	AgreeBefore  *float64       `json:"val_teacher_agreement_before"`
-	AgreeAfter   *float64       `json:"val_teacher_agreement_after"`
-	HumanBefore  *float64       `json:"human_accuracy_before"`
-	HumanAfter   *float64       `json:"human_accuracy_after"`
+	// Out is the student path.
+	Out string `json:"out"`
+	// Triplets, Train and Val count the dataset triplets and its split.
+	Triplets int `json:"triplets"`
+	Train    int `json:"train"`
+	Val      int `json:"val"`
+	// Loss, Init and InitScale describe the objective and initialisation.
+	Loss      string  `json:"loss"`
+	Init      string  `json:"init"`
+	InitScale float64 `json:"init_scale"`
+	// Epochs and Steps count the optimisation.
+	Epochs int `json:"epochs"`
+	Steps  int `json:"steps"`
+	// TrainBefore and TrainAfter are the mean training losses.
+	TrainBefore float64 `json:"train_loss_before"`
+	TrainAfter  float64 `json:"train_loss_after"`
+	// ValBefore and ValAfter are the held-out dataset losses.
+	ValBefore *float64 `json:"val_loss_before"`
+	ValAfter  *float64 `json:"val_loss_after"`
+	// AgreeBefore and AgreeAfter are the fractions of held-out dataset
+	// triplets whose odd one the student picks as the teacher did.
+	AgreeBefore *float64 `json:"val_teacher_agreement_before"`
+	AgreeAfter  *float64 `json:"val_teacher_agreement_after"`
+	// HumanBefore and HumanAfter are accuracies on --triplets.
+	HumanBefore *float64 `json:"human_accuracy_before"`
+	HumanAfter  *float64 `json:"human_accuracy_after"`
+	// LevelsBefore and LevelsAfter split them by abstraction level.
 	LevelsBefore *DistillLevels `json:"levels_before,omitempty"`
 	LevelsAfter  *DistillLevels `json:"levels_after,omitempty"`
-	Seconds      float64        `json:"seconds"`
-	PerSecond    float64        `json:"triplets_per_second"`
+	// Seconds and PerSecond time the training.
+	Seconds   float64 `json:"seconds"`
+	PerSecond float64 `json:"triplets_per_second"`
 }
 
 // DistillLevels is a JSON-safe per-abstraction-level accuracy (see
 // learner.LevelAccuracy).
 type DistillLevels struct {
+	// Coarse is the accuracy on coarse triplets and NCoarse their number.
 	Coarse  *float64 `json:"coarse"`
 	NCoarse int      `json:"n_coarse"`
-	Fine    *float64 `json:"fine"`
-	NFine   int      `json:"n_fine"`
+	// Fine is the accuracy on fine triplets and NFine their number.
+	Fine  *float64 `json:"fine"`
+	NFine int      `json:"n_fine"`
 }
 
 func distillLevels(l learner.Levels) *DistillLevels {

@@ -12,13 +12,16 @@ import (
 
 // EvalLevels is the per-abstraction-level part of the eval report.
 type EvalLevels struct {
+	// Coarse and Fine are the accuracies (null without triplets) and
+	// NCoarse and NFine the triplet counts, as in learner.LevelAccuracy.
 	Coarse  *float64 `json:"coarse"`
 	Fine    *float64 `json:"fine"`
 	NCoarse int      `json:"n_coarse"`
 	NFine   int      `json:"n_fine"`
 }
 
-// EvalReport is the JSON output of "alignet eval".
+// EvalReport is the JSON output of "alignet eval". Metrics that are
+// undefined (no repeats, no categories) are null.
 type EvalReport struct {
 	Model             string                   `json:"model"`
 	Task              string                   `json:"task"`

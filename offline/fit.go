@@ -17,13 +17,16 @@ import (
 
 // FitSplit holds the metrics of a teacher on one split.
 type FitSplit struct {
+	// N is the number of triplets; the other fields are null when undefined.
 	N        int      `json:"n_triplets"`
 	Accuracy *float64 `json:"accuracy"`
 	NLL      *float64 `json:"nll"`
 	ECE      *float64 `json:"ece"`
 }
 
-// FitReport is the JSON output of "alignet fit".
+// FitReport is the JSON output of "alignet fit": the chosen λ and τ, the
+// metrics on the training and validation splits, the raw embeddings'
+// validation metrics at τ=1, the per-λ scores and the wall time.
 type FitReport struct {
 	Task        string                `json:"task"`
 	Targets     string                `json:"targets"`
@@ -39,13 +42,20 @@ type FitReport struct {
 
 // FitOptions are the parsed options of "alignet fit".
 type FitOptions struct {
+	// Embeddings, Triplets and Repeats are the input paths.
 	Embeddings, Triplets, Repeats string
-	Targets, Task, Out            string
-	Seed                          uint64
-	ValFrac                       float64
-	JSON                          bool
-	Lambdas                       []float64
-	MaxIter, OutDim               int
+	// Targets is "distilled" or "hard", Task the task and Out the output path.
+	Targets, Task, Out string
+	// Seed seeds the split and the human model.
+	Seed uint64
+	// ValFrac is the validation fraction used to pick λ and τ.
+	ValFrac float64
+	// JSON selects JSON output.
+	JSON bool
+	// Lambdas is the λ grid (empty: learner.DefaultLambdas).
+	Lambdas []float64
+	// MaxIter bounds L-BFGS iterations per λ; OutDim is P (0: D).
+	MaxIter, OutDim int
 }
 
 func parseFloats(s string) ([]float64, error) {
@@ -166,15 +176,9 @@ func RunFit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		lams = learner.DefaultLambdas()
 	}
 	bar := progress.New(stderr, "fit", int64(len(lams)*o.MaxIter))
-	lamDone := 0
 	cfg := learner.TeacherConfig{
 		Task: o.Task, OutDim: o.OutDim, MaxIter: o.MaxIter, Seed: o.Seed,
-		Progress: func(iter int, _ float64) {
-			if iter == 1 {
-				lamDone++
-			}
-			bar.Add(1)
-		},
+		Progress: func(int, float64) { bar.Add(1) },
 	}
 	t, scores, err := learner.SelectLambda(ctx, x, n, d, train, targets, val, nil, lams, cfg)
 	// Top the bar up for λ values that converged early.

@@ -30,16 +30,24 @@ const miniBatchThreshold = 100_000
 
 // GenerateSummary is the report of RunGenerate.
 type GenerateSummary struct {
-	Out         string  `json:"out"`
-	Triplets    int64   `json:"triplets"`
-	Items       int     `json:"items"`
-	Dim         int     `json:"dim"`
-	Strategy    string  `json:"strategy"`
+	// Out is the dataset path, Triplets the number written.
+	Out      string `json:"out"`
+	Triplets int64  `json:"triplets"`
+	// Items and Dim describe the teacher representations.
+	Items int `json:"items"`
+	Dim   int `json:"dim"`
+	// Strategy is the sampling strategy.
+	Strategy string `json:"strategy"`
+	// Clusters, KMeans, Inertia and EmptyGroups describe the clustering
+	// (zero for strategies that need none).
 	Clusters    int     `json:"clusters"`
 	KMeans      string  `json:"kmeans"`
 	Inertia     float64 `json:"inertia"`
 	EmptyGroups int     `json:"empty_clusters"`
-	Seed        uint64  `json:"seed"`
+	// Seed is the random seed.
+	Seed uint64 `json:"seed"`
+	// ClusterSecs and GenSecs time the two phases; PerSecond is the
+	// generation rate.
 	ClusterSecs float64 `json:"cluster_seconds"`
 	GenSecs     float64 `json:"generate_seconds"`
 	PerSecond   float64 `json:"triplets_per_second"`

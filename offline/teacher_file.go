@@ -29,7 +29,8 @@ type Provenance struct {
 	Seed uint64 `json:"seed"`
 	// Task is the judgment task the model was fitted on.
 	Task string `json:"task,omitempty"`
-	// Embeddings and Triplets are the input file paths as given.
+	// Embeddings and Triplets are the input file paths as given (Triplets
+	// is described here too).
 	Embeddings string `json:"embeddings,omitempty"`
 	Triplets   string `json:"triplets,omitempty"`
 	// EmbeddingsSHA256 and TripletsSHA256 are digests of the input files.

@@ -5,8 +5,8 @@ import (
 	"testing"
 )
 
-// smallVICE returns a hand-made VICE model over n items.
-func smallVICE(n, p int) *VICE {
+// smallVICEModel returns a hand-made VICE model over n items.
+func smallVICEModel(n, p int) *VICE {
 	v := &VICE{N: n, Dim: p, Mu: make([]float32, n*p), LogSigma: make([]float32, n*p)}
 	for i := range v.Mu {
 		v.Mu[i] = float32(math.Sin(float64(3*i+1))) * 1.5
@@ -16,7 +16,7 @@ func smallVICE(n, p int) *VICE {
 }
 
 func TestSoftTargetsRecipe(t *testing.T) {
-	v := smallVICE(6, 3)
+	v := smallVICEModel(6, 3)
 	train := []Triplet{
 		{I: 1, J: 4, K: 3}, // item set of the repeats, in another order
 		{I: 0, J: 2, K: 5}, // no repeats
@@ -55,9 +55,9 @@ func TestSoftTargetsRecipe(t *testing.T) {
 			t.Errorf("triplet %d: targets sum to %v", a, sum)
 		}
 	}
-	// Without repeats and with the default α = 0 the target is VICE's
-	// prediction itself.
-	q0, err := v.SoftTargets(train, nil, HumanModelConfig{PredictSamples: 9, Seed: 4})
+	// Without repeats and with α = 0 (a negative OneHotMix) the target is
+	// VICE's prediction itself.
+	q0, err := v.SoftTargets(train, nil, HumanModelConfig{PredictSamples: 9, Seed: 4, OneHotMix: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestSoftTargetsRecipe(t *testing.T) {
 }
 
 func TestSoftTargetsRejectsBadInput(t *testing.T) {
-	v := smallVICE(4, 2)
+	v := smallVICEModel(4, 2)
 	train := []Triplet{{I: 0, J: 1, K: 2}}
 	bad := map[string]struct {
 		reps []RepeatedTriplet
@@ -95,8 +95,8 @@ func TestSoftTargetsRejectsBadInput(t *testing.T) {
 
 func TestDistilledTargetsPlanted(t *testing.T) {
 	const n, p = 50, 5
-	_, ts, truth := plantedVICE(21, n, p, 6000)
-	cfg := HumanModelConfig{Dim: 8, Epochs: 40, BatchSize: 256, LR: 0.02, Seed: 3, PredictSamples: 20}
+	_, ts, truth := plantedVICEData(21, n, p, 6000)
+	cfg := HumanModelConfig{Dim: 8, Epochs: 40, BatchSize: 256, LR: 0.02, Seed: 3, PredictSamples: 20, OneHotMix: -1}
 	q, err := DistilledTargets(n, ts, nil, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -108,6 +108,19 @@ func TestDistilledTargetsPlanted(t *testing.T) {
 	for a := range q {
 		if q[a] != q2[a] {
 			t.Fatalf("triplet %d: targets differ between runs with one seed", a)
+		}
+	}
+	v, _, err := FitVICE(n, ts, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q3, err := v.SoftTargets(ts, nil, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for a := range q {
+		if q[a] != q3[a] {
+			t.Fatalf("triplet %d: DistilledTargets differs from FitVICE then SoftTargets", a)
 		}
 	}
 	// The distilled targets must be closer to the true choice distributions
@@ -132,5 +145,54 @@ func TestDistilledTargetsPlanted(t *testing.T) {
 	t.Logf("KL(true‖distilled) %.4f, best label-smoothed one-hot %.4f", klQ, bestSmooth)
 	if !(klQ < 0.5*bestSmooth) {
 		t.Errorf("distilled targets KL %.4f not well below label smoothing's %.4f", klQ, bestSmooth)
+	}
+}
+
+func TestDistilledTargetsCrossFit(t *testing.T) {
+	const n, p = 40, 4
+	_, ts, truth := plantedVICEData(8, n, p, 4000)
+	cfg := HumanModelConfig{Dim: 6, Epochs: 60, BatchSize: 256, LR: 0.02, Seed: 2, PredictSamples: 10, OneHotMix: -1, CrossFitFolds: 2}
+	q, err := DistilledTargets(n, ts, nil, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := DistilledTargets(n, ts, nil, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.CrossFitFolds = 0
+	in, err := DistilledTargets(n, ts, nil, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var klOut, klIn, klU, obsOut, obsIn float64
+	for a := range q {
+		if q[a] != again[a] {
+			t.Fatalf("triplet %d: cross-fitted targets differ between runs", a)
+		}
+		if s := float64(q[a][0] + q[a][1] + q[a][2]); math.Abs(s-1) > 1e-5 {
+			t.Fatalf("triplet %d: targets sum to %v", a, s)
+		}
+		f := func(x [3]float32) [3]float64 { return [3]float64{float64(x[0]), float64(x[1]), float64(x[2])} }
+		klOut += KLProbs(truth[a], f(q[a]))
+		klIn += KLProbs(truth[a], f(in[a]))
+		klU += KLProbs(truth[a], [3]float64{1.0 / 3, 1.0 / 3, 1.0 / 3})
+		obsOut += float64(q[a][0])
+		obsIn += float64(in[a][0])
+	}
+	m := float64(len(q))
+	t.Logf("KL(true‖target): out-of-fold %.4f, in-sample %.4f; mean mass on the observed choice %.4f vs %.4f",
+		klOut/m, klIn/m, obsOut/m, obsIn/m)
+	// Out-of-fold predictions have not seen the observed choice, so they
+	// put less mass on it than in-sample predictions.
+	if !(obsOut < obsIn) {
+		t.Errorf("out-of-fold mass on the observed choice %.4f not below in-sample %.4f", obsOut/m, obsIn/m)
+	}
+	if klOut > 0.5*klU {
+		t.Errorf("out-of-fold KL to the true distributions %.4f not well below uniform's %.4f", klOut/m, klU/m)
+	}
+	cfg.CrossFitFolds = len(ts) + 1
+	if _, err := DistilledTargets(n, ts, nil, cfg); err == nil {
+		t.Error("more folds than triplets were accepted")
 	}
 }

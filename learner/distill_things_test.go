@@ -2,12 +2,13 @@ package learner
 
 import (
 	"bufio"
+	"context"
 	"encoding/csv"
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,25 +16,25 @@ import (
 	"github.com/alignet/alignet/npy"
 )
 
-// thingsDir is the THINGS data folder relative to the package directory.
-const thingsDir = "../../shared/data/things"
+// distillThingsDir is the THINGS data folder relative to the package directory.
+const distillThingsDir = "../../shared/data/things"
 
-// thingsData is the THINGS odd-one-out data used by the proof tests.
-type thingsData struct {
+// distillThingsData is the THINGS odd-one-out data used by the proof tests.
+type distillThingsData struct {
 	n, d    int
 	x       []float32
 	train   []Triplet
 	repeats []RepeatedTriplet
 }
 
-// loadThings reads the THINGS data or skips the test when the folder is
+// loadDistillThings reads the THINGS data or skips the test when the folder is
 // missing.
-func loadThings(t testing.TB) *thingsData {
+func loadDistillThings(t testing.TB) *distillThingsData {
 	t.Helper()
-	if _, err := os.Stat(thingsDir); os.IsNotExist(err) {
-		t.Skipf("THINGS data not found at %s", thingsDir)
+	if _, err := os.Stat(distillThingsDir); os.IsNotExist(err) {
+		t.Skipf("THINGS data not found at %s", distillThingsDir)
 	}
-	f, err := os.Open(filepath.Join(thingsDir, "clip_vit_b32.npy"))
+	f, err := os.Open(filepath.Join(distillThingsDir, "clip_vit_b32.npy"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,9 +46,9 @@ func loadThings(t testing.TB) *thingsData {
 	if len(shape) != 2 {
 		t.Fatalf("clip features have shape %v", shape)
 	}
-	td := &thingsData{n: shape[0], d: shape[1], x: x}
+	td := &distillThingsData{n: shape[0], d: shape[1], x: x}
 
-	tf, err := os.Open(filepath.Join(thingsDir, "triplets_train.txt"))
+	tf, err := os.Open(filepath.Join(distillThingsDir, "triplets_train.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +76,7 @@ func loadThings(t testing.TB) *thingsData {
 		t.Fatal(err)
 	}
 
-	rf, err := os.Open(filepath.Join(thingsDir, "repeats_dev.csv"))
+	rf, err := os.Open(filepath.Join(distillThingsDir, "repeats_dev.csv"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,8 +109,22 @@ func loadThings(t testing.TB) *thingsData {
 	return td
 }
 
-// itemSetKey identifies the unordered item set of a triplet.
-func itemSetKey(a, b, c int32) [3]int32 {
+// distillRaceEnabled reports whether the test binary was built with -race.
+func distillRaceEnabled() bool {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return false
+	}
+	for _, st := range bi.Settings {
+		if st.Key == "-race" {
+			return st.Value == "true"
+		}
+	}
+	return false
+}
+
+// distillItemSetKey identifies the unordered item set of a triplet.
+func distillItemSetKey(a, b, c int32) [3]int32 {
 	if a > b {
 		a, b = b, a
 	}
@@ -122,10 +137,10 @@ func itemSetKey(a, b, c int32) [3]int32 {
 	return [3]int32{a, b, c}
 }
 
-// repeatNLL returns the mean negative log-likelihood per human response of
+// distillRepeatNLL returns the mean negative log-likelihood per human response of
 // the repeated triplets under the model probabilities probs (Softmax3 order
 // of RepeatTriplet).
-func repeatNLL(reps []RepeatedTriplet, probs [][3]float64) float64 {
+func distillRepeatNLL(reps []RepeatedTriplet, probs [][3]float64) float64 {
 	var s, c float64
 	for a, r := range reps {
 		h := [3]float64{float64(r.Counts[2]), float64(r.Counts[1]), float64(r.Counts[0])}
@@ -139,82 +154,25 @@ func repeatNLL(reps []RepeatedTriplet, probs [][3]float64) float64 {
 	return s / c
 }
 
-func TestVICEThingsScratch(t *testing.T) {
-	if os.Getenv("ALIGNET_VICE_SCRATCH") == "" {
-		t.Skip("scratch")
-	}
-	td := loadThings(t)
-	rng := rand.New(rand.NewPCG(1, 2))
-	perm := rng.Perm(len(td.train))
-	nTest := len(td.train) / 10
-	var tr, te []Triplet
-	for a, i := range perm {
-		if a < nTest {
-			te = append(te, td.train[i])
-		} else {
-			tr = append(tr, td.train[i])
-		}
-	}
-	var cfg HumanModelConfig
-	fmt.Sscan(os.Getenv("VDIM"), &cfg.Dim)
-	fmt.Sscan(os.Getenv("VEP"), &cfg.Epochs)
-	fmt.Sscan(os.Getenv("VBS"), &cfg.BatchSize)
-	fmt.Sscan(os.Getenv("VLR"), &cfg.LR)
-	v, st, err := FitVICE(td.n, tr, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("fit %v steps %d", st.Duration, st.Steps)
-	for e := range st.EpochLoss {
-		if e%5 == 4 || e == len(st.EpochLoss)-1 {
-			t.Logf("epoch %d loss %.4f nll %.4f", e, st.EpochLoss[e], st.EpochNLL[e])
-		}
-	}
-	for _, set := range []struct {
-		name string
-		ts   []Triplet
-	}{{"train", tr[:20000]}, {"test", te}} {
-		pr, _ := v.PredictBatch(set.ts, 20, 7)
-		var acc, nll float64
-		for _, p := range pr {
-			if p[0] > p[1] && p[0] > p[2] {
-				acc++
-			}
-			nll -= math.Log(p[0])
-		}
-		t.Logf("%s acc %.4f nll %.4f", set.name, acc/float64(len(pr)), nll/float64(len(pr)))
-	}
-	reps := make([]Triplet, len(td.repeats))
-	for a, r := range td.repeats {
-		reps[a] = RepeatTriplet(r)
-	}
-	pr, _ := v.PredictBatch(reps, 20, 7)
-	var kl float64
-	for a, r := range td.repeats {
-		kl += KLProbs(HumanOddDistribution(r), pr[a])
-	}
-	t.Logf("repeats nll %.4f kl %.4f", repeatNLL(td.repeats, pr), kl/float64(len(pr)))
-}
-
-// proofResult holds the figures of one teacher in the proof.
-type proofResult struct {
+// distillProofResult holds the figures of one teacher in the proof.
+type distillProofResult struct {
 	tau, acc, repNLL, repKL float64
 }
 
-// proofSplits are the seeded splits of the THINGS proof.
-type proofSplits struct {
+// distillProofSplits are the seeded splits of the THINGS proof.
+type distillProofSplits struct {
 	fit, val, test    []Triplet
 	repFit, repEval   []RepeatedTriplet
 	droppedForRepEval int
 }
 
-// splitThings splits the repeated triplets in halves by triplet (repFit may
+// distillSplitThings splits the repeated triplets in halves by triplet (repFit may
 // feed the distilled targets, repEval is only measured), removes from the
 // training triplets every triplet whose item set is in repEval, and splits
 // the rest into 80% fit, 10% validation (temperature) and 10% test
 // (accuracy).
-func splitThings(td *thingsData, seed uint64) proofSplits {
-	var s proofSplits
+func distillSplitThings(td *distillThingsData, seed uint64) distillProofSplits {
+	var s distillProofSplits
 	rng := rand.New(rand.NewPCG(seed, 0x7e57))
 	held := map[[3]int32]bool{}
 	for a, i := range rng.Perm(len(td.repeats)) {
@@ -223,12 +181,12 @@ func splitThings(td *thingsData, seed uint64) proofSplits {
 			s.repFit = append(s.repFit, r)
 		} else {
 			s.repEval = append(s.repEval, r)
-			held[itemSetKey(r.Items[0], r.Items[1], r.Items[2])] = true
+			held[distillItemSetKey(r.Items[0], r.Items[1], r.Items[2])] = true
 		}
 	}
 	var rest []Triplet
 	for _, t := range td.train {
-		if held[itemSetKey(t.I, t.J, t.K)] {
+		if held[distillItemSetKey(t.I, t.J, t.K)] {
 			s.droppedForRepEval++
 			continue
 		}
@@ -249,71 +207,131 @@ func splitThings(td *thingsData, seed uint64) proofSplits {
 	return s
 }
 
-// evalTeacher calibrates the teacher's temperature on the hard validation
+// distillEvalTeacher calibrates the teacher's temperature on the hard validation
 // choices and scores it.
-func evalTeacher(td *thingsData, s proofSplits, th *Teacher) proofResult {
+func distillEvalTeacher(td *distillThingsData, s distillProofSplits, th *Teacher) distillProofResult {
 	z := th.Transform(td.x, td.n)
 	tau := CalibrateTemperature(TaskOddOneOut, AllLogits(z, th.P, s.val), nil)
-	var r proofResult
+	var r distillProofResult
 	r.tau = tau
 	r.acc = Accuracy(TaskOddOneOut, z, th.P, s.test)
 	probs := make([][3]float64, len(s.repEval))
 	for a, rep := range s.repEval {
 		probs[a] = Softmax3(Logits(z, th.P, RepeatTriplet(rep)), tau)
 	}
-	r.repNLL = repeatNLL(s.repEval, probs)
+	r.repNLL = distillRepeatNLL(s.repEval, probs)
 	r.repKL = KLHuman(s.repEval, z, th.P, tau)
 	return r
 }
 
-func TestProofThingsScratch(t *testing.T) {
-	if os.Getenv("ALIGNET_PROOF_SCRATCH") == "" {
-		t.Skip("scratch")
+// distillProofHumanConfig is the VICE configuration of the THINGS proof (the
+// package defaults, spelled out).
+func distillProofHumanConfig() HumanModelConfig {
+	return HumanModelConfig{Dim: 20, Epochs: 60, BatchSize: 2048, LR: 0.03, PredictSamples: 30,
+		RepeatPseudoCount: 3, OneHotMix: 0.5, Seed: 1}
+}
+
+// distillProofTeacherConfig is the teacher configuration shared by both teachers
+// of the THINGS proof: a 32-dimensional transform, 80 L-BFGS iterations.
+func distillProofTeacherConfig() TeacherConfig {
+	return TeacherConfig{OutDim: 32, MaxIter: 80}
+}
+
+// distillProofLambdas returns the grid from which each teacher's λ is chosen by
+// its own validation NLL.
+func distillProofLambdas() []float64 { return []float64{0.03, 0.003} }
+
+// TestDistillationOnThings measures uncertainty distillation on THINGS
+// under a fair protocol. Two surrogate teachers are fitted on CLIP ViT-B/32
+// features and the same 80% of the training triplets: A on the hard
+// choices, B on the distilled targets (VICE fitted on the same triplets,
+// recipe of DistilledTargets with the proof configuration). Each teacher's
+// λ is chosen from distillProofLambdas and its temperature calibrated on the
+// hard choices of a 10% validation split (SelectLambda); accuracy is
+// measured on a 10% test split. The repeated triplets are split in halves
+// by triplet: repFit feeds B's targets, repEval is only measured, and every
+// training triplet whose item set is in repEval is removed from all splits,
+// so neither teacher nor VICE has seen any response to a measured triplet.
+//
+// Finding (seed 1): B is NOT better calibrated than A under this protocol.
+// A: accuracy 0.5719, repEval NLL 0.9009, KL(human‖model) 0.2034;
+// B: 0.5670, 0.9084, 0.2107 (both chose λ = 0.03). VICE fitted on these
+// 10⁵ triplets is itself neither more accurate nor better calibrated than A
+// (test accuracy 0.5616, KL(human‖VICE) 0.2136), so its targets carry no
+// information the hard choices lack. The test therefore asserts only what holds (B's
+// accuracy within one point of A's; VICE well above chance and better
+// calibrated on repEval than uniform) and logs the comparison. It is
+// skipped under -short and -race (the race detector stretches it to several
+// minutes); reproduce with
+//
+//	go test ./learner/ -run DistillationOnThings -v -count=1
+func TestDistillationOnThings(t *testing.T) {
+	td := loadDistillThings(t)
+	if testing.Short() || distillRaceEnabled() {
+		t.Skip("heavy THINGS measurement (about 1 minute, over 3 with -race); run without -short and -race")
 	}
-	td := loadThings(t)
-	s := splitThings(td, 1)
-	t.Logf("fit %d val %d test %d repFit %d repEval %d dropped %d", len(s.fit), len(s.val), len(s.test), len(s.repFit), len(s.repEval), s.droppedForRepEval)
-	var vcfg HumanModelConfig
-	fmt.Sscan(os.Getenv("VDIM"), &vcfg.Dim)
-	fmt.Sscan(os.Getenv("VEP"), &vcfg.Epochs)
-	fmt.Sscan(os.Getenv("VBS"), &vcfg.BatchSize)
-	fmt.Sscan(os.Getenv("VLR"), &vcfg.LR)
-	var tcfg TeacherConfig
-	fmt.Sscan(os.Getenv("TDIM"), &tcfg.OutDim)
-	fmt.Sscan(os.Getenv("TIT"), &tcfg.MaxIter)
-	v, vst, err := FitVICE(td.n, s.fit, vcfg)
+	s := distillSplitThings(td, 1)
+	t.Logf("triplets: fit %d, validation %d, test %d (%d removed for sharing an item set with repEval); repeats: fit %d, eval %d",
+		len(s.fit), len(s.val), len(s.test), s.droppedForRepEval, len(s.repFit), len(s.repEval))
+	ctx := context.Background()
+	thA, scA, err := SelectLambda(ctx, td.x, td.n, td.d, s.fit, nil, s.val, nil, distillProofLambdas(), distillProofTeacherConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("vice %v", vst.Duration)
-	for _, ls := range strings.Fields(os.Getenv("TLAMS")) {
-		fmt.Sscan(ls, &tcfg.Lambda)
-		if os.Getenv("SKIPA") == "" {
-			thA, stA, err := FitTeacher(td.x, td.n, td.d, s.fit, nil, tcfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("lambda %v A fit %v iters %d: %+v", tcfg.Lambda, stA.Duration, stA.Iterations, evalTeacher(td, s, thA))
+	hcfg := distillProofHumanConfig()
+	v, vst, err := FitVICE(td.n, s.fit, hcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vt, err := v.PredictBatch(s.test, hcfg.PredictSamples, hcfg.Seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vAcc float64
+	for _, p := range vt {
+		if p[0] > p[1] && p[0] > p[2] {
+			vAcc++
 		}
-		for _, as := range strings.Fields(os.Getenv("ALPHAS")) {
-			vc := vcfg
-			fmt.Sscan(as, &vc.OneHotMix)
-			var q [][3]float32
-			var err error
-			fmt.Sscan(os.Getenv("CROSS"), &vc.CrossFitFolds)
-			if vc.CrossFitFolds > 1 {
-				q, err = DistilledTargets(td.n, s.fit, s.repFit, vc)
-			} else {
-				q, err = v.SoftTargets(s.fit, s.repFit, vc)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			thB, stB, err := FitTeacher(td.x, td.n, td.d, s.fit, q, tcfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("lambda %v alpha %v B fit %v iters %d: %+v", tcfg.Lambda, vc.OneHotMix, stB.Duration, stB.Iterations, evalTeacher(td, s, thB))
-		}
+	}
+	vAcc /= float64(len(vt))
+	reps := make([]Triplet, len(s.repEval))
+	for a, r := range s.repEval {
+		reps[a] = RepeatTriplet(r)
+	}
+	vr, err := v.PredictBatch(reps, hcfg.PredictSamples, hcfg.Seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vKL, uKL float64
+	for a, r := range s.repEval {
+		vKL += KLProbs(HumanOddDistribution(r), vr[a])
+		uKL += KLProbs(HumanOddDistribution(r), [3]float64{1.0 / 3, 1.0 / 3, 1.0 / 3})
+	}
+	vKL /= float64(len(vr))
+	uKL /= float64(len(vr))
+	t.Logf("VICE (fit %v): test accuracy %.4f, repEval NLL %.4f, KL(human‖VICE) %.4f (uniform %.4f)",
+		vst.Duration, vAcc, distillRepeatNLL(s.repEval, vr), vKL, uKL)
+	if vAcc < 0.52 {
+		t.Errorf("VICE test accuracy %.4f, want at least 0.52 (chance 0.333)", vAcc)
+	}
+	if !(vKL < 0.7*uKL) {
+		t.Errorf("VICE KL(human‖VICE) %.4f not well below uniform's %.4f", vKL, uKL)
+	}
+	q, err := v.SoftTargets(s.fit, s.repFit, hcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	thB, scB, err := SelectLambda(ctx, td.x, td.n, td.d, s.fit, q, s.val, nil, distillProofLambdas(), distillProofTeacherConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("A λ scores %+v", scA)
+	t.Logf("B λ scores %+v", scB)
+	a, b := distillEvalTeacher(td, s, thA), distillEvalTeacher(td, s, thB)
+	t.Logf("A (hard, λ %g): τ %.3f, test accuracy %.4f, repEval NLL %.4f, KL(human‖model) %.4f", thA.Lambda, a.tau, a.acc, a.repNLL, a.repKL)
+	t.Logf("B (distilled, λ %g): τ %.3f, test accuracy %.4f, repEval NLL %.4f, KL(human‖model) %.4f", thB.Lambda, b.tau, b.acc, b.repNLL, b.repKL)
+	t.Logf("B − A: accuracy %+.4f, NLL %+.4f, KL %+.4f", b.acc-a.acc, b.repNLL-a.repNLL, b.repKL-a.repKL)
+	if b.acc < a.acc-0.01 {
+		t.Errorf("distilled teacher accuracy %.4f more than one point below hard teacher's %.4f", b.acc, a.acc)
 	}
 }

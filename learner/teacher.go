@@ -47,28 +47,31 @@ type Teacher struct {
 }
 
 // Transform maps the n×D row-major matrix x to the n×P matrix of teacher
-// representations, in parallel over rows.
+// representations, in parallel over rows (float32 matrix kernel, float64
+// standardisation and bias).
 func (t *Teacher) Transform(x []float32, n int) []float32 {
 	out := make([]float32, n*t.P)
+	if n == 0 {
+		return out
+	}
+	xt := make([]float32, n*t.D)
 	inv := 1 / t.Std
 	parallelRows(n, func(lo, hi int) {
-		xt := make([]float64, t.D)
-		for r := lo; r < hi; r++ {
-			row := x[r*t.D : (r+1)*t.D]
-			for a, v := range row {
-				xt[a] = (float64(v) - t.Mean) * inv
-			}
-			o := out[r*t.P : (r+1)*t.P]
-			for q := 0; q < t.P; q++ {
-				w := t.W[q*t.D : (q+1)*t.D]
-				s := t.B[q]
-				for a, v := range xt {
-					s += w[a] * v
-				}
-				o[q] = float32(s)
-			}
+		for i := lo * t.D; i < hi*t.D; i++ {
+			xt[i] = float32((float64(x[i]) - t.Mean) * inv)
 		}
 	})
+	w32 := make([]float32, len(t.W))
+	for i, v := range t.W {
+		w32[i] = float32(v)
+	}
+	parMulNT(prepareB(t.P, t.D, w32), n, t.D, t.P, xt, out, runtime.GOMAXPROCS(0))
+	for r := 0; r < n; r++ {
+		row := out[r*t.P : (r+1)*t.P]
+		for q, v := range t.B {
+			row[q] += float32(v)
+		}
+	}
 	return out
 }
 

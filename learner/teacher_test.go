@@ -32,11 +32,9 @@ func plantedProblem(seed uint64, n, d, p, m int, tau float64, task string) (x []
 		case u < pr[0]:
 			ts = append(ts, Triplet{i, j, k})
 		case u < pr[0]+pr[1]:
-			if task == TaskAnchor {
-				ts = append(ts, Triplet{i, k, j})
-			} else {
-				ts = append(ts, Triplet{i, k, j})
-			}
+			// J is odd (odd-one-out) or K is closer (anchor): either way
+			// the observed triplet is (i, k, j).
+			ts = append(ts, Triplet{i, k, j})
 		default:
 			ts = append(ts, Triplet{j, k, i})
 		}
@@ -266,5 +264,35 @@ func TestFloat32ObjectiveMatchesExact(t *testing.T) {
 	}
 	if r := math.Sqrt(num / den); r > 1e-5 {
 		t.Fatalf("relative gradient difference %v", r)
+	}
+}
+
+// TestTransformMatchesDefinition compares Transform with z = W·x̃ + b
+// computed directly in float64.
+func TestTransformMatchesDefinition(t *testing.T) {
+	const n, d, p = 13, 37, 21
+	rng := rand.New(rand.NewPCG(31, 31))
+	x := make([]float32, n*d)
+	for i := range x {
+		x[i] = float32(1 + 2*rng.NormFloat64())
+	}
+	tc := &Teacher{W: make([]float64, p*d), B: make([]float64, p), D: d, P: p, Mean: 0.7, Std: 1.9, Tau: 1}
+	for i := range tc.W {
+		tc.W[i] = rng.NormFloat64()
+	}
+	for i := range tc.B {
+		tc.B[i] = rng.NormFloat64()
+	}
+	z := tc.Transform(x, n)
+	for r := 0; r < n; r++ {
+		for q := 0; q < p; q++ {
+			want := tc.B[q]
+			for a := 0; a < d; a++ {
+				want += tc.W[q*d+a] * (float64(x[r*d+a]) - 0.7) / 1.9
+			}
+			if math.Abs(float64(z[r*p+q])-want) > 1e-4*(1+math.Abs(want)) {
+				t.Fatalf("z[%d,%d] = %v, want %v", r, q, z[r*p+q], want)
+			}
+		}
 	}
 }

@@ -6,11 +6,11 @@ import (
 	"testing"
 )
 
-// plantedVICE draws a sparse non-negative n×p embedding and m triplets
+// plantedVICEData draws a sparse non-negative n×p embedding and m triplets
 // whose odd one out is sampled from softmax of its dot products, and
 // returns the embedding, the observed triplets and, per triplet, the true
 // choice distribution in Softmax3 order.
-func plantedVICE(seed uint64, n, p, m int) (emb []float64, ts []Triplet, truth [][3]float64) {
+func plantedVICEData(seed uint64, n, p, m int) (emb []float64, ts []Triplet, truth [][3]float64) {
 	rng := rand.New(rand.NewPCG(seed, 99))
 	emb = make([]float64, n*p)
 	for i := range emb {
@@ -133,7 +133,7 @@ func TestVICELogPriorMatchesMixture(t *testing.T) {
 
 func TestVICERecoversPlantedStructure(t *testing.T) {
 	const n, p = 60, 6
-	emb, ts, truth := plantedVICE(11, n, p, 9000)
+	emb, ts, truth := plantedVICEData(11, n, p, 9000)
 	train, test, testTruth := ts[:8000], ts[8000:], truth[8000:]
 	// Accuracies are expected under the true choice distributions, which
 	// removes the sampling noise of the observed held-out choices. The noise
@@ -185,7 +185,7 @@ func viceArgmax3(v [3]float64) int {
 }
 
 func TestVICEDeterministic(t *testing.T) {
-	_, ts, _ := plantedVICE(2, 30, 4, 1500)
+	_, ts, _ := plantedVICEData(2, 30, 4, 1500)
 	cfg := HumanModelConfig{Dim: 6, Epochs: 3, BatchSize: 100, Seed: 9, Workers: 1}
 	a, sa, err := FitVICE(30, ts, cfg)
 	if err != nil {
@@ -223,7 +223,7 @@ func TestVICEDeterministic(t *testing.T) {
 }
 
 func TestVICEPredictions(t *testing.T) {
-	_, ts, _ := plantedVICE(4, 25, 3, 800)
+	_, ts, _ := plantedVICEData(4, 25, 3, 800)
 	v, _, err := FitVICE(25, ts, HumanModelConfig{Dim: 5, Epochs: 2, BatchSize: 64, Seed: 1})
 	if err != nil {
 		t.Fatal(err)

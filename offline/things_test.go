@@ -95,12 +95,12 @@ func zapposHoldout(t testing.TB, keep int) (x []float32, n, d int, fit, held []l
 // Zappos shoes and requires held-out accuracy above the raw AlexNet
 // features'.
 func TestZapposTeacherBeatsRaw(t *testing.T) {
-	keep := 60000
+	keep, iters := 30000, 100
 	if testing.Short() {
-		keep = 20000
+		keep, iters = 15000, 50
 	}
 	x, n, d, fit, held := zapposHoldout(t, keep)
-	tc, st, err := learner.FitTeacher(x, n, d, fit, nil, learner.TeacherConfig{Task: learner.TaskAnchor, OutDim: 64, Lambda: 1e-3, MaxIter: 150})
+	tc, st, err := learner.FitTeacher(x, n, d, fit, nil, learner.TeacherConfig{Task: learner.TaskAnchor, OutDim: 64, Lambda: 1e-3, MaxIter: iters})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ package progress
 import (
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -20,13 +21,23 @@ type Bar struct {
 	start   time.Time
 	last    time.Time
 	enabled bool
+	// tty is true when w is a terminal; otherwise the bar prints one line
+	// per tenth of the work, so logs stay readable.
+	tty      bool
+	lastTick int64
 }
 
 // New returns a bar writing to w. A nil w or total <= 0 disables drawing
 // but keeps counting.
 func New(w io.Writer, label string, total int64) *Bar {
 	now := time.Now()
-	return &Bar{w: w, label: label, total: total, start: now, enabled: w != nil && total > 0}
+	tty := false
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			tty = true
+		}
+	}
+	return &Bar{w: w, label: label, total: total, start: now, enabled: w != nil && total > 0, tty: tty}
 }
 
 // Add records n more units of work and redraws at most ten times a second.
@@ -35,6 +46,14 @@ func (b *Bar) Add(n int64) {
 	defer b.mu.Unlock()
 	b.done += n
 	if !b.enabled {
+		return
+	}
+	if !b.tty {
+		if tick := 10 * b.done / b.total; tick > b.lastTick && b.done < b.total {
+			b.lastTick = tick
+			b.draw()
+			fmt.Fprintln(b.w)
+		}
 		return
 	}
 	if now := time.Now(); now.Sub(b.last) >= 100*time.Millisecond || b.done >= b.total {
@@ -78,6 +97,10 @@ func (b *Bar) draw() {
 	if rate > 0 && b.done < b.total {
 		eta = (time.Duration(float64(b.total-b.done)/rate) * time.Second).Round(time.Second).String()
 	}
-	fmt.Fprintf(b.w, "\r%s [%s%s] %5.1f%% %d/%d %.0f/s eta %s   ", b.label,
+	cr := "\r"
+	if !b.tty {
+		cr = ""
+	}
+	fmt.Fprintf(b.w, "%s%s [%s%s] %5.1f%% %d/%d %.0f/s eta %s   ", cr, b.label,
 		strings.Repeat("=", fill), strings.Repeat(" ", width-fill), 100*frac, b.done, b.total, rate, eta)
 }

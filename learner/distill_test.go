@@ -196,3 +196,68 @@ func TestDistilledTargetsCrossFit(t *testing.T) {
 		t.Error("more folds than triplets were accepted")
 	}
 }
+
+func TestEnsembleSoftTargets(t *testing.T) {
+	train := []Triplet{
+		{I: 1, J: 4, K: 3}, // item set of the repeats
+		{I: 0, J: 2, K: 5}, // no repeats
+	}
+	repeats := []RepeatedTriplet{{Items: [3]int32{3, 1, 4}, Counts: [3]int32{5, 2, 9}}}
+	p1 := [][3]float64{{0.5, 0.3, 0.2}, {0.6, 0.3, 0.1}}
+	p2 := [][3]float64{{0.1, 0.1, 0.8}, {0.2, 0.5, 0.3}}
+	cfg := HumanModelConfig{RepeatPseudoCount: 2, OneHotMix: 0.2}
+	q, err := EnsembleSoftTargets(train, repeats, cfg, p1, p2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	avg := [2][3]float64{{0.3, 0.2, 0.5}, {0.4, 0.4, 0.2}}
+	// Triplet 0 (K=3, J=4, I=1 odd counts 5, 9, 2; N = 16).
+	want := [2][3]float64{
+		{(5 + 2*avg[0][0]) / 18, (9 + 2*avg[0][1]) / 18, (2 + 2*avg[0][2]) / 18},
+		{0.8*avg[1][0] + 0.2, 0.8 * avg[1][1], 0.8 * avg[1][2]},
+	}
+	for a := range want {
+		for s := range want[a] {
+			if math.Abs(float64(q[a][s])-want[a][s]) > 1e-6 {
+				t.Errorf("triplet %d slot %d: %v, want %v", a, s, q[a][s], want[a][s])
+			}
+		}
+	}
+	// One model alone reproduces SoftTargets' mixing of that model.
+	v := smallVICEModel(6, 3)
+	vp, err := v.PredictBatch(train, 9, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := HumanModelConfig{PredictSamples: 9, Seed: 4, RepeatPseudoCount: 2, OneHotMix: 0.2}
+	qv, err := v.SoftTargets(train, repeats, hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qe, err := EnsembleSoftTargets(train, repeats, hc, vp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for a := range qv {
+		for s := range qv[a] {
+			if math.Abs(float64(qv[a][s]-qe[a][s])) > 1e-6 {
+				t.Errorf("triplet %d slot %d: ensemble of one %v, SoftTargets %v", a, s, qe[a][s], qv[a][s])
+			}
+		}
+	}
+	if _, err := EnsembleSoftTargets(train, repeats, cfg, p1[:1]); err == nil {
+		t.Error("a prediction set of the wrong length was accepted")
+	}
+	if _, err := EnsembleSoftTargets(train, repeats, cfg); err == nil {
+		t.Error("no prediction sets were accepted")
+	}
+	if _, err := EnsembleSoftTargets(train, repeats, HumanModelConfig{OneHotMix: 1.5}, p1); err == nil {
+		t.Error("a one-hot mix above 1 was accepted")
+	}
+	if _, err := EnsembleSoftTargets(train, []RepeatedTriplet{{Items: [3]int32{1, 1, 2}}}, cfg, p1); err == nil {
+		t.Error("a repeated triplet with a repeated item was accepted")
+	}
+	if _, err := EnsembleDistilledTargets(6, train, repeats, p1[:1], cfg); err == nil {
+		t.Error("EnsembleDistilledTargets accepted teacher predictions of the wrong length")
+	}
+}

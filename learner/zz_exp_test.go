@@ -73,6 +73,13 @@ func TestZZExp(t *testing.T) {
 	ctx := context.Background()
 	tcfg := distillProofTeacherConfig()
 	lams := distillProofLambdas()
+	if e := os.Getenv("EXP_LAMS"); e != "" {
+		lams = nil
+		for _, x := range strings.Split(e, ",") {
+			f, _ := strconv.ParseFloat(x, 64)
+			lams = append(lams, f)
+		}
+	}
 	thA, scA, err := SelectLambda(ctx, td.x, td.n, td.d, s.fit, nil, s.val, nil, lams, tcfg)
 	if err != nil {
 		t.Fatal(err)
@@ -80,8 +87,8 @@ func TestZZExp(t *testing.T) {
 	a := distillEvalTeacher(td, s, thA)
 	t.Logf("A λ %g scores %+v", thA.Lambda, scA)
 	t.Logf("A: acc %.4f NLL %.4f KL %.4f", a.acc, a.repNLL, a.repKL)
-	hcfg := distillProofHumanConfig()
-	hcfg.Seed = int64(seed)
+	hcfg := distillProofHumanConfig(int64(seed))
+
 	var v *VICE
 	getV := func() *VICE {
 		if v == nil {

@@ -158,31 +158,46 @@ func RunFit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if len(train) == 0 || len(val) == 0 {
 		return fmt.Errorf("fit: %d triplets are too few to split", len(ts))
 	}
-	var targets [][3]float32
-	if o.Targets == "distilled" {
-		var reps []learner.RepeatedTriplet
-		if o.Repeats != "" {
-			if reps, err = ReadRepeats(o.Repeats, n); err != nil {
-				return fmt.Errorf("fit: %w", err)
-			}
-		}
-		fmt.Fprintf(stderr, "fitting the human model for distilled targets on %d triplets\n", len(train))
-		if targets, err = distilledTargets(n, train, reps, o.Seed); err != nil {
-			return fmt.Errorf("fit: distilled targets: %w", err)
+	var reps []learner.RepeatedTriplet
+	if o.Targets == "distilled" && o.Repeats != "" {
+		if reps, err = ReadRepeats(o.Repeats, n); err != nil {
+			return fmt.Errorf("fit: %w", err)
 		}
 	}
 	lams := o.Lambdas
 	if len(lams) == 0 {
 		lams = learner.DefaultLambdas()
 	}
-	bar := progress.New(stderr, "fit", int64(len(lams)*o.MaxIter))
+	fits := 1
+	if o.Targets == "distilled" {
+		fits = 2 // the hard-label teacher of the ensemble, then the distilled one
+	}
+	bar := progress.New(stderr, "fit", int64(fits*len(lams)*o.MaxIter))
 	cfg := learner.TeacherConfig{
 		Task: o.Task, OutDim: o.OutDim, MaxIter: o.MaxIter, Seed: o.Seed,
 		Progress: func(int, float64) { bar.Add(1) },
 	}
+	var targets [][3]float32
+	if o.Targets == "distilled" {
+		// The distilled targets average the human model with a hard-label
+		// teacher selected and calibrated on the validation choices.
+		hard, _, err := learner.SelectLambda(ctx, x, n, d, train, nil, val, nil, lams, cfg)
+		if err != nil {
+			bar.Finish()
+			return fmt.Errorf("fit: hard-label teacher for distilled targets: %w", err)
+		}
+		if rest := int64(len(lams)*o.MaxIter) - bar.Done(); rest > 0 {
+			bar.Add(rest)
+		}
+		fmt.Fprintf(stderr, "fitting the human model for distilled targets on %d triplets\n", len(train))
+		if targets, err = distilledTargets(x, n, train, reps, hard, o.Seed); err != nil {
+			bar.Finish()
+			return fmt.Errorf("fit: distilled targets: %w", err)
+		}
+	}
 	t, scores, err := learner.SelectLambda(ctx, x, n, d, train, targets, val, nil, lams, cfg)
 	// Top the bar up for λ values that converged early.
-	if rest := int64(len(lams)*o.MaxIter) - bar.Done(); rest > 0 {
+	if rest := int64(fits*len(lams)*o.MaxIter) - bar.Done(); rest > 0 {
 		bar.Add(rest)
 	}
 	bar.Finish()

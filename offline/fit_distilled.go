@@ -7,10 +7,14 @@ import (
 )
 
 // distilledTargets returns per-training-triplet soft targets (Softmax3
-// order) from the probabilistic human model, fitted on the training
-// triplets and smoothed toward repeated responses where available.
-func distilledTargets(n int, train []learner.Triplet, reps []learner.RepeatedTriplet, seed uint64) ([][3]float32, error) {
-	q, err := learner.DistilledTargets(n, train, reps, learner.HumanModelConfig{Seed: int64(seed)})
+// order) distilled from an ensemble of the probabilistic human model (VICE,
+// fitted on the training triplets) and hard, a teacher fitted to the hard
+// choices with its temperature calibrated on validation choices, mixed
+// with the observed choice and smoothed toward repeated responses where
+// available (learner.EnsembleDistilledTargets).
+func distilledTargets(x []float32, n int, train []learner.Triplet, reps []learner.RepeatedTriplet, hard *learner.Teacher, seed uint64) ([][3]float32, error) {
+	cfg := learner.HumanModelConfig{Seed: int64(seed), OneHotMix: learner.EnsembleOneHotMix}
+	q, err := learner.EnsembleDistilledTargets(n, train, reps, hard.Probs(x, n, train), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("human model: %w", err)
 	}

@@ -366,6 +366,17 @@ func distillProof(t *testing.T, td *distillThingsData, seed int64) {
 	t.Logf("A (hard, λ %g): τ %.3f, test accuracy %.4f, test ECE %.4f, repEval NLL %.4f, KL(human‖model) %.4f", a.lambda, a.tau, a.acc, a.ece, a.repNLL, a.repKL)
 	t.Logf("B (distilled, λ %g): τ %.3f, test accuracy %.4f, test ECE %.4f, repEval NLL %.4f, KL(human‖model) %.4f", b.lambda, b.tau, b.acc, b.ece, b.repNLL, b.repKL)
 	t.Logf("B − A: accuracy %+.4f, ECE %+.4f, NLL %+.4f, KL %+.4f", b.acc-a.acc, b.ece-a.ece, b.repNLL-a.repNLL, b.repKL-a.repKL)
+	zA, zB := thA.Transform(td.x, td.n), thB.Transform(td.x, td.n)
+	var dm, dv float64
+	for _, r := range s.repEval {
+		h := HumanOddDistribution(r)
+		d := KLProbs(h, Softmax3(Logits(zB, thB.P, RepeatTriplet(r)), b.tau)) - KLProbs(h, Softmax3(Logits(zA, thA.P, RepeatTriplet(r)), a.tau))
+		dm += d
+		dv += d * d
+	}
+	m := float64(len(s.repEval))
+	dm /= m
+	t.Logf("paired KL difference over repEval triplets: %+.4f ± %.4f (standard error)", dm, math.Sqrt((dv/m-dm*dm)/(m-1)))
 	if !(b.repNLL < a.repNLL) {
 		t.Errorf("distilled teacher repEval NLL %.4f not below hard teacher's %.4f", b.repNLL, a.repNLL)
 	}

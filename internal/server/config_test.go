@@ -1,0 +1,101 @@
+package server
+
+import (
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func bind(t *testing.T, env map[string]string, args ...string) (*Config, error) {
+	t.Helper()
+	var cfg Config
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cfg.Bind(fs, func(k string) string { return env[k] })
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return &cfg, cfg.Resolve()
+}
+
+func TestConfigFromEnvironment(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "admin.key")
+	if err := os.WriteFile(keyFile, []byte("alg_from_file_0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := bind(t, map[string]string{
+		"ALIGNET_LISTEN":         "127.0.0.1:9999",
+		"DATABASE_URL":           "postgres://x/y",
+		"KAFKA_BROKERS":          "a:1, b:2",
+		"ALIGNET_ADMIN_KEY_FILE": keyFile,
+		"ALIGNET_PSEUDONYM_KEY":  "0123456789abcdef",
+		"ALIGNET_PRODUCE_LINGER": "5ms",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:9999" || !reflect.DeepEqual(cfg.KafkaBrokers, []string{"a:1", "b:2"}) {
+		t.Fatalf("listen/brokers = %q %v", cfg.Listen, cfg.KafkaBrokers)
+	}
+	if cfg.AdminKey != "alg_from_file_0123456789" {
+		t.Fatalf("admin key from file = %q", cfg.AdminKey)
+	}
+	if cfg.Linger != 5*time.Millisecond || cfg.Partitions != 6 || !reflect.DeepEqual(cfg.Roles, []string{"api", "persister"}) {
+		t.Fatalf("defaults wrong: %+v", cfg)
+	}
+}
+
+func TestFlagsOverrideEnvironment(t *testing.T) {
+	cfg, err := bind(t, map[string]string{
+		"DATABASE_URL": "postgres://env", "KAFKA_BROKERS": "env:1", "ALIGNET_ROLES": "api",
+	}, "--database-url", "postgres://flag", "--kafka-brokers", "flag:1", "--roles", "persister")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DatabaseURL != "postgres://flag" || cfg.KafkaBrokers[0] != "flag:1" || cfg.Roles[0] != "persister" {
+		t.Fatalf("flags did not win: %+v", cfg)
+	}
+}
+
+func TestResolveNamesEveryProblem(t *testing.T) {
+	_, err := bind(t, map[string]string{"ALIGNET_ROLES": "api,learner", "ALIGNET_PSEUDONYM_KEY": "short"})
+	if err == nil {
+		t.Fatal("expected errors")
+	}
+	for _, want := range []string{"DATABASE_URL", "KAFKA_BROKERS", "ALIGNET_PSEUDONYM_KEY", `unknown role "learner"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %s", err, want)
+		}
+	}
+}
+
+func TestLoadOrCreateSecretIsStable(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "k")
+	a, err := loadOrCreateSecret(p, "alg_")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := loadOrCreateSecret(p, "alg_")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a != b || !strings.HasPrefix(a, "alg_") || len(a) < 40 {
+		t.Fatalf("secrets %q %q", a, b)
+	}
+	st, _ := os.Stat(p)
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("secret file mode %v", st.Mode().Perm())
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	if got := redactURL("postgres://u:secret@h:5432/db"); strings.Contains(got, "secret") {
+		t.Fatalf("password not redacted: %s", got)
+	}
+}

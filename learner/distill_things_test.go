@@ -276,12 +276,31 @@ func distillProofSeeds(t *testing.T) []int64 {
 // repFit feeds B's targets, repEval is only measured, and every training
 // triplet whose item set is in repEval is removed from all splits, so
 // neither teacher nor VICE has seen any response to a measured triplet.
-// The recipe (ensemble of VICE and A, one-hot weight 0.2) was chosen among
-// the variants tried by B's validation NLL on the hard validation choices.
+// Both teachers use the same λ grid, output dimension and iteration budget.
+//
+// The recipe was chosen on seed 1 by B's NLL on the hard validation
+// choices, never on repEval or test, among: VICE alone with one-hot weight
+// 0.5 (the former recipe, validation NLL 0.9193 against A's 0.9159) or 0.2
+// (0.9240); VICE averaged with A (0.9146 at weight 0.2); VICE averaged with
+// two-fold cross-fitted hard teachers (0.9158 at 0.1, 0.9169 at 0); the
+// cross-fitted teachers alone (0.9172 at 0.2); and, on top of some of
+// these, the repFit triplets added as extra rows weighted by their
+// response counts (0.9192 for VICE at 0.5, 0.9173 for VICE and A at 0.5,
+// 0.9168 for VICE and the cross-fitted teachers at 0.2).
+// With the wider λ grid the cross-fitted ensemble was within 0.0003 of the
+// ensemble with A, which needs no extra fits.
 //
 // The test asserts the claim of uncertainty distillation: B has lower NLL
 // per human response and lower KL(human‖model) on repEval than A, with test
-// accuracy within one point. RESULTS
+// accuracy within one point. Figures (A → B): seed 1: accuracy 0.5698 →
+// 0.5734, repEval NLL 0.9003 → 0.8983, KL 0.2030 → 0.2011, test ECE
+// 0.0094 → 0.0112; seed 2: 0.5769 → 0.5794, 0.9069 → 0.9039, 0.1877 →
+// 0.1846, ECE 0.0173 → 0.0185; seed 3: 0.5730 → 0.5721, 0.8880 → 0.8856,
+// 0.1839 → 0.1814, ECE 0.0112 → 0.0101. The gains are small (0.002–0.003
+// nats, about 1% of the KL) but of the same sign on every seed tried and on
+// validation NLL as well; B picks a weaker λ (0.003 against A's 0.03), as
+// the soft targets regularise. VICE alone stays worse than A
+// (KL 0.2136 on seed 1): the gain comes from averaging two different models.
 //
 // It is skipped under -short and -race (the race detector stretches it
 // past ten minutes); reproduce with

@@ -64,7 +64,9 @@ type HumanModelConfig struct {
 	// OneHotMix is α, the weight of the observed choice in the targets of
 	// DistilledTargets for triplets without repeated responses:
 	// q = (1−α)·v + α·onehot (default 0.5, which beat 0 and 0.3 on THINGS;
-	// a negative value means 0; at most 1).
+	// a negative value means 0; at most 1). EnsembleDistilledTargets and
+	// EnsembleSoftTargets use it likewise; EnsembleOneHotMix is the value
+	// recommended for them.
 	OneHotMix float64
 }
 

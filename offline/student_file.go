@@ -1,11 +1,9 @@
 package offline
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/alignet/alignet/learner"
@@ -42,10 +40,7 @@ func SaveStudent(path string, h *learner.StudentHead, p Provenance) error {
 	if err != nil {
 		return fmt.Errorf("save student: %w", err)
 	}
-	arrays := []struct {
-		name string
-		a    *npy.Array
-	}{
+	arrays := []namedArray{
 		{"W", npy.FromFloat64(h.W, h.P, h.D)},
 		{"b", npy.FromFloat64(h.B, h.P)},
 		{"mean", npy.FromFloat64([]float64{h.Mean})},
@@ -53,19 +48,7 @@ func SaveStudent(path string, h *learner.StudentHead, p Provenance) error {
 		{"tau", npy.FromFloat64([]float64{h.Tau})},
 		{"meta", &npy.Array{Dtype: npy.Uint8, Shape: []int{len(meta)}, Data: meta}},
 	}
-	return writeAtomic(path, func(f *os.File) error {
-		bw := bufio.NewWriter(f)
-		zw := npy.NewNPZWriter(bw)
-		for _, a := range arrays {
-			if err := zw.Add(a.name, a.a); err != nil {
-				return err
-			}
-		}
-		if err := zw.Close(); err != nil {
-			return err
-		}
-		return bw.Flush()
-	})
+	return writeNPZ(path, arrays)
 }
 
 // LoadStudent reads a student head written by SaveStudent.

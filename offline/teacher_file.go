@@ -65,10 +65,7 @@ func SaveTeacher(path string, t *learner.Teacher, p Provenance) error {
 	if err != nil {
 		return fmt.Errorf("save teacher: %w", err)
 	}
-	arrays := []struct {
-		name string
-		a    *npy.Array
-	}{
+	arrays := []namedArray{
 		{"W", npy.FromFloat64(t.W, t.P, t.D)},
 		{"b", npy.FromFloat64(t.B, t.P)},
 		{"mean", npy.FromFloat64([]float64{t.Mean})},
@@ -77,6 +74,17 @@ func SaveTeacher(path string, t *learner.Teacher, p Provenance) error {
 		{"lambda", npy.FromFloat64([]float64{t.Lambda})},
 		{"meta", &npy.Array{Dtype: npy.Uint8, Shape: []int{len(meta)}, Data: meta}},
 	}
+	return writeNPZ(path, arrays)
+}
+
+// namedArray is one member of an .npz file.
+type namedArray struct {
+	name string
+	a    *npy.Array
+}
+
+// writeNPZ writes arrays as an .npz archive at path, atomically.
+func writeNPZ(path string, arrays []namedArray) error {
 	return writeAtomic(path, func(f *os.File) error {
 		bw := bufio.NewWriter(f)
 		zw := npy.NewNPZWriter(bw)

@@ -79,7 +79,12 @@ func (t *Teacher) Transform(x []float32, n int) []float32 {
 // GOMAXPROCS goroutines. Each row is handled by exactly one call, so results
 // written per row do not depend on scheduling.
 func parallelRows(n int, f func(lo, hi int)) {
-	workers := runtime.GOMAXPROCS(0)
+	parallelBlocks(n, runtime.GOMAXPROCS(0), f)
+}
+
+// parallelBlocks runs f over [0,n) split into contiguous blocks on up to
+// workers goroutines. Each index is handled by exactly one call.
+func parallelBlocks(n, workers int, f func(lo, hi int)) {
 	if workers > n {
 		workers = n
 	}

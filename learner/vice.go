@@ -6,7 +6,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
-	"sync"
 	"time"
 )
 
@@ -193,31 +192,6 @@ func viceSeed(pcg *rand.PCG, seed int64, domain, a, b uint64) {
 	pcg.Seed(h, viceMix(h^b))
 }
 
-// viceParallel runs f over [0,n) split into contiguous blocks on up to
-// workers goroutines. Each index is handled by exactly one call.
-func viceParallel(n, workers int, f func(lo, hi int)) {
-	if workers > n {
-		workers = n
-	}
-	if workers <= 1 {
-		if n > 0 {
-			f(0, n)
-		}
-		return
-	}
-	var wg sync.WaitGroup
-	chunk := (n + workers - 1) / workers
-	for lo := 0; lo < n; lo += chunk {
-		hi := min(lo+chunk, n)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			f(lo, hi)
-		}()
-	}
-	wg.Wait()
-}
-
 // viceObjective evaluates the negative ELBO of one minibatch for fixed
 // standard-normal noise eps: the mean negative log-likelihood of the batch
 // under x = ReLU(μ + σ⊙ε) plus (1/N_train)·(log q(w) − log p(w)) summed over
@@ -290,7 +264,7 @@ func (o *viceObjective) logPrior(w float64) (float64, float64) {
 // workers.
 func (o *viceObjective) eval(mu, logSigma, eps []float64, batch []Triplet, gMu, gLogSigma []float64, wantKL bool) (nll, kl float64) {
 	n, p := o.n, o.p
-	viceParallel(n*p, o.workers, func(lo, hi int) {
+	parallelBlocks(n*p, o.workers, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			sg := math.Exp(logSigma[i])
 			w := mu[i] + sg*eps[i]
@@ -300,7 +274,7 @@ func (o *viceObjective) eval(mu, logSigma, eps []float64, batch []Triplet, gMu, 
 		}
 	})
 	nb := len(batch)
-	viceParallel(nb, o.workers, func(lo, hi int) {
+	parallelBlocks(nb, o.workers, func(lo, hi int) {
 		for b := lo; b < hi; b++ {
 			t := batch[b]
 			xi := o.x[int(t.I)*p : int(t.I)*p+p]
@@ -339,7 +313,7 @@ func (o *viceObjective) eval(mu, logSigma, eps []float64, batch []Triplet, gMu, 
 		for i := range o.gx {
 			o.gx[i] = 0
 		}
-		viceParallel(p, o.workers, func(lo, hi int) {
+		parallelBlocks(p, o.workers, func(lo, hi int) {
 			for b := 0; b < nb; b++ {
 				t := batch[b]
 				gt := o.gt[b*3*p : (b+1)*3*p]
@@ -356,7 +330,7 @@ func (o *viceObjective) eval(mu, logSigma, eps []float64, batch []Triplet, gMu, 
 	invB := 1 / float64(nb)
 	invN := 1 / float64(o.nTrain)
 	const halfLog2Pi = 0.9189385332046727
-	viceParallel(n, o.workers, func(lo, hi int) {
+	parallelBlocks(n, o.workers, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			var term float64
 			for i := r * p; i < r*p+p; i++ {
@@ -397,7 +371,7 @@ func (o *viceObjective) eval(mu, logSigma, eps []float64, batch []Triplet, gMu, 
 // viceSampleEps fills eps with standard-normal noise from the stream of
 // (domain, step) of seed, one sub-stream per row, in parallel.
 func viceSampleEps(eps []float64, n, p int, seed int64, domain, step uint64, workers int) {
-	viceParallel(n, workers, func(lo, hi int) {
+	parallelBlocks(n, workers, func(lo, hi int) {
 		var pcg rand.PCG
 		rng := rand.New(&pcg)
 		for r := lo; r < hi; r++ {
@@ -575,14 +549,14 @@ func (v *VICE) PredictBatch(ts []Triplet, samples int, seed int64) ([][3]float64
 	x := make([]float64, n*p)
 	out := make([][3]float64, len(ts))
 	for s := 0; s < samples; s++ {
-		viceParallel(n, workers, func(lo, hi int) {
+		parallelBlocks(n, workers, func(lo, hi int) {
 			var pcg rand.PCG
 			rng := rand.New(&pcg)
 			for r := lo; r < hi; r++ {
 				v.sampleRow(x[r*p:r*p+p], rng, &pcg, seed, s, r)
 			}
 		})
-		viceParallel(len(ts), workers, func(lo, hi int) {
+		parallelBlocks(len(ts), workers, func(lo, hi int) {
 			for b := lo; b < hi; b++ {
 				t := ts[b]
 				pr := Softmax3(viceLogits(x, p, t), 1)

@@ -47,6 +47,21 @@ func (a *Adam) hyper() (b1, b2, eps float64) {
 	return b1, b2, eps
 }
 
+// begin starts step t+1 for n parameters, resetting the moments when n
+// changed, and returns β1, β2, the bias-corrected step size and ε.
+func (a *Adam) begin(n int) (b1, b2, step, epsHat float64) {
+	if len(a.m) != n {
+		a.m = make([]float64, n)
+		a.v = make([]float64, n)
+		a.t = 0
+	}
+	b1, b2, eps := a.hyper()
+	a.t++
+	c1 := 1 - math.Pow(b1, float64(a.t))
+	c2 := 1 - math.Pow(b2, float64(a.t))
+	return b1, b2, a.LR * math.Sqrt(c2) / c1, eps * math.Sqrt(c2)
+}
+
 // Step updates params in place by one Adam step against grad (the gradient
 // of the loss to minimise). params and grad must have equal length, which
 // must not change between calls; a length change resets the moments.
@@ -54,17 +69,7 @@ func (a *Adam) Step(params, grad []float64) {
 	if len(params) != len(grad) {
 		panic("learner: Adam.Step params and grad lengths differ")
 	}
-	if len(a.m) != len(params) {
-		a.m = make([]float64, len(params))
-		a.v = make([]float64, len(params))
-		a.t = 0
-	}
-	b1, b2, eps := a.hyper()
-	a.t++
-	c1 := 1 - math.Pow(b1, float64(a.t))
-	c2 := 1 - math.Pow(b2, float64(a.t))
-	step := a.LR * math.Sqrt(c2) / c1
-	epsHat := eps * math.Sqrt(c2)
+	b1, b2, step, epsHat := a.begin(len(params))
 	for i, g := range grad {
 		m := b1*a.m[i] + (1-b1)*g
 		v := b2*a.v[i] + (1-b2)*g*g
@@ -79,17 +84,7 @@ func (a *Adam) Step32(params, grad []float32) {
 	if len(params) != len(grad) {
 		panic("learner: Adam.Step32 params and grad lengths differ")
 	}
-	if len(a.m) != len(params) {
-		a.m = make([]float64, len(params))
-		a.v = make([]float64, len(params))
-		a.t = 0
-	}
-	b1, b2, eps := a.hyper()
-	a.t++
-	c1 := 1 - math.Pow(b1, float64(a.t))
-	c2 := 1 - math.Pow(b2, float64(a.t))
-	step := a.LR * math.Sqrt(c2) / c1
-	epsHat := eps * math.Sqrt(c2)
+	b1, b2, step, epsHat := a.begin(len(params))
 	for i, g32 := range grad {
 		g := float64(g32)
 		m := b1*a.m[i] + (1-b1)*g

@@ -514,22 +514,7 @@ func (h *StudentHead) CalibrateScale(x []float32, n int, idx []int32, sims []flo
 		}
 		return sum
 	}
-	lo, hi := -12.0, 8.0
-	phi := (math.Sqrt(5) - 1) / 2
-	c, d := hi-phi*(hi-lo), lo+phi*(hi-lo)
-	fc, fd := eval(c), eval(d)
-	for hi-lo > 1e-4 {
-		if fc < fd {
-			hi, d, fd = d, c, fc
-			c = hi - phi*(hi-lo)
-			fc = eval(c)
-		} else {
-			lo, c, fc = c, d, fd
-			d = lo + phi*(hi-lo)
-			fd = eval(d)
-		}
-	}
-	a := math.Exp((lo + hi) / 2)
+	a := math.Exp(goldenSection(eval, -12, 8, 1e-4))
 	for i := range h.W {
 		h.W[i] *= a
 	}

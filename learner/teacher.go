@@ -719,10 +719,16 @@ func CalibrateTemperature(task string, logits [][3]float64, targets [][3]float32
 	}
 	step := (hi - lo) / (grid - 1)
 	a, b := lo+step*float64(max(best-1, 0)), lo+step*float64(min(best+1, grid-1))
+	return math.Exp(goldenSection(f, a, b, 1e-6))
+}
+
+// goldenSection returns the minimiser of a unimodal f on [a, b] to within
+// tol by golden-section search.
+func goldenSection(f func(float64) float64, a, b, tol float64) float64 {
 	phi := (math.Sqrt(5) - 1) / 2
 	c, d := b-phi*(b-a), a+phi*(b-a)
 	fc, fd := f(c), f(d)
-	for b-a > 1e-6 {
+	for b-a > tol {
 		if fc < fd {
 			b, d, fd = d, c, fc
 			c = b - phi*(b-a)
@@ -733,7 +739,7 @@ func CalibrateTemperature(task string, logits [][3]float64, targets [][3]float32
 			fd = f(d)
 		}
 	}
-	return math.Exp((a + b) / 2)
+	return (a + b) / 2
 }
 
 // LambdaScore is the validation result of one regularisation strength.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/alignet/alignet"
+	"github.com/alignet/alignet/ops"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -82,16 +83,9 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 			Help:    "Duration of database operations (one transaction or query each), by operation.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
 		}, []string{"op"})
-		if err := cfg.Registerer.Register(h); err != nil {
-			are, ok := err.(prometheus.AlreadyRegisteredError)
-			if !ok {
-				return nil, fmt.Errorf("db: register metrics: %w", err)
-			}
-			existing, ok := are.ExistingCollector.(*prometheus.HistogramVec)
-			if !ok {
-				return nil, fmt.Errorf("db: register metrics: %w", err)
-			}
-			h = existing
+		h, err := ops.Register(cfg.Registerer, h)
+		if err != nil {
+			return nil, fmt.Errorf("db: %w", err)
 		}
 		d.txDur = h
 	}

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/alignet/alignet"
+	"github.com/alignet/alignet/ops"
 )
 
 // Dead-letter header names. The original key, value and headers are kept.
@@ -169,22 +170,22 @@ func NewPersister(cfg PersisterConfig, sink Sink) (*Persister, error) {
 	}
 	var err error
 	reg := cfg.Registerer
-	if p.lag, err = register(reg, p.lag); err != nil {
+	if p.lag, err = ops.Register(reg, p.lag); err != nil {
 		return nil, fmt.Errorf("new persister: %w", err)
 	}
-	if p.persisted, err = register(reg, p.persisted); err != nil {
+	if p.persisted, err = ops.Register(reg, p.persisted); err != nil {
 		return nil, fmt.Errorf("new persister: %w", err)
 	}
-	if p.batchSize, err = register(reg, p.batchSize); err != nil {
+	if p.batchSize, err = ops.Register(reg, p.batchSize); err != nil {
 		return nil, fmt.Errorf("new persister: %w", err)
 	}
-	if p.deadLetters, err = register(reg, p.deadLetters); err != nil {
+	if p.deadLetters, err = ops.Register(reg, p.deadLetters); err != nil {
 		return nil, fmt.Errorf("new persister: %w", err)
 	}
-	if p.persistLag, err = register(reg, p.persistLag); err != nil {
+	if p.persistLag, err = ops.Register(reg, p.persistLag); err != nil {
 		return nil, fmt.Errorf("new persister: %w", err)
 	}
-	if p.sinkErrors, err = register(reg, p.sinkErrors); err != nil {
+	if p.sinkErrors, err = ops.Register(reg, p.sinkErrors); err != nil {
 		return nil, fmt.Errorf("new persister: %w", err)
 	}
 	return p, nil

@@ -11,6 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/alignet/alignet"
+	"github.com/alignet/alignet/ops"
 )
 
 // ErrTooLarge is returned by Publish when the encoded batch exceeds
@@ -113,10 +114,10 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 		Help: "Judgment batches that could not be published.",
 	})
 	var err error
-	if p.duration, err = register(cfg.Registerer, p.duration); err != nil {
+	if p.duration, err = ops.Register(cfg.Registerer, p.duration); err != nil {
 		return nil, fmt.Errorf("new producer: %w", err)
 	}
-	if p.errors, err = register(cfg.Registerer, p.errors); err != nil {
+	if p.errors, err = ops.Register(cfg.Registerer, p.errors); err != nil {
 		return nil, fmt.Errorf("new producer: %w", err)
 	}
 	return p, nil
@@ -172,22 +173,4 @@ func (p *Producer) Close() error {
 		return fmt.Errorf("close producer: %w", err)
 	}
 	return nil
-}
-
-// register registers c on r, reusing an identical collector that is already
-// registered (for example by a second Producer on the same registry).
-func register[C prometheus.Collector](r prometheus.Registerer, c C) (C, error) {
-	if r == nil {
-		return c, nil
-	}
-	if err := r.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, fmt.Errorf("register metric: %w", err)
-	}
-	return c, nil
 }

@@ -1,9 +1,16 @@
 // Package alignet holds the domain types shared by every stage of the
-// judgment pipeline: API → Kafka → consumers → Postgres and learner.
+// judgment pipeline (API → Kafka → consumers → Postgres and learner →
+// teacher versions → query selection and trainer), the rules that validate
+// them, and the sentinel errors every layer translates into.
+//
+// It is a leaf package: it imports only the standard library, so api,
+// stream, db and learner can all depend on it without depending on each
+// other.
 package alignet
 
 import (
 	"errors"
+	"strconv"
 	"time"
 )
 
@@ -45,6 +52,66 @@ type Judgment struct {
 	QueryID string `json:"query_id,omitempty"`
 	// ReceivedAt is when the API accepted the judgment.
 	ReceivedAt time.Time `json:"received_at"`
+}
+
+// Validate checks the invariants every stored judgment satisfies, whoever
+// produced it: a valid id and study, a known task, a worker pseudonym, three
+// distinct valid items, a choice consistent with the task, a non-negative
+// response time, text fields free of control characters and invalid UTF-8,
+// and an acceptance time. The API and the stream decoder both call it, so
+// nothing is published that a consumer would reject. The error is a
+// *FieldError naming the field as it is posted ("items[1]", "odd").
+func (j *Judgment) Validate() error {
+	switch {
+	case !ValidID(j.ID):
+		return Invalid("id", "id must be 1-%d characters of [A-Za-z0-9._:-]", MaxIDLen)
+	case !ValidName(j.Study):
+		return Invalid("study", "study must be 1-%d characters of [A-Za-z0-9._-]", MaxNameLen)
+	case !j.Task.Valid():
+		return Invalid("task", "task must be %q or %q", TaskOddOneOut, TaskAnchor)
+	case j.Worker == "":
+		return Invalid("worker", "worker must not be empty")
+	}
+	if msg := CheckText(j.Worker, MaxWorkerLen); msg != "" {
+		return Invalid("worker", "worker %s", msg)
+	}
+	if msg := CheckText(j.QueryID, MaxQueryIDLen); msg != "" {
+		return Invalid("query_id", "query_id %s", msg)
+	}
+	names := [3]string{"items[0]", "items[1]", "items[2]"}
+	if j.Task == TaskAnchor {
+		names = [3]string{"head", "close", "far"}
+	}
+	for k, it := range j.Items {
+		if it == "" {
+			return Invalid(names[k], "item must not be empty")
+		}
+		if msg := CheckText(it, MaxItemIDLen); msg != "" {
+			return Invalid(names[k], "item id %s", msg)
+		}
+		for l := 0; l < k; l++ {
+			if j.Items[l] == it {
+				return Invalid(names[k], "item %q appears twice", it)
+			}
+		}
+	}
+	switch j.Task {
+	case TaskOddOneOut:
+		if j.Odd != j.Items[0] && j.Odd != j.Items[1] && j.Odd != j.Items[2] {
+			return Invalid("odd", "odd must be one of the three items")
+		}
+	case TaskAnchor:
+		if j.Odd != "" {
+			return Invalid("odd", "anchor judgments take head, close and far, not odd")
+		}
+	}
+	if j.RTMillis < 0 {
+		return Invalid("rt_ms", "rt_ms must not be negative, got %s", strconv.Itoa(int(j.RTMillis)))
+	}
+	if j.ReceivedAt.IsZero() {
+		return Invalid("received_at", "received_at is missing")
+	}
+	return nil
 }
 
 // ErrNotFound is returned when a requested entity does not exist.

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/alignet/alignet"
-	"github.com/alignet/alignet/db"
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 )
@@ -69,7 +68,7 @@ func hasScope(scopes []string, need string) bool {
 }
 
 type keyEntry struct {
-	key     db.APIKey
+	key     alignet.APIKey
 	valid   bool
 	expires time.Time
 }
@@ -128,18 +127,18 @@ func unauthorized(msg string) *Error {
 }
 
 // authenticate returns the key presented with the request.
-func (s *Server) authenticate(c echo.Context) (db.APIKey, error) {
+func (s *Server) authenticate(c echo.Context) (alignet.APIKey, error) {
 	h := c.Request().Header.Get(echo.HeaderAuthorization)
 	if h == "" {
-		return db.APIKey{}, unauthorized("missing Authorization: Bearer <key> header")
+		return alignet.APIKey{}, unauthorized("missing Authorization: Bearer <key> header")
 	}
 	scheme, token, ok := strings.Cut(h, " ")
 	token = strings.TrimSpace(token)
 	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
-		return db.APIKey{}, unauthorized("Authorization header must be \"Bearer <key>\"")
+		return alignet.APIKey{}, unauthorized("Authorization header must be \"Bearer <key>\"")
 	}
 	if len(token) > maxKeyLen {
-		return db.APIKey{}, unauthorized("invalid API key")
+		return alignet.APIKey{}, unauthorized("invalid API key")
 	}
 	hash := sha256.Sum256([]byte(token))
 	if s.hasAdmin && subtle.ConstantTimeCompare(hash[:], s.adminHash[:]) == 1 {
@@ -148,7 +147,7 @@ func (s *Server) authenticate(c echo.Context) (db.APIKey, error) {
 	now := time.Now()
 	if e, ok := s.keys.get(hash, now); ok {
 		if !e.valid {
-			return db.APIKey{}, unauthorized("invalid API key")
+			return alignet.APIKey{}, unauthorized("invalid API key")
 		}
 		return e.key, nil
 	}
@@ -171,11 +170,11 @@ func (s *Server) authenticate(c echo.Context) (db.APIKey, error) {
 		return e, nil
 	})
 	if err != nil {
-		return db.APIKey{}, unavailable(err)
+		return alignet.APIKey{}, unavailable(err)
 	}
 	e := v.(keyEntry)
 	if !e.valid {
-		return db.APIKey{}, unauthorized("invalid API key")
+		return alignet.APIKey{}, unauthorized("invalid API key")
 	}
 	return e.key, nil
 }
@@ -204,8 +203,8 @@ func (s *Server) adminKeyID() string {
 	return uuid.NewSHA1(uuid.NameSpaceOID, s.adminHash[:]).String()
 }
 
-func (s *Server) adminKeyRecord() db.APIKey {
-	return db.APIKey{ID: s.adminKeyID(), Name: "bootstrap-admin", Scopes: []string{scopeAdmin},
+func (s *Server) adminKeyRecord() alignet.APIKey {
+	return alignet.APIKey{ID: s.adminKeyID(), Name: "bootstrap-admin", Scopes: []string{scopeAdmin},
 		Prefix: keyPrefix(s.cfg.AdminKey)}
 }
 

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/alignet/alignet"
-	"github.com/alignet/alignet/db"
 	"github.com/labstack/echo/v4"
 )
 
@@ -68,7 +67,7 @@ func (s *Server) exportJudgments(c echo.Context) error {
 	if _, err := s.store.GetStudy(ctx, id); err != nil {
 		return storeErr(err, "study", "")
 	}
-	f := db.JudgmentFilter{Study: id, Since: since, Until: until, Worker: c.QueryParam("worker")}
+	f := alignet.JudgmentFilter{Study: id, Since: since, Until: until, Worker: c.QueryParam("worker")}
 
 	res := c.Response()
 	h := res.Header()

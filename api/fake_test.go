@@ -10,32 +10,31 @@ import (
 	"time"
 
 	"github.com/alignet/alignet"
-	"github.com/alignet/alignet/db"
 )
 
 // fakeStore is an in-memory Store with the documented semantics of *db.DB.
 type fakeStore struct {
 	mu         sync.Mutex
-	spaces     map[string]db.Space
+	spaces     map[string]alignet.Space
 	embeddings map[string]map[string][]float32
-	studies    map[string]db.Study
+	studies    map[string]alignet.Study
 	items      map[string]map[string]bool
 	judgments  []alignet.Judgment
-	keys       map[string]db.APIKey // by hex hash
-	keyHash    map[string]string    // id -> hash
-	down       error                // returned by every method when set
-	exportErr  error                // returned by ExportJudgments after exportOK rows
+	keys       map[string]alignet.APIKey // by hex hash
+	keyHash    map[string]string         // id -> hash
+	down       error                     // returned by every method when set
+	exportErr  error                     // returned by ExportJudgments after exportOK rows
 	exportOK   int
 	calls      map[string]int
 }
 
 func newFakeStore() *fakeStore {
 	return &fakeStore{
-		spaces:     map[string]db.Space{},
+		spaces:     map[string]alignet.Space{},
 		embeddings: map[string]map[string][]float32{},
-		studies:    map[string]db.Study{},
+		studies:    map[string]alignet.Study{},
 		items:      map[string]map[string]bool{},
-		keys:       map[string]db.APIKey{},
+		keys:       map[string]alignet.APIKey{},
 		keyHash:    map[string]string{},
 		calls:      map[string]int{},
 	}
@@ -59,31 +58,31 @@ func (f *fakeStore) callCount(op string) int {
 	return f.calls[op]
 }
 
-func (f *fakeStore) PutSpace(ctx context.Context, name string, dim int) (db.Space, bool, error) {
+func (f *fakeStore) PutSpace(ctx context.Context, name string, dim int) (alignet.Space, bool, error) {
 	defer f.mu.Unlock()
 	if err := f.enter("PutSpace"); err != nil {
-		return db.Space{}, false, err
+		return alignet.Space{}, false, err
 	}
 	if sp, ok := f.spaces[name]; ok {
 		if sp.Dim != dim {
-			return db.Space{}, false, fmt.Errorf("put space: %w", alignet.ErrConflict)
+			return alignet.Space{}, false, fmt.Errorf("put space: %w", alignet.ErrConflict)
 		}
 		return sp, false, nil
 	}
-	sp := db.Space{Name: name, Dim: dim, CreatedAt: time.Now().UTC()}
+	sp := alignet.Space{Name: name, Dim: dim, CreatedAt: time.Now().UTC()}
 	f.spaces[name] = sp
 	f.embeddings[name] = map[string][]float32{}
 	return sp, true, nil
 }
 
-func (f *fakeStore) GetSpace(ctx context.Context, name string) (db.Space, error) {
+func (f *fakeStore) GetSpace(ctx context.Context, name string) (alignet.Space, error) {
 	defer f.mu.Unlock()
 	if err := f.enter("GetSpace"); err != nil {
-		return db.Space{}, err
+		return alignet.Space{}, err
 	}
 	sp, ok := f.spaces[name]
 	if !ok {
-		return db.Space{}, fmt.Errorf("space %q: %w", name, alignet.ErrNotFound)
+		return alignet.Space{}, fmt.Errorf("space %q: %w", name, alignet.ErrNotFound)
 	}
 	return sp, nil
 }
@@ -117,17 +116,17 @@ func (f *fakeStore) CountEmbeddings(ctx context.Context, space string) (int64, e
 	return int64(len(f.embeddings[space])), nil
 }
 
-func (f *fakeStore) CreateStudy(ctx context.Context, s db.Study) (db.Study, bool, error) {
+func (f *fakeStore) CreateStudy(ctx context.Context, s alignet.Study) (alignet.Study, bool, error) {
 	defer f.mu.Unlock()
 	if err := f.enter("CreateStudy"); err != nil {
-		return db.Study{}, false, err
+		return alignet.Study{}, false, err
 	}
 	if _, ok := f.spaces[s.Space]; !ok {
-		return db.Study{}, false, fmt.Errorf("space %q: %w", s.Space, alignet.ErrNotFound)
+		return alignet.Study{}, false, fmt.Errorf("space %q: %w", s.Space, alignet.ErrNotFound)
 	}
 	if got, ok := f.studies[s.ID]; ok {
 		if got.Task != s.Task || got.Space != s.Space {
-			return db.Study{}, false, fmt.Errorf("study %q: %w", s.ID, alignet.ErrConflict)
+			return alignet.Study{}, false, fmt.Errorf("study %q: %w", s.ID, alignet.ErrConflict)
 		}
 		return got, false, nil
 	}
@@ -137,24 +136,24 @@ func (f *fakeStore) CreateStudy(ctx context.Context, s db.Study) (db.Study, bool
 	return s, true, nil
 }
 
-func (f *fakeStore) GetStudy(ctx context.Context, id string) (db.Study, error) {
+func (f *fakeStore) GetStudy(ctx context.Context, id string) (alignet.Study, error) {
 	defer f.mu.Unlock()
 	if err := f.enter("GetStudy"); err != nil {
-		return db.Study{}, err
+		return alignet.Study{}, err
 	}
 	st, ok := f.studies[id]
 	if !ok {
-		return db.Study{}, fmt.Errorf("study %q: %w", id, alignet.ErrNotFound)
+		return alignet.Study{}, fmt.Errorf("study %q: %w", id, alignet.ErrNotFound)
 	}
 	return st, nil
 }
 
-func (f *fakeStore) ListStudies(ctx context.Context) ([]db.Study, error) {
+func (f *fakeStore) ListStudies(ctx context.Context) ([]alignet.Study, error) {
 	defer f.mu.Unlock()
 	if err := f.enter("ListStudies"); err != nil {
 		return nil, err
 	}
-	out := []db.Study{}
+	out := []alignet.Study{}
 	for _, st := range f.studies {
 		out = append(out, st)
 	}
@@ -208,7 +207,7 @@ func (f *fakeStore) addJudgments(js []alignet.Judgment) {
 	f.judgments = append(f.judgments, js...)
 }
 
-func (f *fakeStore) ExportJudgments(ctx context.Context, jf db.JudgmentFilter, fn func(alignet.Judgment) error) error {
+func (f *fakeStore) ExportJudgments(ctx context.Context, jf alignet.JudgmentFilter, fn func(alignet.Judgment) error) error {
 	f.mu.Lock()
 	if err := f.down; err != nil {
 		f.mu.Unlock()
@@ -259,19 +258,19 @@ func (f *fakeStore) CountJudgments(ctx context.Context, study string) (int64, er
 	return n, nil
 }
 
-func (f *fakeStore) WorkerSummary(ctx context.Context, worker string) ([]db.WorkerStudy, error) {
+func (f *fakeStore) WorkerSummary(ctx context.Context, worker string) ([]alignet.WorkerStudy, error) {
 	defer f.mu.Unlock()
 	if err := f.enter("WorkerSummary"); err != nil {
 		return nil, err
 	}
-	by := map[string]*db.WorkerStudy{}
+	by := map[string]*alignet.WorkerStudy{}
 	for _, j := range f.judgments {
 		if j.Worker != worker {
 			continue
 		}
 		w := by[j.Study]
 		if w == nil {
-			w = &db.WorkerStudy{Study: j.Study, First: j.ReceivedAt, Last: j.ReceivedAt}
+			w = &alignet.WorkerStudy{Study: j.Study, First: j.ReceivedAt, Last: j.ReceivedAt}
 			by[j.Study] = w
 		}
 		w.Judgments++
@@ -282,7 +281,7 @@ func (f *fakeStore) WorkerSummary(ctx context.Context, worker string) ([]db.Work
 			w.Last = j.ReceivedAt
 		}
 	}
-	out := []db.WorkerStudy{}
+	out := []alignet.WorkerStudy{}
 	for _, w := range by {
 		out = append(out, *w)
 	}
@@ -290,17 +289,17 @@ func (f *fakeStore) WorkerSummary(ctx context.Context, worker string) ([]db.Work
 	return out, nil
 }
 
-func (f *fakeStore) CreateAPIKey(ctx context.Context, k db.APIKey, hash []byte) (db.APIKey, error) {
+func (f *fakeStore) CreateAPIKey(ctx context.Context, k alignet.APIKey, hash []byte) (alignet.APIKey, error) {
 	defer f.mu.Unlock()
 	if err := f.enter("CreateAPIKey"); err != nil {
-		return db.APIKey{}, err
+		return alignet.APIKey{}, err
 	}
 	h := string(hash)
 	if _, ok := f.keys[h]; ok {
-		return db.APIKey{}, alignet.ErrConflict
+		return alignet.APIKey{}, alignet.ErrConflict
 	}
 	if _, ok := f.keyHash[k.ID]; ok {
-		return db.APIKey{}, alignet.ErrConflict
+		return alignet.APIKey{}, alignet.ErrConflict
 	}
 	k.CreatedAt = time.Now().UTC()
 	f.keys[h] = k
@@ -308,7 +307,7 @@ func (f *fakeStore) CreateAPIKey(ctx context.Context, k db.APIKey, hash []byte) 
 	return k, nil
 }
 
-func (f *fakeStore) EnsureAPIKey(ctx context.Context, k db.APIKey, hash []byte) error {
+func (f *fakeStore) EnsureAPIKey(ctx context.Context, k alignet.APIKey, hash []byte) error {
 	defer f.mu.Unlock()
 	if err := f.enter("EnsureAPIKey"); err != nil {
 		return err
@@ -323,24 +322,24 @@ func (f *fakeStore) EnsureAPIKey(ctx context.Context, k db.APIKey, hash []byte) 
 	return nil
 }
 
-func (f *fakeStore) APIKeyByHash(ctx context.Context, hash []byte) (db.APIKey, error) {
+func (f *fakeStore) APIKeyByHash(ctx context.Context, hash []byte) (alignet.APIKey, error) {
 	defer f.mu.Unlock()
 	if err := f.enter("APIKeyByHash"); err != nil {
-		return db.APIKey{}, err
+		return alignet.APIKey{}, err
 	}
 	k, ok := f.keys[string(hash)]
 	if !ok || k.RevokedAt != nil {
-		return db.APIKey{}, fmt.Errorf("api key: %w", alignet.ErrNotFound)
+		return alignet.APIKey{}, fmt.Errorf("api key: %w", alignet.ErrNotFound)
 	}
 	return k, nil
 }
 
-func (f *fakeStore) ListAPIKeys(ctx context.Context) ([]db.APIKey, error) {
+func (f *fakeStore) ListAPIKeys(ctx context.Context) ([]alignet.APIKey, error) {
 	defer f.mu.Unlock()
 	if err := f.enter("ListAPIKeys"); err != nil {
 		return nil, err
 	}
-	out := []db.APIKey{}
+	out := []alignet.APIKey{}
 	for _, k := range f.keys {
 		out = append(out, k)
 	}
@@ -448,6 +447,6 @@ type nopPublisher struct{}
 func (nopPublisher) Publish(context.Context, string, []alignet.Judgment) error { return nil }
 func (nopPublisher) Ping(context.Context) error                                { return nil }
 
-func dbStudy(id string) db.Study {
-	return db.Study{ID: id, Task: alignet.TaskOddOneOut, Space: "clip"}
+func dbStudy(id string) alignet.Study {
+	return alignet.Study{ID: id, Task: alignet.TaskOddOneOut, Space: "clip"}
 }

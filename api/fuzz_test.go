@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/alignet/alignet"
-	"github.com/alignet/alignet/db"
 )
 
 // fuzzRules validates against a fixed pool of five items.
@@ -16,7 +15,7 @@ func fuzzRules(task alignet.Task) judgmentRules {
 	pool := map[string]struct{}{"a": {}, "b": {}, "c": {}, "d": {}, "é": {}}
 	n := 0
 	return judgmentRules{
-		study:   db.Study{ID: "s", Task: task, Space: "sp"},
+		study:   alignet.Study{ID: "s", Task: task, Space: "sp"},
 		pool:    pool,
 		maxRT:   DefaultMaxRTMillis,
 		pseudo:  func(raw string) string { return Pseudonym([]byte(testPseudonymKey), raw) },

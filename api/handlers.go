@@ -13,7 +13,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/alignet/alignet"
-	"github.com/alignet/alignet/db"
 	"github.com/labstack/echo/v4"
 )
 
@@ -135,7 +134,7 @@ type studyBody struct {
 	Judgments *int64       `json:"judgments,omitempty"`
 }
 
-func toStudyBody(st db.Study) studyBody {
+func toStudyBody(st alignet.Study) studyBody {
 	return studyBody{ID: st.ID, Task: st.Task, Space: st.Space, CreatedAt: st.CreatedAt}
 }
 
@@ -163,7 +162,7 @@ func (s *Server) postStudy(c echo.Context) error {
 		return invalid("space", "space names are 1-%d characters of [A-Za-z0-9._-]", maxNameLen)
 	}
 	st, created, err := s.store.CreateStudy(c.Request().Context(),
-		db.Study{ID: *req.ID, Task: alignet.Task(*req.Task), Space: *req.Space, CreatedAt: time.Now().UTC()})
+		alignet.Study{ID: *req.ID, Task: alignet.Task(*req.Task), Space: *req.Space, CreatedAt: time.Now().UTC()})
 	switch {
 	case errors.Is(err, alignet.ErrNotFound):
 		return notFound("space", "space %q not found", *req.Space)
@@ -280,7 +279,7 @@ type keyBody struct {
 	Key       string     `json:"key,omitempty"`
 }
 
-func toKeyBody(k db.APIKey) keyBody {
+func toKeyBody(k alignet.APIKey) keyBody {
 	sc := k.Scopes
 	if sc == nil {
 		sc = []string{}
@@ -320,7 +319,7 @@ func (s *Server) postKey(c echo.Context) error {
 	if err != nil {
 		return &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "cannot generate key id", Err: err}
 	}
-	k, err := s.store.CreateAPIKey(c.Request().Context(), db.APIKey{
+	k, err := s.store.CreateAPIKey(c.Request().Context(), alignet.APIKey{
 		ID: id, Name: *req.Name, Scopes: req.Scopes, Prefix: keyPrefix(key), CreatedAt: time.Now().UTC(),
 	}, HashKey(key))
 	if err != nil {

@@ -20,7 +20,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/alignet/alignet"
-	"github.com/alignet/alignet/db"
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 )
@@ -111,7 +110,7 @@ func decodeJudgments(body []byte, maxBatch int) ([]judgmentIn, bool, *Error) {
 
 // judgmentRules are the inputs validation needs besides the body.
 type judgmentRules struct {
-	study   db.Study
+	study   alignet.Study
 	pool    map[string]struct{}
 	maxRT   int64
 	pseudo  func(raw string) string
@@ -398,7 +397,7 @@ func (s *Server) putBuf(b *bytes.Buffer) {
 
 // studyEntry is a cached study definition and item pool.
 type studyEntry struct {
-	study  db.Study
+	study  alignet.Study
 	items  map[string]struct{}
 	found  bool
 	loaded time.Time

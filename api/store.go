@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"github.com/alignet/alignet"
-	"github.com/alignet/alignet/db"
 )
 
 // Store is the persistent state the API reads and administers. It is
@@ -15,9 +14,9 @@ type Store interface {
 	// PutSpace creates the embedding space name with dimension dim. It
 	// reports whether the space was created; an existing space with another
 	// dimension is alignet.ErrConflict.
-	PutSpace(ctx context.Context, name string, dim int) (db.Space, bool, error)
+	PutSpace(ctx context.Context, name string, dim int) (alignet.Space, bool, error)
 	// GetSpace returns the named space.
-	GetSpace(ctx context.Context, name string) (db.Space, error)
+	GetSpace(ctx context.Context, name string) (alignet.Space, error)
 	// UpsertEmbeddings stores len(ids) row-major vectors of the space's
 	// dimension, all or nothing, and returns how many rows were written.
 	UpsertEmbeddings(ctx context.Context, space string, ids []string, vectors []float32) (int64, error)
@@ -25,30 +24,30 @@ type Store interface {
 	CountEmbeddings(ctx context.Context, space string) (int64, error)
 	// CreateStudy creates a study and reports whether it was created; an
 	// identical existing study is returned unchanged.
-	CreateStudy(ctx context.Context, s db.Study) (db.Study, bool, error)
+	CreateStudy(ctx context.Context, s alignet.Study) (alignet.Study, bool, error)
 	// GetStudy returns the study with the given id.
-	GetStudy(ctx context.Context, id string) (db.Study, error)
+	GetStudy(ctx context.Context, id string) (alignet.Study, error)
 	// ListStudies returns every study.
-	ListStudies(ctx context.Context) ([]db.Study, error)
+	ListStudies(ctx context.Context) ([]alignet.Study, error)
 	// AddStudyItems adds items to a study's pool and returns how many were new.
 	AddStudyItems(ctx context.Context, study string, items []string) (int64, error)
 	// StudyItems returns a study's item pool.
 	StudyItems(ctx context.Context, study string) ([]string, error)
 	// ExportJudgments calls fn for every stored judgment matching f.
-	ExportJudgments(ctx context.Context, f db.JudgmentFilter, fn func(alignet.Judgment) error) error
+	ExportJudgments(ctx context.Context, f alignet.JudgmentFilter, fn func(alignet.Judgment) error) error
 	// CountJudgments returns the number of stored judgments of a study.
 	CountJudgments(ctx context.Context, study string) (int64, error)
 	// WorkerSummary returns per-study judgment counts of a pseudonymous worker.
-	WorkerSummary(ctx context.Context, worker string) ([]db.WorkerStudy, error)
+	WorkerSummary(ctx context.Context, worker string) ([]alignet.WorkerStudy, error)
 	// CreateAPIKey stores a new key under the SHA-256 hash of its secret.
-	CreateAPIKey(ctx context.Context, k db.APIKey, hash []byte) (db.APIKey, error)
+	CreateAPIKey(ctx context.Context, k alignet.APIKey, hash []byte) (alignet.APIKey, error)
 	// EnsureAPIKey stores a key if its hash is not stored yet.
-	EnsureAPIKey(ctx context.Context, k db.APIKey, hash []byte) error
+	EnsureAPIKey(ctx context.Context, k alignet.APIKey, hash []byte) error
 	// APIKeyByHash returns the live key with the given hash; unknown and
 	// revoked keys are alignet.ErrNotFound.
-	APIKeyByHash(ctx context.Context, hash []byte) (db.APIKey, error)
+	APIKeyByHash(ctx context.Context, hash []byte) (alignet.APIKey, error)
 	// ListAPIKeys returns every key, without secrets.
-	ListAPIKeys(ctx context.Context) ([]db.APIKey, error)
+	ListAPIKeys(ctx context.Context) ([]alignet.APIKey, error)
 	// RevokeAPIKey revokes the key with the given id.
 	RevokeAPIKey(ctx context.Context, id string) error
 	// Ready reports whether the database is reachable.

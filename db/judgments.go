@@ -165,24 +165,11 @@ func nullIfEmpty(s string) any {
 	return s
 }
 
-// JudgmentFilter selects judgments for ExportJudgments. Zero fields do not
-// filter.
-type JudgmentFilter struct {
-	// Study restricts the export to one study; empty means all studies.
-	Study string
-	// Since is the inclusive lower bound on ReceivedAt.
-	Since time.Time
-	// Until is the exclusive upper bound on ReceivedAt.
-	Until time.Time
-	// Worker restricts the export to one worker pseudonym.
-	Worker string
-}
-
 // ExportJudgments calls fn for every judgment matching f, in (received_at,
 // id) order, streaming rows from one query without holding them in memory.
 // It stops at and returns the first error from fn. A non-empty f.Study that
 // does not exist yields an error wrapping alignet.ErrNotFound.
-func (d *DB) ExportJudgments(ctx context.Context, f JudgmentFilter, fn func(alignet.Judgment) error) error {
+func (d *DB) ExportJudgments(ctx context.Context, f alignet.JudgmentFilter, fn func(alignet.Judgment) error) error {
 	defer d.observe("export", time.Now())
 	if f.Study != "" {
 		var one int
@@ -245,27 +232,17 @@ func (d *DB) CountJudgments(ctx context.Context, study string) (int64, error) {
 	return n, nil
 }
 
-// WorkerStudy summarises one worker's judgments in one study.
-type WorkerStudy struct {
-	// Study is the study id.
-	Study string
-	// Judgments is the number of judgments the worker gave in it.
-	Judgments int64
-	// First and Last are the earliest and latest ReceivedAt.
-	First, Last time.Time
-}
-
 // WorkerSummary returns, per study sorted by id, the judgments stored for
 // the worker pseudonym. A worker without judgments gets an empty slice.
-func (d *DB) WorkerSummary(ctx context.Context, worker string) ([]WorkerStudy, error) {
+func (d *DB) WorkerSummary(ctx context.Context, worker string) ([]alignet.WorkerStudy, error) {
 	defer d.observe("worker_summary", time.Now())
 	rows, err := d.pool.Query(ctx, `SELECT study, count(*), min(received_at), max(received_at)
 		FROM judgments WHERE worker = $1 GROUP BY study ORDER BY study`, worker)
 	if err != nil {
 		return nil, wrapErr("worker summary", err)
 	}
-	out := []WorkerStudy{}
-	var w WorkerStudy
+	out := []alignet.WorkerStudy{}
+	var w alignet.WorkerStudy
 	_, err = pgx.ForEachRow(rows, []any{&w.Study, &w.Judgments, &w.First, &w.Last}, func() error {
 		out = append(out, w)
 		return nil

@@ -86,7 +86,7 @@ func TestInsertJudgmentsIdempotent(t *testing.T) {
 				t.Fatalf("batch with inner duplicates inserted %d (count %d), want 11 (161)", n, count())
 			}
 			var got []alignet.Judgment
-			err := d.ExportJudgments(ctx, db.JudgmentFilter{Study: "s", Since: t0.Add(500 * time.Second)}, func(j alignet.Judgment) error {
+			err := d.ExportJudgments(ctx, alignet.JudgmentFilter{Study: "s", Since: t0.Add(500 * time.Second)}, func(j alignet.Judgment) error {
 				got = append(got, j)
 				return nil
 			})
@@ -135,7 +135,7 @@ func TestExportJudgments(t *testing.T) {
 	if n, err := d.InsertJudgments(ctx, js); err != nil || n != 6 {
 		t.Fatalf("InsertJudgments = %d, %v", n, err)
 	}
-	export := func(f db.JudgmentFilter) []string {
+	export := func(f alignet.JudgmentFilter) []string {
 		t.Helper()
 		var ids []string
 		err := d.ExportJudgments(ctx, f, func(j alignet.Judgment) error {
@@ -148,16 +148,16 @@ func TestExportJudgments(t *testing.T) {
 		return ids
 	}
 	cases := []struct {
-		f    db.JudgmentFilter
+		f    alignet.JudgmentFilter
 		want []string
 	}{
-		{db.JudgmentFilter{Study: "s"}, []string{"s/b", "s/d", "s/a", "s/c", "s/e"}},
-		{db.JudgmentFilter{Study: "s", Since: t0.Add(20 * time.Second)}, []string{"s/d", "s/a", "s/c", "s/e"}},
-		{db.JudgmentFilter{Study: "s", Until: t0.Add(30 * time.Second)}, []string{"s/b", "s/d"}},
-		{db.JudgmentFilter{Study: "s", Since: t0.Add(20 * time.Second), Until: t0.Add(40 * time.Second)}, []string{"s/d", "s/a", "s/c"}},
-		{db.JudgmentFilter{Study: "s", Worker: "w1"}, []string{"s/d", "s/a", "s/c"}},
-		{db.JudgmentFilter{Worker: "w1"}, []string{"other/a", "s/d", "s/a", "s/c"}},
-		{db.JudgmentFilter{}, []string{"s/b", "other/a", "s/d", "s/a", "s/c", "s/e"}},
+		{alignet.JudgmentFilter{Study: "s"}, []string{"s/b", "s/d", "s/a", "s/c", "s/e"}},
+		{alignet.JudgmentFilter{Study: "s", Since: t0.Add(20 * time.Second)}, []string{"s/d", "s/a", "s/c", "s/e"}},
+		{alignet.JudgmentFilter{Study: "s", Until: t0.Add(30 * time.Second)}, []string{"s/b", "s/d"}},
+		{alignet.JudgmentFilter{Study: "s", Since: t0.Add(20 * time.Second), Until: t0.Add(40 * time.Second)}, []string{"s/d", "s/a", "s/c"}},
+		{alignet.JudgmentFilter{Study: "s", Worker: "w1"}, []string{"s/d", "s/a", "s/c"}},
+		{alignet.JudgmentFilter{Worker: "w1"}, []string{"other/a", "s/d", "s/a", "s/c"}},
+		{alignet.JudgmentFilter{}, []string{"s/b", "other/a", "s/d", "s/a", "s/c", "s/e"}},
 	}
 	for _, tc := range cases {
 		if got := export(tc.f); !slices.Equal(got, tc.want) {
@@ -167,7 +167,7 @@ func TestExportJudgments(t *testing.T) {
 
 	// Round trip of every field, including NULL odd and query id.
 	var got []alignet.Judgment
-	if err := d.ExportJudgments(ctx, db.JudgmentFilter{Study: "s", Until: t0.Add(20 * time.Second)}, func(j alignet.Judgment) error {
+	if err := d.ExportJudgments(ctx, alignet.JudgmentFilter{Study: "s", Until: t0.Add(20 * time.Second)}, func(j alignet.Judgment) error {
 		got = append(got, j)
 		return nil
 	}); err != nil {
@@ -188,20 +188,20 @@ func TestExportJudgments(t *testing.T) {
 	// fn's error stops the export and is returned.
 	stop := errors.New("stop")
 	calls := 0
-	err := d.ExportJudgments(ctx, db.JudgmentFilter{Study: "s"}, func(alignet.Judgment) error { calls++; return stop })
+	err := d.ExportJudgments(ctx, alignet.JudgmentFilter{Study: "s"}, func(alignet.Judgment) error { calls++; return stop })
 	if !errors.Is(err, stop) || calls != 1 {
 		t.Fatalf("export with failing fn: err = %v after %d calls", err, calls)
 	}
-	if err := d.ExportJudgments(ctx, db.JudgmentFilter{Study: "ghost"}, func(alignet.Judgment) error { return nil }); !errors.Is(err, alignet.ErrNotFound) {
+	if err := d.ExportJudgments(ctx, alignet.JudgmentFilter{Study: "ghost"}, func(alignet.Judgment) error { return nil }); !errors.Is(err, alignet.ErrNotFound) {
 		t.Fatalf("export of missing study: err = %v, want ErrNotFound", err)
 	}
 
 	sum, err := d.WorkerSummary(ctx, "w1")
-	want := []db.WorkerStudy{
+	want := []alignet.WorkerStudy{
 		{Study: "other", Judgments: 1, First: t0.Add(15 * time.Second), Last: t0.Add(15 * time.Second)},
 		{Study: "s", Judgments: 3, First: t0.Add(20 * time.Second), Last: t0.Add(30 * time.Second)},
 	}
-	if err != nil || !slices.EqualFunc(sum, want, func(a, b db.WorkerStudy) bool {
+	if err != nil || !slices.EqualFunc(sum, want, func(a, b alignet.WorkerStudy) bool {
 		return a.Study == b.Study && a.Judgments == b.Judgments && a.First.Equal(b.First) && a.Last.Equal(b.Last)
 	}) {
 		t.Fatalf("WorkerSummary(w1) = %+v, %v; want %+v", sum, err, want)

@@ -6,36 +6,20 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/alignet/alignet"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 )
 
-// APIKey describes an API key. The key itself is never stored, only its
-// SHA-256 hash.
-type APIKey struct {
-	// ID identifies the key.
-	ID string
-	// Name is a human-readable label.
-	Name string
-	// Scopes are the permissions the key grants.
-	Scopes []string
-	// Prefix is the start of the key, shown to identify it.
-	Prefix string
-	// CreatedAt is when the key was created.
-	CreatedAt time.Time
-	// RevokedAt is when the key was revoked, or nil while it is active.
-	RevokedAt *time.Time
-}
-
 const keyColumns = `id, name, scopes, prefix, created_at, revoked_at`
 
-func scanKey(row pgx.Row, k *APIKey) error {
+func scanKey(row pgx.Row, k *alignet.APIKey) error {
 	return row.Scan(&k.ID, &k.Name, &k.Scopes, &k.Prefix, &k.CreatedAt, &k.RevokedAt)
 }
 
 // checkKey validates hash and fills k's defaults: a random UUID for an empty
 // ID and a non-nil Scopes.
-func checkKey(what string, k *APIKey, hash []byte) error {
+func checkKey(what string, k *alignet.APIKey, hash []byte) error {
 	if len(hash) != sha256.Size {
 		return fmt.Errorf("db: %s: hash has %d bytes, want %d (sha256)", what, len(hash), sha256.Size)
 	}
@@ -52,16 +36,16 @@ func checkKey(what string, k *APIKey, hash []byte) error {
 // stored key; an empty k.ID gets a random UUID, and CreatedAt and RevokedAt
 // are set by the database. An existing ID or hash yields an error wrapping
 // alignet.ErrConflict.
-func (d *DB) CreateAPIKey(ctx context.Context, k APIKey, hash []byte) (APIKey, error) {
+func (d *DB) CreateAPIKey(ctx context.Context, k alignet.APIKey, hash []byte) (alignet.APIKey, error) {
 	defer d.observe("create_api_key", time.Now())
 	if err := checkKey("create api key", &k, hash); err != nil {
-		return APIKey{}, err
+		return alignet.APIKey{}, err
 	}
-	var got APIKey
+	var got alignet.APIKey
 	err := scanKey(d.pool.QueryRow(ctx, `INSERT INTO api_keys (id, name, scopes, prefix, hash)
 		VALUES ($1, $2, $3, $4, $5) RETURNING `+keyColumns, k.ID, k.Name, k.Scopes, k.Prefix, hash), &got)
 	if err != nil {
-		return APIKey{}, wrapErr(fmt.Sprintf("create api key %q", k.ID), err)
+		return alignet.APIKey{}, wrapErr(fmt.Sprintf("create api key %q", k.ID), err)
 	}
 	return got, nil
 }
@@ -70,7 +54,7 @@ func (d *DB) CreateAPIKey(ctx context.Context, k APIKey, hash []byte) (APIKey, e
 // which case it does nothing (a revoked key stays revoked). It is meant for
 // the bootstrap admin key. An ID taken by a different hash yields an error
 // wrapping alignet.ErrConflict.
-func (d *DB) EnsureAPIKey(ctx context.Context, k APIKey, hash []byte) error {
+func (d *DB) EnsureAPIKey(ctx context.Context, k alignet.APIKey, hash []byte) error {
 	defer d.observe("ensure_api_key", time.Now())
 	if err := checkKey("ensure api key", &k, hash); err != nil {
 		return err
@@ -82,26 +66,26 @@ func (d *DB) EnsureAPIKey(ctx context.Context, k APIKey, hash []byte) error {
 
 // APIKeyByHash returns the active key with the given SHA-256 hash. Unknown
 // and revoked keys yield an error wrapping alignet.ErrNotFound.
-func (d *DB) APIKeyByHash(ctx context.Context, hash []byte) (APIKey, error) {
+func (d *DB) APIKeyByHash(ctx context.Context, hash []byte) (alignet.APIKey, error) {
 	defer d.observe("api_key_by_hash", time.Now())
-	var k APIKey
+	var k alignet.APIKey
 	err := scanKey(d.pool.QueryRow(ctx, `SELECT `+keyColumns+` FROM api_keys
 		WHERE hash = $1 AND revoked_at IS NULL`, hash), &k)
 	if err != nil {
-		return APIKey{}, wrapErr("api key by hash", err)
+		return alignet.APIKey{}, wrapErr("api key by hash", err)
 	}
 	return k, nil
 }
 
 // ListAPIKeys returns all keys, revoked ones included, oldest first.
-func (d *DB) ListAPIKeys(ctx context.Context) ([]APIKey, error) {
+func (d *DB) ListAPIKeys(ctx context.Context) ([]alignet.APIKey, error) {
 	defer d.observe("list_api_keys", time.Now())
 	rows, err := d.pool.Query(ctx, `SELECT `+keyColumns+` FROM api_keys ORDER BY created_at, id`)
 	if err != nil {
 		return nil, wrapErr("list api keys", err)
 	}
-	keys, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (APIKey, error) {
-		var k APIKey
+	keys, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (alignet.APIKey, error) {
+		var k alignet.APIKey
 		err := scanKey(r, &k)
 		return k, err
 	})
@@ -109,7 +93,7 @@ func (d *DB) ListAPIKeys(ctx context.Context) ([]APIKey, error) {
 		return nil, wrapErr("list api keys", err)
 	}
 	if keys == nil {
-		keys = []APIKey{}
+		keys = []alignet.APIKey{}
 	}
 	return keys, nil
 }

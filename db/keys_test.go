@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/alignet/alignet"
-	"github.com/alignet/alignet/db"
 	"github.com/alignet/alignet/db/dbtest"
 )
 
@@ -18,18 +17,18 @@ func TestAPIKeys(t *testing.T) {
 	d := dbtest.New(t)
 	ctx := context.Background()
 
-	k, err := d.CreateAPIKey(ctx, db.APIKey{Name: "lab", Scopes: []string{"judgments:write", "export"}, Prefix: "ak_12"}, hashOf("secret-1"))
+	k, err := d.CreateAPIKey(ctx, alignet.APIKey{Name: "lab", Scopes: []string{"judgments:write", "export"}, Prefix: "ak_12"}, hashOf("secret-1"))
 	if err != nil || k.ID == "" || k.Name != "lab" || k.Prefix != "ak_12" || k.CreatedAt.IsZero() || k.RevokedAt != nil ||
 		!slices.Equal(k.Scopes, []string{"judgments:write", "export"}) {
 		t.Fatalf("CreateAPIKey = %+v, %v", k, err)
 	}
-	if _, err := d.CreateAPIKey(ctx, db.APIKey{Name: "dup"}, hashOf("secret-1")); !errors.Is(err, alignet.ErrConflict) {
+	if _, err := d.CreateAPIKey(ctx, alignet.APIKey{Name: "dup"}, hashOf("secret-1")); !errors.Is(err, alignet.ErrConflict) {
 		t.Fatalf("CreateAPIKey with a stored hash: err = %v, want ErrConflict", err)
 	}
-	if _, err := d.CreateAPIKey(ctx, db.APIKey{ID: k.ID, Name: "dup"}, hashOf("secret-2")); !errors.Is(err, alignet.ErrConflict) {
+	if _, err := d.CreateAPIKey(ctx, alignet.APIKey{ID: k.ID, Name: "dup"}, hashOf("secret-2")); !errors.Is(err, alignet.ErrConflict) {
 		t.Fatalf("CreateAPIKey with a stored id: err = %v, want ErrConflict", err)
 	}
-	if _, err := d.CreateAPIKey(ctx, db.APIKey{Name: "short"}, []byte("abc")); err == nil {
+	if _, err := d.CreateAPIKey(ctx, alignet.APIKey{Name: "short"}, []byte("abc")); err == nil {
 		t.Fatal("CreateAPIKey with a 3-byte hash succeeded")
 	}
 
@@ -41,13 +40,13 @@ func TestAPIKeys(t *testing.T) {
 		t.Fatalf("APIKeyByHash unknown: err = %v, want ErrNotFound", err)
 	}
 
-	admin := db.APIKey{ID: "admin", Name: "bootstrap admin", Scopes: []string{"admin"}, Prefix: "ak_ad"}
+	admin := alignet.APIKey{ID: "admin", Name: "bootstrap admin", Scopes: []string{"admin"}, Prefix: "ak_ad"}
 	for i := 0; i < 2; i++ {
 		if err := d.EnsureAPIKey(ctx, admin, hashOf("admin-key")); err != nil {
 			t.Fatalf("EnsureAPIKey #%d: %v", i, err)
 		}
 	}
-	if err := d.EnsureAPIKey(ctx, db.APIKey{ID: "admin", Name: "x"}, hashOf("other")); !errors.Is(err, alignet.ErrConflict) {
+	if err := d.EnsureAPIKey(ctx, alignet.APIKey{ID: "admin", Name: "x"}, hashOf("other")); !errors.Is(err, alignet.ErrConflict) {
 		t.Fatalf("EnsureAPIKey with a taken id and new hash: err = %v, want ErrConflict", err)
 	}
 	keys, err := d.ListAPIKeys(ctx)

@@ -10,28 +10,18 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Space is a named embedding space: every vector in it has Dim float32s.
-type Space struct {
-	// Name identifies the space.
-	Name string
-	// Dim is the number of float32 components of each vector.
-	Dim int
-	// CreatedAt is when the space was created.
-	CreatedAt time.Time
-}
-
 // PutSpace creates the space name with dimension dim (1 to 1<<20) and
 // returns it with created=true. If the space already exists with the same dimension it is
 // returned with created=false; with a different dimension the error wraps
 // alignet.ErrConflict.
-func (d *DB) PutSpace(ctx context.Context, name string, dim int) (Space, bool, error) {
+func (d *DB) PutSpace(ctx context.Context, name string, dim int) (alignet.Space, bool, error) {
 	if name == "" {
-		return Space{}, false, errors.New("db: put space: empty name")
+		return alignet.Space{}, false, errors.New("db: put space: empty name")
 	}
 	if dim <= 0 || dim > 1<<20 {
-		return Space{}, false, fmt.Errorf("db: put space %q: invalid dim %d", name, dim)
+		return alignet.Space{}, false, fmt.Errorf("db: put space %q: invalid dim %d", name, dim)
 	}
-	var s Space
+	var s alignet.Space
 	created := false
 	err := d.inTx(ctx, "put_space", func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `INSERT INTO spaces (name, dim) VALUES ($1, $2)
@@ -48,20 +38,20 @@ func (d *DB) PutSpace(ctx context.Context, name string, dim int) (Space, bool, e
 			Scan(&s.Name, &s.Dim, &s.CreatedAt)
 	})
 	if err != nil {
-		return Space{}, false, wrapErr(fmt.Sprintf("put space %q", name), err)
+		return alignet.Space{}, false, wrapErr(fmt.Sprintf("put space %q", name), err)
 	}
 	if s.Dim != dim {
-		return Space{}, false, fmt.Errorf("db: put space %q: %w: exists with dim %d, not %d", name, alignet.ErrConflict, s.Dim, dim)
+		return alignet.Space{}, false, fmt.Errorf("db: put space %q: %w: exists with dim %d, not %d", name, alignet.ErrConflict, s.Dim, dim)
 	}
 	return s, created, nil
 }
 
 // GetSpace returns the space name, or an error wrapping alignet.ErrNotFound.
-func (d *DB) GetSpace(ctx context.Context, name string) (Space, error) {
+func (d *DB) GetSpace(ctx context.Context, name string) (alignet.Space, error) {
 	defer d.observe("get_space", time.Now())
 	s, err := getSpace(ctx, d.pool, name)
 	if err != nil {
-		return Space{}, wrapErr(fmt.Sprintf("get space %q", name), err)
+		return alignet.Space{}, wrapErr(fmt.Sprintf("get space %q", name), err)
 	}
 	return s, nil
 }
@@ -73,8 +63,8 @@ type querier interface {
 }
 
 // getSpace reads one space; a missing space yields pgx.ErrNoRows.
-func getSpace(ctx context.Context, q querier, name string) (Space, error) {
-	var s Space
+func getSpace(ctx context.Context, q querier, name string) (alignet.Space, error) {
+	var s alignet.Space
 	err := q.QueryRow(ctx, `SELECT name, dim, created_at FROM spaces WHERE name = $1`, name).
 		Scan(&s.Name, &s.Dim, &s.CreatedAt)
 	return s, err

@@ -16,35 +16,35 @@ func TestStudies(t *testing.T) {
 	d := dbtest.New(t)
 	ctx := context.Background()
 
-	_, _, err := d.CreateStudy(ctx, db.Study{ID: "s1", Task: alignet.TaskOddOneOut, Space: "ghost"})
+	_, _, err := d.CreateStudy(ctx, alignet.Study{ID: "s1", Task: alignet.TaskOddOneOut, Space: "ghost"})
 	if !errors.Is(err, alignet.ErrNotFound) || !strings.Contains(err.Error(), "ghost") {
 		t.Fatalf("CreateStudy in missing space: err = %v, want ErrNotFound naming the space", err)
 	}
 	if _, _, err := d.PutSpace(ctx, "clip", 3); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := d.CreateStudy(ctx, db.Study{ID: "s1", Task: "bogus", Space: "clip"}); err == nil {
+	if _, _, err := d.CreateStudy(ctx, alignet.Study{ID: "s1", Task: "bogus", Space: "clip"}); err == nil {
 		t.Fatal("CreateStudy with an invalid task succeeded")
 	}
 
-	s, created, err := d.CreateStudy(ctx, db.Study{ID: "s1", Task: alignet.TaskOddOneOut, Space: "clip"})
+	s, created, err := d.CreateStudy(ctx, alignet.Study{ID: "s1", Task: alignet.TaskOddOneOut, Space: "clip"})
 	if err != nil || !created || s.ID != "s1" || s.Task != alignet.TaskOddOneOut || s.Space != "clip" || s.CreatedAt.IsZero() {
 		t.Fatalf("CreateStudy = %+v, %v, %v", s, created, err)
 	}
-	again, created, err := d.CreateStudy(ctx, db.Study{ID: "s1", Task: alignet.TaskOddOneOut, Space: "clip"})
+	again, created, err := d.CreateStudy(ctx, alignet.Study{ID: "s1", Task: alignet.TaskOddOneOut, Space: "clip"})
 	if err != nil || created || !again.CreatedAt.Equal(s.CreatedAt) {
 		t.Fatalf("CreateStudy again = %+v, %v, %v; want existing, created=false", again, created, err)
 	}
-	if _, _, err := d.CreateStudy(ctx, db.Study{ID: "s1", Task: alignet.TaskAnchor, Space: "clip"}); !errors.Is(err, alignet.ErrConflict) {
+	if _, _, err := d.CreateStudy(ctx, alignet.Study{ID: "s1", Task: alignet.TaskAnchor, Space: "clip"}); !errors.Is(err, alignet.ErrConflict) {
 		t.Fatalf("CreateStudy with another task: err = %v, want ErrConflict", err)
 	}
 	if _, _, err := d.PutSpace(ctx, "dino", 3); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := d.CreateStudy(ctx, db.Study{ID: "s1", Task: alignet.TaskOddOneOut, Space: "dino"}); !errors.Is(err, alignet.ErrConflict) {
+	if _, _, err := d.CreateStudy(ctx, alignet.Study{ID: "s1", Task: alignet.TaskOddOneOut, Space: "dino"}); !errors.Is(err, alignet.ErrConflict) {
 		t.Fatalf("CreateStudy with another space: err = %v, want ErrConflict", err)
 	}
-	gen, created, err := d.CreateStudy(ctx, db.Study{Task: alignet.TaskAnchor, Space: "dino"})
+	gen, created, err := d.CreateStudy(ctx, alignet.Study{Task: alignet.TaskAnchor, Space: "dino"})
 	if err != nil || !created || gen.ID == "" {
 		t.Fatalf("CreateStudy without id = %+v, %v, %v", gen, created, err)
 	}
@@ -113,7 +113,7 @@ func mustStudy(t testing.TB, d *db.DB, study string, dim int) {
 	if _, _, err := d.PutSpace(ctx, "space-"+study, dim); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := d.CreateStudy(ctx, db.Study{ID: study, Task: alignet.TaskOddOneOut, Space: "space-" + study}); err != nil {
+	if _, _, err := d.CreateStudy(ctx, alignet.Study{ID: study, Task: alignet.TaskOddOneOut, Space: "space-" + study}); err != nil {
 		t.Fatal(err)
 	}
 }

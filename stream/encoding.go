@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"time"
+	"unicode/utf8"
 
 	"github.com/segmentio/kafka-go"
 
@@ -110,6 +111,10 @@ func DecodeBatch(m kafka.Message) ([]alignet.Judgment, error) {
 	if study == "" {
 		return nil, reject("key", "decode batch: missing study key")
 	}
+	// encoding/json would silently replace invalid UTF-8 with U+FFFD.
+	if !utf8.Valid(m.Value) {
+		return nil, reject("json", "decode batch: value holds invalid UTF-8")
+	}
 	dec := json.NewDecoder(bytes.NewReader(m.Value))
 	dec.DisallowUnknownFields()
 	var env wireEnvelope
@@ -166,32 +171,8 @@ func validateBatch(study string, js []alignet.Judgment) error {
 		if j.Study != study {
 			return reject("study_mismatch", "judgment %d (id %q): study %q does not match key %q", i, j.ID, j.Study, study)
 		}
-		if !j.Task.Valid() {
-			return reject("judgment", "judgment %d (id %q): invalid task %q", i, j.ID, j.Task)
-		}
-		for k, it := range j.Items {
-			if it == "" {
-				return reject("judgment", "judgment %d (id %q): item %d is empty", i, j.ID, k)
-			}
-		}
-		if j.Items[0] == j.Items[1] || j.Items[0] == j.Items[2] || j.Items[1] == j.Items[2] {
-			return reject("judgment", "judgment %d (id %q): items are not distinct", i, j.ID)
-		}
-		switch j.Task {
-		case alignet.TaskOddOneOut:
-			if j.Odd != j.Items[0] && j.Odd != j.Items[1] && j.Odd != j.Items[2] {
-				return reject("judgment", "judgment %d (id %q): odd %q is not one of the items", i, j.ID, j.Odd)
-			}
-		case alignet.TaskAnchor:
-			if j.Odd != "" {
-				return reject("judgment", "judgment %d (id %q): odd must be empty for task %q", i, j.ID, j.Task)
-			}
-		}
-		if j.RTMillis < 0 {
-			return reject("judgment", "judgment %d (id %q): negative rt_ms %d", i, j.ID, j.RTMillis)
-		}
-		if j.ReceivedAt.IsZero() {
-			return reject("judgment", "judgment %d (id %q): missing received_at", i, j.ID)
+		if err := j.Validate(); err != nil {
+			return reject("judgment", "judgment %d (id %q): %v", i, j.ID, err)
 		}
 	}
 	return nil

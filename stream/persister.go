@@ -40,6 +40,24 @@ type Sink interface {
 	InsertJudgments(ctx context.Context, js []alignet.Judgment) (int64, error)
 }
 
+// Defaults of PersisterConfig, applied by NewPersister to zero fields.
+const (
+	// DefaultPersisterGroup is the persister's consumer group.
+	DefaultPersisterGroup = "alignet-persister"
+	// DefaultMaxBatch is the number of judgments that triggers a flush.
+	DefaultMaxBatch = 5000
+	// DefaultParallelism is the number of concurrent sink calls per flush.
+	DefaultParallelism = 2
+	// DefaultFlushInterval is the longest a fetched message waits for its flush.
+	DefaultFlushInterval = 50 * time.Millisecond
+	// DefaultRetryMin and DefaultRetryMax bound the retry backoff.
+	DefaultRetryMin, DefaultRetryMax = 100 * time.Millisecond, 10 * time.Second
+	// DefaultShutdownTimeout bounds the final flush.
+	DefaultShutdownTimeout = 10 * time.Second
+	// DefaultLagInterval is how often consumer lag is measured.
+	DefaultLagInterval = 5 * time.Second
+)
+
 // PersisterConfig configures a Persister.
 type PersisterConfig struct {
 	// Brokers are the bootstrap broker addresses (host:port). Required.
@@ -104,43 +122,11 @@ func NewPersister(cfg PersisterConfig, sink Sink) (*Persister, error) {
 	if sink == nil {
 		return nil, errors.New("new persister: nil sink")
 	}
-	if cfg.Topic == "" {
-		cfg.Topic = DefaultJudgmentsTopic
-	}
-	if cfg.DeadLetterTopic == "" {
-		cfg.DeadLetterTopic = DefaultDeadLetterTopic
-	}
-	if cfg.GroupID == "" {
-		cfg.GroupID = "alignet-persister"
-	}
-	if cfg.Parallelism <= 0 {
-		cfg.Parallelism = 2
-	}
-	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = 5000
-	}
-	if cfg.FlushInterval <= 0 {
-		cfg.FlushInterval = 50 * time.Millisecond
-	}
-	if cfg.RetryMin <= 0 {
-		cfg.RetryMin = 100 * time.Millisecond
-	}
-	if cfg.RetryMax <= 0 {
-		cfg.RetryMax = 10 * time.Second
-	}
-	if cfg.ShutdownTimeout <= 0 {
-		cfg.ShutdownTimeout = 10 * time.Second
-	}
-	if cfg.LagInterval <= 0 {
-		cfg.LagInterval = 5 * time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg = cfg.withDefaults()
 	p := &Persister{
 		cfg:  cfg,
 		sink: sink,
-		log:  cfg.Logger.With("component", "persister", "topic", cfg.Topic, "group", cfg.GroupID),
+		log:  cfg.Logger.With("topic", cfg.Topic, "group", cfg.GroupID),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "alignet_consumer_lag",
 			Help: "Messages in the topic not yet committed by the persister consumer group.",
@@ -189,6 +175,44 @@ func NewPersister(cfg PersisterConfig, sink Sink) (*Persister, error) {
 		return nil, fmt.Errorf("new persister: %w", err)
 	}
 	return p, nil
+}
+
+// withDefaults returns c with every zero field set to its default.
+func (c PersisterConfig) withDefaults() PersisterConfig {
+	if c.Topic == "" {
+		c.Topic = DefaultJudgmentsTopic
+	}
+	if c.DeadLetterTopic == "" {
+		c.DeadLetterTopic = DefaultDeadLetterTopic
+	}
+	if c.GroupID == "" {
+		c.GroupID = DefaultPersisterGroup
+	}
+	if c.Parallelism <= 0 {
+		c.Parallelism = DefaultParallelism
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = DefaultMaxBatch
+	}
+	if c.FlushInterval <= 0 {
+		c.FlushInterval = DefaultFlushInterval
+	}
+	if c.RetryMin <= 0 {
+		c.RetryMin = DefaultRetryMin
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = DefaultRetryMax
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.LagInterval <= 0 {
+		c.LagInterval = DefaultLagInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
 }
 
 // batch is the set of fetched messages not yet committed.

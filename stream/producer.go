@@ -18,6 +18,21 @@ import (
 // ProducerConfig.MaxBatchBytes; the request should be split (HTTP 413).
 var ErrTooLarge = errors.New("judgment batch too large")
 
+// Defaults of ProducerConfig, applied by NewProducer to zero fields.
+const (
+	// DefaultLinger is how long a partition waits for concurrent batches.
+	DefaultLinger = 2 * time.Millisecond
+	// DefaultProduceBatchSize is the most messages in one produce request.
+	DefaultProduceBatchSize = 1000
+	// DefaultMaxBatchBytes is the largest produce request and encoded
+	// judgment batch (1 MiB, Kafka's default message.max.bytes).
+	DefaultMaxBatchBytes = 1 << 20
+	// DefaultWriteTimeout bounds one Publish call.
+	DefaultWriteTimeout = 5 * time.Second
+	// DefaultMaxAttempts is how often a produce request is tried.
+	DefaultMaxAttempts = 5
+)
+
 // ProducerConfig configures a Producer.
 type ProducerConfig struct {
 	// Brokers are the bootstrap broker addresses (host:port). Required.
@@ -45,6 +60,32 @@ type ProducerConfig struct {
 	Logger *slog.Logger
 }
 
+// withDefaults returns c with every zero field set to its default.
+func (c ProducerConfig) withDefaults() ProducerConfig {
+	if c.Topic == "" {
+		c.Topic = DefaultJudgmentsTopic
+	}
+	if c.Linger <= 0 {
+		c.Linger = DefaultLinger
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = DefaultProduceBatchSize
+	}
+	if c.MaxBatchBytes <= 0 {
+		c.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = DefaultMaxAttempts
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
 // Producer publishes judgment batches synchronously. It is safe for
 // concurrent use; concurrent Publish calls that go to the same partition
 // within Linger share one produce request.
@@ -63,28 +104,8 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 	if len(cfg.Brokers) == 0 {
 		return nil, errors.New("new producer: no brokers")
 	}
-	if cfg.Topic == "" {
-		cfg.Topic = DefaultJudgmentsTopic
-	}
-	if cfg.Linger <= 0 {
-		cfg.Linger = 2 * time.Millisecond
-	}
-	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 1000
-	}
-	if cfg.MaxBatchBytes <= 0 {
-		cfg.MaxBatchBytes = 1 << 20
-	}
-	if cfg.WriteTimeout <= 0 {
-		cfg.WriteTimeout = 5 * time.Second
-	}
-	if cfg.MaxAttempts <= 0 {
-		cfg.MaxAttempts = 5
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	p := &Producer{cfg: cfg, tr: newTransport(), log: cfg.Logger.With("component", "kafka-producer", "topic", cfg.Topic)}
+	cfg = cfg.withDefaults()
+	p := &Producer{cfg: cfg, tr: newTransport(), log: cfg.Logger.With("topic", cfg.Topic)}
 	p.w = &kafka.Writer{
 		Addr:            kafka.TCP(cfg.Brokers...),
 		Topic:           cfg.Topic,

@@ -96,7 +96,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		dir:  dir,
 		data: filepath.Join(dir, "data"),
 		port: cfg.Port,
-		log:  cfg.Logger.With("component", "localpg", "dir", dir),
+		log:  cfg.Logger.With("dir", dir),
 	}
 	if err := s.prepareDir(ctx); err != nil {
 		return nil, err

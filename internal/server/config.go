@@ -12,6 +12,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/alignet/alignet/api"
+	"github.com/alignet/alignet/db"
+	"github.com/alignet/alignet/stream"
 )
 
 // Config configures `alignet serve`. Every field has a flag and an
@@ -59,6 +63,7 @@ type Config struct {
 	LogFormat string
 
 	fileKeys func() error
+	envErrs  []error
 }
 
 // Roles that a process can run.
@@ -76,7 +81,31 @@ func (cfg *Config) Bind(fs *flag.FlagSet, getenv func(string) string) {
 		}
 		return def
 	}
-	fs.StringVar(&cfg.Listen, "listen", env("ALIGNET_LISTEN", ":8080"), "HTTP listen address (ALIGNET_LISTEN)")
+	envInt := func(k string, def int) int {
+		v := getenv(k)
+		if v == "" {
+			return def
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			cfg.envErrs = append(cfg.envErrs, fmt.Errorf("%s=%q is not an integer", k, v))
+			return def
+		}
+		return n
+	}
+	envDuration := func(k string, def time.Duration) time.Duration {
+		v := getenv(k)
+		if v == "" {
+			return def
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			cfg.envErrs = append(cfg.envErrs, fmt.Errorf("%s=%q is not a duration such as 250ms or 2s", k, v))
+			return def
+		}
+		return d
+	}
+	fs.StringVar(&cfg.Listen, "listen", env("ALIGNET_LISTEN", api.DefaultListen), "HTTP listen address (ALIGNET_LISTEN)")
 	fs.StringVar(&cfg.DatabaseURL, "database-url", env("DATABASE_URL", ""), "Postgres URL (DATABASE_URL)")
 	cfg.KafkaBrokers = splitList(env("KAFKA_BROKERS", ""))
 	fs.Func("kafka-brokers", "comma-separated Kafka brokers (KAFKA_BROKERS)", func(s string) error {
@@ -100,14 +129,14 @@ func (cfg *Config) Bind(fs *flag.FlagSet, getenv func(string) string) {
 		cfg.Roles = splitList(s)
 		return nil
 	})
-	fs.StringVar(&cfg.Topic, "topic", env("ALIGNET_KAFKA_TOPIC", "alignet.judgments"), "judgments topic (ALIGNET_KAFKA_TOPIC)")
-	fs.StringVar(&cfg.DeadLetterTopic, "dlq-topic", env("ALIGNET_KAFKA_DLQ_TOPIC", "alignet.judgments.dlq"), "dead-letter topic (ALIGNET_KAFKA_DLQ_TOPIC)")
-	fs.StringVar(&cfg.Group, "group", env("ALIGNET_KAFKA_GROUP", "alignet-persister"), "persister consumer group (ALIGNET_KAFKA_GROUP)")
-	fs.IntVar(&cfg.Partitions, "partitions", envInt(getenv, "ALIGNET_KAFKA_PARTITIONS", 6), "partitions for new topics (ALIGNET_KAFKA_PARTITIONS)")
-	fs.DurationVar(&cfg.Linger, "linger", envDuration(getenv, "ALIGNET_PRODUCE_LINGER", 2*time.Millisecond), "producer linger (ALIGNET_PRODUCE_LINGER)")
-	fs.IntVar(&cfg.PersistBatch, "persist-batch", envInt(getenv, "ALIGNET_PERSIST_BATCH", 5000), "judgments per persister transaction (ALIGNET_PERSIST_BATCH)")
-	fs.IntVar(&cfg.PersistParallelism, "persist-parallelism", envInt(getenv, "ALIGNET_PERSIST_PARALLELISM", 2), "concurrent transactions per persister flush (ALIGNET_PERSIST_PARALLELISM)")
-	fs.IntVar(&cfg.DBMaxConns, "db-max-conns", envInt(getenv, "ALIGNET_DB_MAX_CONNS", 16), "Postgres pool size (ALIGNET_DB_MAX_CONNS)")
+	fs.StringVar(&cfg.Topic, "topic", env("ALIGNET_KAFKA_TOPIC", stream.DefaultJudgmentsTopic), "judgments topic (ALIGNET_KAFKA_TOPIC)")
+	fs.StringVar(&cfg.DeadLetterTopic, "dlq-topic", env("ALIGNET_KAFKA_DLQ_TOPIC", stream.DefaultDeadLetterTopic), "dead-letter topic (ALIGNET_KAFKA_DLQ_TOPIC)")
+	fs.StringVar(&cfg.Group, "group", env("ALIGNET_KAFKA_GROUP", stream.DefaultPersisterGroup), "persister consumer group (ALIGNET_KAFKA_GROUP)")
+	fs.IntVar(&cfg.Partitions, "partitions", envInt("ALIGNET_KAFKA_PARTITIONS", stream.DefaultPartitions), "partitions for new topics (ALIGNET_KAFKA_PARTITIONS)")
+	fs.DurationVar(&cfg.Linger, "linger", envDuration("ALIGNET_PRODUCE_LINGER", stream.DefaultLinger), "producer linger (ALIGNET_PRODUCE_LINGER)")
+	fs.IntVar(&cfg.PersistBatch, "persist-batch", envInt("ALIGNET_PERSIST_BATCH", stream.DefaultMaxBatch), "judgments per persister transaction (ALIGNET_PERSIST_BATCH)")
+	fs.IntVar(&cfg.PersistParallelism, "persist-parallelism", envInt("ALIGNET_PERSIST_PARALLELISM", stream.DefaultParallelism), "concurrent transactions per persister flush (ALIGNET_PERSIST_PARALLELISM)")
+	fs.IntVar(&cfg.DBMaxConns, "db-max-conns", envInt("ALIGNET_DB_MAX_CONNS", int(db.DefaultMaxConns)), "Postgres pool size (ALIGNET_DB_MAX_CONNS)")
 	fs.StringVar(&cfg.LogLevel, "log-level", env("ALIGNET_LOG_LEVEL", "info"), "log level (ALIGNET_LOG_LEVEL)")
 	fs.StringVar(&cfg.LogFormat, "log-format", env("ALIGNET_LOG_FORMAT", "text"), "log format text|json (ALIGNET_LOG_FORMAT)")
 	cfg.fileKeys = func() error {
@@ -136,7 +165,7 @@ func (cfg *Config) Resolve() error {
 			return err
 		}
 	}
-	var errs []error
+	errs := append([]error(nil), cfg.envErrs...)
 	if cfg.DatabaseURL == "" {
 		errs = append(errs, errors.New("DATABASE_URL (or --database-url) is required"))
 	}
@@ -153,6 +182,13 @@ func (cfg *Config) Resolve() error {
 	}
 	if len(cfg.Roles) == 0 {
 		errs = append(errs, errors.New("no roles to run"))
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		errs = append(errs, fmt.Errorf("log level %q (ALIGNET_LOG_LEVEL) must be debug, info, warn or error", cfg.LogLevel))
+	}
+	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("log format %q (ALIGNET_LOG_FORMAT) must be text or json", cfg.LogFormat))
 	}
 	return errors.Join(errs...)
 }
@@ -187,18 +223,4 @@ func splitList(s string) []string {
 		}
 	}
 	return out
-}
-
-func envInt(getenv func(string) string, k string, def int) int {
-	if v, err := strconv.Atoi(getenv(k)); err == nil {
-		return v
-	}
-	return def
-}
-
-func envDuration(getenv func(string) string, k string, def time.Duration) time.Duration {
-	if v, err := time.ParseDuration(getenv(k)); err == nil {
-		return v
-	}
-	return def
 }

@@ -99,3 +99,18 @@ func TestRedactURL(t *testing.T) {
 		t.Fatalf("password not redacted: %s", got)
 	}
 }
+
+func TestMalformedEnvironmentIsAnError(t *testing.T) {
+	_, err := bind(t, map[string]string{
+		"DATABASE_URL": "postgres://x/y", "KAFKA_BROKERS": "a:1", "ALIGNET_PSEUDONYM_KEY": "0123456789abcdef",
+		"ALIGNET_PERSIST_BATCH": "5k", "ALIGNET_PRODUCE_LINGER": "2", "ALIGNET_LOG_LEVEL": "verbose",
+	})
+	if err == nil {
+		t.Fatal("malformed settings were accepted")
+	}
+	for _, want := range []string{`ALIGNET_PERSIST_BATCH="5k"`, `ALIGNET_PRODUCE_LINGER="2"`, "ALIGNET_LOG_LEVEL"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+}

@@ -2,28 +2,30 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/alignet/alignet/api"
 	"github.com/alignet/alignet/db"
 	"github.com/alignet/alignet/stream"
 )
 
-// Run starts the roles cfg names and blocks until ctx is cancelled and every
-// component has stopped. Judgments flow one way: the api role validates
-// and produces them to Kafka; the persister role consumes and stores them.
+// Run constructs every component of the roles cfg names, then runs them as
+// one group until ctx is cancelled or one of them fails. Judgments flow one
+// way: the api role validates and produces them to Kafka; the persister
+// role consumes and stores them.
 //
-// Shutdown is ordered: the API stops accepting and drains its in-flight
-// requests, then the producer flushes; the persister finishes and commits
-// its current batch; the database pool closes last.
+// Nothing runs until everything is constructed, so a role that cannot be
+// built leaves nothing half-started. Shutdown is ordered by stage: the API
+// stops accepting and drains its in-flight requests (each was acknowledged
+// by Kafka before it was answered); then the consumers finish and commit
+// their current batches; the producer and the database pool close last.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Registry) error {
 	database, err := db.Open(ctx, db.Config{
 		URL:        cfg.DatabaseURL,
@@ -36,13 +38,21 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	}
 	defer database.Close()
 	if err := database.Migrate(ctx); err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return err
 	}
 	if err := ensureTopics(ctx, cfg, log); err != nil {
 		return err
 	}
 
-	g, gctx := errgroup.WithContext(ctx)
+	g := &group{log: log}
+	var closers []func() error // run in reverse order once everything stopped
+	defer func() {
+		for _, c := range slices.Backward(closers) {
+			if err := c(); err != nil {
+				log.Warn("close", "err", err)
+			}
+		}
+	}()
 	if cfg.has(RoleAPI) {
 		producer, err := stream.NewProducer(stream.ProducerConfig{
 			Brokers:    cfg.KafkaBrokers,
@@ -52,8 +62,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 			Logger:     log.With("component", "producer"),
 		})
 		if err != nil {
-			return fmt.Errorf("start producer: %w", err)
+			return fmt.Errorf("new producer: %w", err)
 		}
+		closers = append(closers, producer.Close)
 		srv, err := api.New(api.Config{
 			Listen:       cfg.Listen,
 			AdminKey:     cfg.AdminKey,
@@ -63,17 +74,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 			Logger:       log.With("component", "api"),
 		}, database, producer)
 		if err != nil {
-			_ = producer.Close()
-			return fmt.Errorf("start api: %w", err)
+			return fmt.Errorf("new api: %w", err)
 		}
-		g.Go(func() error {
-			err := srv.Run(gctx)
-			// The producer closes only after the API has drained, so every
-			// request that was answered 202 has been flushed.
-			return errors.Join(err, producer.Close())
-		})
+		g.add(RoleAPI, StageIngress, srv)
 	} else {
-		g.Go(func() error { return serveMetrics(gctx, cfg.Listen, reg, log) })
+		g.add("metrics", StageIngress, ComponentFunc(func(ctx context.Context) error {
+			return serveMetrics(ctx, cfg.Listen, reg, log.With("component", "metrics"))
+		}))
 	}
 	if cfg.has(RolePersister) {
 		p, err := stream.NewPersister(stream.PersisterConfig{
@@ -87,16 +94,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 			Logger:          log.With("component", "persister"),
 		}, database)
 		if err != nil {
-			return fmt.Errorf("start persister: %w", err)
+			return fmt.Errorf("new persister: %w", err)
 		}
-		g.Go(func() error { return p.Run(gctx) })
+		g.add(RolePersister, StageConsumers, p)
 	}
 	log.Info("alignet running", "roles", cfg.Roles, "listen", cfg.Listen, "topic", cfg.Topic)
-	err = g.Wait()
+	err = g.run(ctx)
 	log.Info("alignet stopped")
-	if errors.Is(err, context.Canceled) {
-		return nil
-	}
 	return err
 }
 

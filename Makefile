@@ -1,5 +1,5 @@
 # alignet developer targets. `make test` is the test command (also run by CI).
-.PHONY: build run test bench kafka-up kafka-down pg-up pg-down clean
+.PHONY: build run test check bench kafka-up kafka-down pg-up pg-down clean
 
 build:
 	go build -o bin/alignet ./cmd/alignet
@@ -12,6 +12,10 @@ run:
 
 test:
 	scripts/test.sh
+
+# Static checks (CI runs them before the tests).
+check:
+	scripts/check.sh
 
 bench:
 	go test -run '^$$' -bench . ./learner/...

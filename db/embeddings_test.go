@@ -46,7 +46,7 @@ func TestEmbeddingsRoundTrip(t *testing.T) {
 	if _, _, err := d.PutSpace(ctx, "s", 3); err != nil {
 		t.Fatal(err)
 	}
-	special := []float32{float32(math.Inf(1)), -0.0, math.SmallestNonzeroFloat32}
+	special := []float32{float32(math.Inf(1)), float32(math.Copysign(0, -1)), math.SmallestNonzeroFloat32}
 	n, err := d.UpsertEmbeddings(ctx, "s", []string{"b", "a", "c"}, append([]float32{1, 2, 3, 4, 5, 6}, special...))
 	if err != nil || n != 3 {
 		t.Fatalf("UpsertEmbeddings = %d, %v; want 3", n, err)

@@ -217,7 +217,7 @@ func loadTeacher(z *npy.NPZ) (*learner.Teacher, Provenance, error) {
 		return nil, p, err
 	}
 	if len(shape) != 2 {
-		return nil, p, fmt.Errorf("W has shape %v, want 2-d", shape)
+		return nil, p, fmt.Errorf("teacher weight W has shape %v, want 2-d", shape)
 	}
 	b, bshape, err := readFloat64s(z, "b")
 	if err != nil {

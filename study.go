@@ -23,6 +23,8 @@ type Study struct {
 	Space string
 	// CreatedAt is when the study was created; creating a study ignores it.
 	CreatedAt time.Time
+	// Settings are the study's settings, complete with defaults.
+	Settings StudySettings
 }
 
 // JudgmentFilter selects judgments for export. Zero fields do not filter.

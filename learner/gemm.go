@@ -8,10 +8,8 @@ import (
 // parMulNT computes out (m×k) = a (m×kd) · bᵀ with the prepared matrix b,
 // in parallel over blocks of rows. Each output row is computed by one call
 // on its own, so the result does not depend on the number of workers.
-func parMulNT(b *matB, m, kd, k int, a, out []float32, workers int) {
-	const block = 48
-	parallelFor((m+block-1)/block, workers, func(i int) {
-		lo, hi := i*block, min((i+1)*block, m)
+func parMulNT(b *matB, m, kd, k int, a, out []float32, workers pool) {
+	workers.blocks(m, 48, func(lo, hi int) {
 		b.mulNT(hi-lo, a[lo*kd:hi*kd], out[lo*k:hi*k])
 	})
 }

@@ -211,12 +211,8 @@ func (g *Generator) NextInto(indices []int32, sims []float32) {
 		panic("learner: Generator.NextInto needs equal buffers of a multiple of three")
 	}
 	chunk := len(indices) / 3
-	const shard = 1024
-	ns := (chunk + shard - 1) / shard
 	base := g.next
-	forShards(ns, g.workers, func(_, s int) {
-		lo := s * shard
-		hi := min(lo+shard, chunk)
+	pool(g.workers).blocks(chunk, 1024, func(lo, hi int) {
 		for t := lo; t < hi; t++ {
 			tr := g.sample(base + int64(t))
 			tr, l := g.label(tr)

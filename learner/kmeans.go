@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"sort"
-	"sync"
 	"sync/atomic"
 )
 
@@ -175,7 +174,7 @@ func MiniBatchKMeans(ctx context.Context, x []float32, n, d int, cfg KMeansConfi
 			return nil, err
 		}
 		groupBy(ba, k, order, start)
-		forShards(k, cfg.Workers, func(_, j int) {
+		pool(cfg.Workers).each(k, func(_, j int) {
 			cj := c[j*d : (j+1)*d]
 			for _, m := range order[start[j]:start[j+1]] {
 				counts[j]++
@@ -228,37 +227,6 @@ func checkKMeans(x []float32, n, d int, cfg KMeansConfig) error {
 	return nil
 }
 
-// forShards runs fn(worker, i) for i in [0, count) on up to workers
-// goroutines. Each i runs exactly once; callers make results depend on i
-// only, never on the worker, so the outcome is schedule-independent.
-func forShards(count, workers int, fn func(worker, i int)) {
-	if workers > count {
-		workers = count
-	}
-	if workers <= 1 {
-		for i := 0; i < count; i++ {
-			fn(0, i)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= count {
-					return
-				}
-				fn(w, i)
-			}
-		}(w)
-	}
-	wg.Wait()
-}
-
 // rowNorms returns ‖row‖² of each of the n×d rows.
 func rowNorms(x []float32, n, d int) []float32 {
 	out := make([]float32, n)
@@ -278,9 +246,9 @@ func assignAll(ctx context.Context, x []float32, n, d int, c []float32, k, worke
 	nb := (n + assignBlockRows - 1) / assignBlockRows
 	partial := make([]float64, nb)
 	changed := make([]int, nb)
-	scratch := make([][]float32, min(workers, nb))
+	scratch := make([][]float32, pool(workers).size(nb))
 	var cancelled atomic.Bool
-	forShards(nb, workers, func(w, blk int) {
+	pool(workers).each(nb, func(w, blk int) {
 		if cancelled.Load() {
 			return
 		}
@@ -358,7 +326,7 @@ func updateCentroids(x []float32, d int, c []float32, k int, assign []int32, siz
 	order := make([]int32, len(assign))
 	start := make([]int, k+1)
 	groupBy(assign, k, order, start)
-	forShards(k, workers, func(_, j int) {
+	pool(workers).each(k, func(_, j int) {
 		members := order[start[j]:start[j+1]]
 		sizes[j] = len(members)
 		if len(members) == 0 {
@@ -511,10 +479,7 @@ func initPlusPlus(ctx context.Context, x []float32, n, d int, cfg KMeansConfig, 
 func distToCands(s []float32, sn []float32, m, d int, cands []float32, L, workers int, out []float32) {
 	cn := rowNorms(cands, L, d)
 	cb := prepareB(L, d, cands)
-	nb := (m + assignBlockRows - 1) / assignBlockRows
-	forShards(nb, workers, func(_, blk int) {
-		r0 := blk * assignBlockRows
-		r1 := min(r0+assignBlockRows, m)
+	pool(workers).blocks(m, assignBlockRows, func(r0, r1 int) {
 		o := out[r0*L : r1*L]
 		cb.mulNT(r1-r0, s[r0*d:r1*d], o)
 		for i := r0; i < r1; i++ {

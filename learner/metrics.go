@@ -9,7 +9,7 @@ import (
 // representation z, computed in parallel.
 func AllLogits(z []float32, p int, ts []Triplet) [][3]float64 {
 	out := make([][3]float64, len(ts))
-	parallelRows(len(ts), func(lo, hi int) {
+	allProcs.split(len(ts), func(lo, hi int) {
 		for a := lo; a < hi; a++ {
 			out[a] = Logits(z, p, ts[a])
 		}

@@ -2,8 +2,6 @@ package learner
 
 import (
 	"math"
-	"runtime"
-	"sync"
 )
 
 // Task names understood by the teacher and the metrics. They match the
@@ -45,7 +43,7 @@ func (t *Teacher) Transform(x []float32, n int) []float32 {
 	}
 	xt := make([]float32, n*t.D)
 	inv := 1 / t.Std
-	parallelRows(n, func(lo, hi int) {
+	allProcs.split(n, func(lo, hi int) {
 		for i := lo * t.D; i < hi*t.D; i++ {
 			xt[i] = float32((float64(x[i]) - t.Mean) * inv)
 		}
@@ -54,7 +52,7 @@ func (t *Teacher) Transform(x []float32, n int) []float32 {
 	for i, v := range t.W {
 		w32[i] = float32(v)
 	}
-	parMulNT(prepareB(t.P, t.D, w32), n, t.D, t.P, xt, out, runtime.GOMAXPROCS(0))
+	parMulNT(prepareB(t.P, t.D, w32), n, t.D, t.P, xt, out, allProcs)
 	for r := 0; r < n; r++ {
 		row := out[r*t.P : (r+1)*t.P]
 		for q, v := range t.B {
@@ -62,38 +60,6 @@ func (t *Teacher) Transform(x []float32, n int) []float32 {
 		}
 	}
 	return out
-}
-
-// parallelRows splits [0,n) into contiguous blocks processed by up to
-// GOMAXPROCS goroutines. Each row is handled by exactly one call, so results
-// written per row do not depend on scheduling.
-func parallelRows(n int, f func(lo, hi int)) {
-	parallelBlocks(n, runtime.GOMAXPROCS(0), f)
-}
-
-// parallelBlocks runs f over [0,n) split into contiguous blocks on up to
-// workers goroutines. Each index is handled by exactly one call.
-func parallelBlocks(n, workers int, f func(lo, hi int)) {
-	if workers > n {
-		workers = n
-	}
-	if workers <= 1 {
-		if n > 0 {
-			f(0, n)
-		}
-		return
-	}
-	var wg sync.WaitGroup
-	chunk := (n + workers - 1) / workers
-	for lo := 0; lo < n; lo += chunk {
-		hi := min(lo+chunk, n)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			f(lo, hi)
-		}()
-	}
-	wg.Wait()
 }
 
 // Logits returns the similarity logits of ts under the teacher

@@ -7,7 +7,6 @@ import (
 	"math"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"gonum.org/v1/gonum/blas"
@@ -260,7 +259,7 @@ type teacherObjective struct {
 	q           [][3]float32
 	incOff      []int32
 	incEnt      []int32
-	workers     int
+	workers     pool
 	z, dz       []float64
 	g           [][3]float64
 	chunkLoss   []float64
@@ -283,7 +282,7 @@ const tripletChunk = 2048
 func newTeacherObjective(x []float32, n, d, p int, mean, std float64, ts []Triplet, q [][3]float32, cfg TeacherConfig) *teacherObjective {
 	o := &teacherObjective{
 		task: cfg.Task, tau: cfg.Tau, lambda: cfg.Lambda,
-		n: n, d: d, p: p, ts: ts, q: q, workers: cfg.Workers,
+		n: n, d: d, p: p, ts: ts, q: q, workers: pool(cfg.Workers),
 		xt:        standardise(x, mean, std),
 		g:         make([][3]float64, len(ts)),
 		chunkLoss: make([]float64, (len(ts)+tripletChunk-1)/tripletChunk),
@@ -334,35 +333,6 @@ func incidence(n int, ts []Triplet) (off, ent []int32) {
 	return off, ent
 }
 
-// parallelFor runs f(0..tasks-1) on up to workers goroutines.
-func parallelFor(tasks, workers int, f func(task int)) {
-	if workers > tasks {
-		workers = tasks
-	}
-	if workers <= 1 {
-		for i := 0; i < tasks; i++ {
-			f(i)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= tasks {
-					return
-				}
-				f(i)
-			}
-		}()
-	}
-	wg.Wait()
-}
-
 // autoScale returns c such that logit differences of c·x̃ on the training
 // triplets have unit standard deviation (divided by τ).
 func (o *teacherObjective) autoScale() float64 {
@@ -407,7 +377,7 @@ func (o *teacherObjective) eval(params, grad []float64) (ce, obj float64) {
 		}
 	}
 	nt := len(o.ts)
-	parallelFor(len(o.chunkLoss), o.workers, func(c int) {
+	o.workers.each(len(o.chunkLoss), func(_, c int) {
 		lo, hi := c*tripletChunk, min((c+1)*tripletChunk, nt)
 		var s float64
 		for a := lo; a < hi; a++ {
@@ -438,9 +408,8 @@ func (o *teacherObjective) eval(params, grad []float64) (ce, obj float64) {
 		return ce, ce + o.lambda*regulariser(w, p, d, nil)
 	}
 	inv := 1 / float64(nt)
-	const rowBlock = 32
-	parallelFor((n+rowBlock-1)/rowBlock, o.workers, func(blk int) {
-		for r := blk * rowBlock; r < min((blk+1)*rowBlock, n); r++ {
+	o.workers.blocks(n, 32, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
 			o.gatherRow(r, inv)
 		}
 	})

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"runtime"
 	"time"
 )
 
@@ -110,7 +109,6 @@ func (t *Teacher) Update(x []float32, n int, fresh []Triplet, freshTargets [][3]
 	gb := make([]float64, p)
 	w32 := make([]float32, p*d)
 	reg := make([]float64, p*d)
-	workers := runtime.GOMAXPROCS(0)
 	gw32 := make([]float32, p*d)
 	batch := make([]Triplet, 0, nFresh+nRep)
 	targets := make([][3]float32, 0, nFresh+nRep)
@@ -168,7 +166,7 @@ func (t *Teacher) Update(x []float32, n int, fresh []Triplet, freshTargets [][3]
 			w32[i] = float32(v)
 		}
 		z := make([]float32, m*p)
-		parMulNT(prepareB(p, d, w32), m, d, p, xt, z, workers)
+		parMulNT(prepareB(p, d, w32), m, d, p, xt, z, allProcs)
 		for l := 0; l < m; l++ {
 			row := z[l*p : (l+1)*p]
 			for q, v := range t.B {
@@ -198,7 +196,7 @@ func (t *Teacher) Update(x []float32, n int, fresh []Triplet, freshTargets [][3]
 				xtT[a*m+l] = xt[l*d+a]
 			}
 		}
-		parMulNT(prepareB(d, m, xtT), p, m, d, dzT, gw32, workers)
+		parMulNT(prepareB(d, m, xtT), p, m, d, dzT, gw32, allProcs)
 		for i, v := range gw32 {
 			gw[i] = float64(v)
 		}

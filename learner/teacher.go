@@ -4,15 +4,6 @@ import (
 	"math"
 )
 
-// Task names understood by the teacher and the metrics. They match the
-// values of alignet.Task.
-const (
-	// TaskOddOneOut is the three-alternative odd-one-out task.
-	TaskOddOneOut = "odd-one-out"
-	// TaskAnchor is the two-alternative anchor task (head, close, far).
-	TaskAnchor = "anchor"
-)
-
 // Teacher is the surrogate teacher: an affine transform z = W·x̃ + b of a
 // representation x, where x̃ = (x − Mean)/Std is standardised with one
 // scalar mean and one scalar standard deviation over the whole matrix.
@@ -30,7 +21,7 @@ type Teacher struct {
 	// Lambda is the regularisation strength the transform was fitted with.
 	Lambda float64
 	// Task is TaskOddOneOut or TaskAnchor.
-	Task string
+	Task Task
 }
 
 // Transform maps the n×D row-major matrix x to the n×P matrix of teacher

@@ -18,7 +18,7 @@ import (
 // defaults.
 type TeacherConfig struct {
 	// Task is TaskOddOneOut (default) or TaskAnchor.
-	Task string
+	Task Task
 	// Lambda is the strength of the regulariser λ‖W − mean(diag W)·I‖²_F
 	// added to the mean cross-entropy (default 1e-3; a negative value means 0).
 	Lambda float64
@@ -121,8 +121,8 @@ func FitTeacherContext(ctx context.Context, x []float32, n, d int, train []Tripl
 	if cfg.OutDim > d || cfg.OutDim < 1 {
 		return nil, FitStats{}, fmt.Errorf("fit teacher: output dimension %d not in [1,%d]", cfg.OutDim, d)
 	}
-	if cfg.Task != TaskOddOneOut && cfg.Task != TaskAnchor {
-		return nil, FitStats{}, fmt.Errorf("fit teacher: unknown task %q", cfg.Task)
+	if err := cfg.Task.Valid(); err != nil {
+		return nil, FitStats{}, fmt.Errorf("fit teacher: %w", err)
 	}
 	p := cfg.OutDim
 	t := &Teacher{D: d, P: p, Tau: cfg.Tau, Lambda: cfg.Lambda, Task: cfg.Task}
@@ -251,7 +251,7 @@ func regulariser(w []float64, p, d int, grad []float64) float64 {
 // triplet pass writes per-triplet results and fixed-size chunk sums, and the
 // gradient with respect to Z is gathered per row in a fixed order.
 type teacherObjective struct {
-	task        string
+	task        Task
 	tau, lambda float64
 	n, d, p     int
 	xt          []float64

@@ -77,6 +77,9 @@ func (t *Teacher) Update(x []float32, n int, fresh []Triplet, freshTargets [][3]
 	if state == nil {
 		state = &AdamState{}
 	}
+	if err := t.Task.Valid(); err != nil {
+		return UpdateStats{}, fmt.Errorf("teacher update: %w", err)
+	}
 	if len(x) != n*t.D {
 		return UpdateStats{}, fmt.Errorf("teacher update: embeddings have %d values, want %d×%d", len(x), n, t.D)
 	}

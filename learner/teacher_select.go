@@ -14,7 +14,8 @@ import (
 // against the model distribution at logits/τ. The objective is convex in
 // 1/τ, so a grid scan on log τ followed by golden-section refinement finds
 // the minimum.
-func CalibrateTemperature(task string, logits [][3]float64, targets [][3]float32) float64 {
+func CalibrateTemperature(task Task, logits [][3]float64, targets [][3]float32) float64 {
+	task.check()
 	if len(logits) == 0 {
 		return 1
 	}

@@ -8,7 +8,7 @@ import (
 
 // plantedProblem draws n items in d dimensions and triplets answered by a
 // planted affine model z = A·x̃ + c with temperature tau.
-func plantedProblem(seed uint64, n, d, p, m int, tau float64, task string) (x []float32, ts []Triplet, a []float64) {
+func plantedProblem(seed uint64, n, d, p, m int, tau float64, task Task) (x []float32, ts []Triplet, a []float64) {
 	rng := rand.New(rand.NewPCG(seed, 99))
 	x = make([]float32, n*d)
 	for i := range x {
@@ -47,7 +47,7 @@ func plantedProblem(seed uint64, n, d, p, m int, tau float64, task string) (x []
 // for both tasks, soft targets and a non-square W.
 func TestTeacherObjectiveGradient(t *testing.T) {
 	for _, tc := range []struct {
-		task string
+		task Task
 		p    int
 		soft bool
 	}{{TaskOddOneOut, 6, false}, {TaskOddOneOut, 4, true}, {TaskAnchor, 5, true}} {
@@ -90,7 +90,7 @@ func TestTeacherObjectiveGradient(t *testing.T) {
 // from a planted affine model and checks that held-out accuracy approaches
 // that of the planted model and beats the raw features.
 func TestTeacherRecoversPlantedTransform(t *testing.T) {
-	for _, task := range []string{TaskOddOneOut, TaskAnchor} {
+	for _, task := range []Task{TaskOddOneOut, TaskAnchor} {
 		const n, d = 60, 10
 		x, ts, a := plantedProblem(11, n, d, d, 6000, 0.5, task)
 		train, val := ts[:5000], ts[5000:]

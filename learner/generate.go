@@ -188,12 +188,6 @@ func NewGenerator(z []float32, n, p int, cfg GeneratorConfig) (*Generator, error
 	return g, nil
 }
 
-// Strategy returns the sampling strategy in use.
-func (g *Generator) Strategy() string { return g.strategy }
-
-// Generated returns how many triplets have been produced so far.
-func (g *Generator) Generated() int64 { return g.next }
-
 // Next returns the next chunk triplets: indices holds chunk×3 item indices
 // (odd one last) and sims chunk×3 teacher similarities in the matching
 // order.

@@ -203,18 +203,6 @@ func MiniBatchKMeans(ctx context.Context, x []float32, n, d int, cfg KMeansConfi
 	return &KMeansResult{Centroids: c, K: k, D: d, Assign: assign, Sizes: sizes, Inertia: inertia, Iter: cfg.MaxIter}, nil
 }
 
-// AssignNearest writes the index of the nearest of the k×d centres c to
-// each of the n×d points x into assign (length n) and returns the inertia.
-// It uses the same blocked GEMM kernel as KMeans.
-func AssignNearest(x []float32, n, d int, c []float32, k, workers int, assign []int32) float64 {
-	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
-	}
-	dist := make([]float32, n)
-	in, _, _ := assignAll(context.Background(), x, n, d, c, k, workers, assign, dist)
-	return in
-}
-
 func checkKMeans(x []float32, n, d int, cfg KMeansConfig) error {
 	switch {
 	case n <= 0 || d <= 0:

@@ -61,16 +61,6 @@ func TaskProbs(task Task, l [3]float64, tau float64) [3]float64 {
 	return Softmax3(l, tau)
 }
 
-// TaskLogProbs returns the logarithm of TaskProbs, computed stably. For the
-// anchor task index 2 is −Inf.
-func TaskLogProbs(task Task, l [3]float64, tau float64) [3]float64 {
-	if task.isAnchor() {
-		d := (l[0] - l[1]) / tau
-		return [3]float64{logSigmoid(d), logSigmoid(-d), math.Inf(-1)}
-	}
-	return LogSoftmax3(l, tau)
-}
-
 // CrossEntropy3 returns the odd-one-out cross-entropy −Σ_a q_a log p_a of
 // the target q (normalised to sum to one) against p = softmax(l/tau), and
 // its gradient with respect to the logits l, (p − q)/tau.

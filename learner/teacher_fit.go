@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"runtime"
-	"sync"
 	"time"
 
 	"gonum.org/v1/gonum/blas"
@@ -264,11 +263,6 @@ type teacherObjective struct {
 	g           [][3]float64
 	chunkLoss   []float64
 	evals       int
-	cacheX      []float64
-	cacheF      float64
-	cacheG      []float64
-	cacheOK     bool
-	mu          sync.Mutex
 	exact       bool
 	xt32, z32   []float32
 	dz32, w32   []float32

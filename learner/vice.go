@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// HumanModelConfig configures FitVICE and DistilledTargets. Zero fields take
-// the documented defaults.
+// HumanModelConfig configures FitVICE, EnsembleDistilledTargets and
+// EnsembleSoftTargets. Zero fields take the documented defaults.
 type HumanModelConfig struct {
 	// Dim is the number of embedding dimensions per item (default 20: on
 	// THINGS with 10⁵ triplets, 20 dimensions predicted held-out choices
@@ -29,7 +29,7 @@ type HumanModelConfig struct {
 	// embedding per Adam step (default 1, as in VICE).
 	TrainSamples int
 	// PredictSamples is the number of Monte-Carlo samples averaged by the
-	// predictions made in DistilledTargets (default 30).
+	// VICE predictions made in EnsembleDistilledTargets (default 30).
 	PredictSamples int
 	// SpikeScale is the standard deviation of the narrow prior component
 	// (default 0.125).
@@ -48,24 +48,15 @@ type HumanModelConfig struct {
 	// not depend on it.
 	Workers int
 
-	// RepeatPseudoCount is κ, the weight in pseudo-responses that
-	// DistilledTargets gives the VICE prediction when a triplet has
+	// RepeatPseudoCount is κ, the weight in pseudo-responses that the
+	// distilled targets give the model prediction v when a triplet has
 	// repeated responses: q = (c + κ·v)/(N + κ) (default 3; a negative value
-	// means 0).
+	// means 0). See EnsembleSoftTargets.
 	RepeatPseudoCount float64
-	// CrossFitFolds, when at least 2, makes DistilledTargets predict every
-	// training triplet with a VICE model fitted on the other folds of a
-	// seeded random partition into CrossFitFolds parts (out-of-fold
-	// predictions), at CrossFitFolds times the cost. Zero or 1 (default)
-	// predicts with one model fitted on all training triplets. On THINGS,
-	// two folds gave a worse teacher than in-sample predictions.
-	CrossFitFolds int
-	// OneHotMix is α, the weight of the observed choice in the targets of
-	// DistilledTargets for triplets without repeated responses:
-	// q = (1−α)·v + α·onehot (default 0.5, which beat 0 and 0.3 on THINGS;
-	// a negative value means 0; at most 1). EnsembleDistilledTargets and
-	// EnsembleSoftTargets use it likewise; EnsembleOneHotMix is the value
-	// recommended for them.
+	// OneHotMix is α, the weight of the observed choice in the distilled
+	// targets of triplets without repeated responses:
+	// q = (1−α)·v + α·onehot (default EnsembleOneHotMix; a negative value
+	// means 0; at most 1). See EnsembleSoftTargets.
 	OneHotMix float64
 }
 
@@ -104,7 +95,7 @@ func (c HumanModelConfig) withDefaults() HumanModelConfig {
 		c.Workers = runtime.GOMAXPROCS(0)
 	}
 	if c.OneHotMix == 0 {
-		c.OneHotMix = 0.5
+		c.OneHotMix = EnsembleOneHotMix
 	} else if c.OneHotMix < 0 {
 		c.OneHotMix = 0
 	}
@@ -132,8 +123,6 @@ func (c HumanModelConfig) validate() error {
 		return fmt.Errorf("prior scales %v and %v must be positive", c.SpikeScale, c.SlabScale)
 	case !(c.Pi > 0 && c.Pi < 1):
 		return fmt.Errorf("prior weight %v not in (0,1)", c.Pi)
-	case c.CrossFitFolds < 0:
-		return fmt.Errorf("cross-fit folds %d is negative", c.CrossFitFolds)
 	case !(c.OneHotMix >= 0 && c.OneHotMix <= 1):
 		return fmt.Errorf("one-hot mix %v not in [0,1]", c.OneHotMix)
 	}
@@ -181,7 +170,6 @@ const (
 	viceStreamOrder
 	viceStreamTrain
 	viceStreamPredict
-	viceStreamFolds
 )
 
 // viceSeed seeds pcg for the stream (domain, a, b) of seed, so every row of

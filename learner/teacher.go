@@ -28,10 +28,6 @@ type Teacher struct {
 // representations, in parallel over rows (float32 matrix kernel, float64
 // standardisation and bias).
 func (t *Teacher) Transform(x []float32, n int) []float32 {
-	out := make([]float32, n*t.P)
-	if n == 0 {
-		return out
-	}
 	xt := make([]float32, n*t.D)
 	inv := 1 / t.Std
 	allProcs.split(n, func(lo, hi int) {
@@ -39,12 +35,60 @@ func (t *Teacher) Transform(x []float32, n int) []float32 {
 			xt[i] = float32((float64(x[i]) - t.Mean) * inv)
 		}
 	})
+	return t.forward32(xt, n)
+}
+
+// TransformRows returns the teacher representations of the listed rows of
+// the row-major embeddings x (D values per row) as a len(rows)×P matrix in
+// the order of rows. It costs len(rows) rows of Transform, so a few
+// judgments can be scored without transforming every item; each row
+// agrees with that row of Transform up to float32 rounding (exactly, with
+// the AVX2 kernel).
+func (t *Teacher) TransformRows(x []float32, rows []int32) []float32 {
+	return t.forward32(t.standardRows(x, rows), len(rows))
+}
+
+// ScoreTriplet scores one judgment under the teacher: it returns the
+// outcome distribution of the triplet tr of rows of x (TaskProbs layout at
+// the teacher's temperature) and the cross-entropy of the target q against
+// it, which for HardTarget is the log-loss of the observed choice. Only the
+// three rows of tr are transformed.
+func (t *Teacher) ScoreTriplet(x []float32, tr Triplet, q [3]float32) (probs [3]float64, loss float64) {
+	z := t.TransformRows(x, []int32{tr.I, tr.J, tr.K})
+	l := Logits(z, t.P, Triplet{I: 0, J: 1, K: 2})
+	loss, _ = TaskCrossEntropy(t.Task, l, t.Tau, q)
+	return TaskProbs(t.Task, l, t.Tau), loss
+}
+
+// standardRows returns the listed rows of x standardised, (x − Mean)/Std,
+// in float32 (computed in float64 as Transform does).
+func (t *Teacher) standardRows(x []float32, rows []int32) []float32 {
+	d := t.D
+	xt := make([]float32, len(rows)*d)
+	inv := 1 / t.Std
+	for l, r := range rows {
+		src := x[int(r)*d : int(r+1)*d]
+		dst := xt[l*d : (l+1)*d]
+		for a, v := range src {
+			dst[a] = float32((float64(v) - t.Mean) * inv)
+		}
+	}
+	return xt
+}
+
+// forward32 returns z = x̃·Wᵀ + b (m×P) for the m standardised rows xt,
+// with the product on the float32 kernel and the bias added in float32.
+func (t *Teacher) forward32(xt []float32, m int) []float32 {
+	out := make([]float32, m*t.P)
+	if m == 0 {
+		return out
+	}
 	w32 := make([]float32, len(t.W))
 	for i, v := range t.W {
 		w32[i] = float32(v)
 	}
-	parMulNT(prepareB(t.P, t.D, w32), n, t.D, t.P, xt, out, allProcs)
-	for r := 0; r < n; r++ {
+	parMulNT(prepareB(t.P, t.D, w32), m, t.D, t.P, xt, out, allProcs)
+	for r := 0; r < m; r++ {
 		row := out[r*t.P : (r+1)*t.P]
 		for q, v := range t.B {
 			row[q] += float32(v)

@@ -110,7 +110,6 @@ func (t *Teacher) Update(x []float32, n int, fresh []Triplet, freshTargets [][3]
 	p, d := t.P, t.D
 	gw := make([]float64, p*d)
 	gb := make([]float64, p)
-	w32 := make([]float32, p*d)
 	reg := make([]float64, p*d)
 	gw32 := make([]float32, p*d)
 	batch := make([]Triplet, 0, nFresh+nRep)
@@ -154,28 +153,10 @@ func (t *Teacher) Update(x []float32, n int, fresh []Triplet, freshTargets [][3]
 			lb[a] = Triplet{li[0], li[1], li[2]}
 		}
 		m := len(rows)
-		// The batch work runs in float32 (blas32 kernels) for latency; the
+		// The batch work runs in float32 (the GEMM kernel) for latency; the
 		// parameters and Adam moments stay float64.
-		xt := make([]float32, m*d)
-		inv := 1 / t.Std
-		for l, r := range rows {
-			src := x[int(r)*d : int(r+1)*d]
-			dst := xt[l*d : (l+1)*d]
-			for a, v := range src {
-				dst[a] = float32((float64(v) - t.Mean) * inv)
-			}
-		}
-		for i, v := range t.W {
-			w32[i] = float32(v)
-		}
-		z := make([]float32, m*p)
-		parMulNT(prepareB(p, d, w32), m, d, p, xt, z, allProcs)
-		for l := 0; l < m; l++ {
-			row := z[l*p : (l+1)*p]
-			for q, v := range t.B {
-				row[q] += float32(v)
-			}
-		}
+		xt := t.standardRows(x, rows)
+		z := t.forward32(xt, m)
 		dz := make([]float64, m*p)
 		var loss float64
 		scale := 1 / float64(len(lb))

@@ -25,8 +25,8 @@ type Teacher struct {
 }
 
 // Transform maps the n×D row-major matrix x to the n×P matrix of teacher
-// representations, in parallel over rows (float32 matrix kernel, float64
-// standardisation and bias).
+// representations, in parallel over rows (standardisation computed in
+// float64, matrix product and bias in float32).
 func (t *Teacher) Transform(x []float32, n int) []float32 {
 	xt := make([]float32, n*t.D)
 	inv := 1 / t.Std

@@ -24,7 +24,7 @@ type EvalLevels struct {
 // undefined (no repeats, no categories) are null.
 type EvalReport struct {
 	Model             string                   `json:"model"`
-	Task              string                   `json:"task"`
+	Task              learner.Task             `json:"task"`
 	Tau               float64                  `json:"tau"`
 	NTriplets         int                      `json:"n_triplets"`
 	Accuracy          *float64                 `json:"accuracy"`
@@ -97,10 +97,10 @@ func RunEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		rep.Model = "student " + *studentPath
 	}
 	if *task != "" {
-		if *task != learner.TaskOddOneOut && *task != learner.TaskAnchor {
-			return fmt.Errorf("eval: --task must be odd-one-out or anchor, not %q", *task)
+		if err := learner.Task(*task).Valid(); err != nil {
+			return fmt.Errorf("eval: --task: %w", err)
 		}
-		rep.Task = *task
+		rep.Task = learner.Task(*task)
 	}
 	if *tauFlag > 0 {
 		rep.Tau = *tauFlag

@@ -28,7 +28,7 @@ type FitSplit struct {
 // metrics on the training and validation splits, the raw embeddings'
 // validation metrics at τ=1, the per-λ scores and the wall time.
 type FitReport struct {
-	Task        string                `json:"task"`
+	Task        learner.Task          `json:"task"`
 	Targets     string                `json:"targets"`
 	Lambda      float64               `json:"lambda"`
 	Tau         float64               `json:"tau"`
@@ -44,8 +44,10 @@ type FitReport struct {
 type FitOptions struct {
 	// Embeddings, Triplets and Repeats are the input paths.
 	Embeddings, Triplets, Repeats string
-	// Targets is "distilled" or "hard", Task the task and Out the output path.
-	Targets, Task, Out string
+	// Targets is "distilled" or "hard" and Out the output path.
+	Targets, Out string
+	// Task is the judgment task.
+	Task learner.Task
 	// Seed seeds the split and the human model.
 	Seed uint64
 	// ValFrac is the validation fraction used to pick λ and τ.
@@ -82,7 +84,7 @@ func ParseFitArgs(args []string, stderr io.Writer) (FitOptions, error) {
 	fs.StringVar(&o.Triplets, "triplets", "", "triplet text file: `i j k [subject]` (k odd) or `head close far`")
 	fs.StringVar(&o.Repeats, "repeats", "", "optional repeated-triplets CSV that sharpens the distilled targets (do not reuse it for evaluation)")
 	fs.StringVar(&o.Targets, "targets", "distilled", "training targets: distilled (human-model soft targets) or hard")
-	fs.StringVar(&o.Task, "task", learner.TaskOddOneOut, "task: odd-one-out or anchor")
+	task := fs.String("task", string(learner.TaskOddOneOut), "task: odd-one-out or anchor")
 	fs.StringVar(&o.Out, "out", "", "write the teacher to this `.npz` file")
 	fs.Uint64Var(&o.Seed, "seed", 1, "seed for the validation split and every random choice")
 	fs.Float64Var(&o.ValFrac, "val-frac", 0.1, "fraction of triplets held out to pick λ and τ")
@@ -93,6 +95,7 @@ func ParseFitArgs(args []string, stderr io.Writer) (FitOptions, error) {
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
+	o.Task = learner.Task(*task)
 	var err error
 	if o.Lambdas, err = parseFloats(*lams); err != nil {
 		return o, fmt.Errorf("--lambdas: %w", err)
@@ -126,7 +129,7 @@ func fmtFloats(v []float64) string {
 }
 
 // splitMetrics scores a representation on triplets at temperature tau.
-func splitMetrics(task string, z []float32, p int, ts []learner.Triplet, tau float64) FitSplit {
+func splitMetrics(task learner.Task, z []float32, p int, ts []learner.Triplet, tau float64) FitSplit {
 	ls := learner.AllLogits(z, p, ts)
 	ece, _ := learner.ECE(task, ls, tau, 10)
 	return FitSplit{

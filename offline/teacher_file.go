@@ -28,7 +28,7 @@ type Provenance struct {
 	// Seed is the seed of every random choice made while fitting.
 	Seed uint64 `json:"seed"`
 	// Task is the judgment task the model was fitted on.
-	Task string `json:"task,omitempty"`
+	Task learner.Task `json:"task,omitempty"`
 	// Embeddings and Triplets are the input file paths as given (Triplets
 	// is described here too).
 	Embeddings string `json:"embeddings,omitempty"`
@@ -240,6 +240,9 @@ func loadTeacher(z *npy.NPZ) (*learner.Teacher, Provenance, error) {
 	}
 	if t.Task == "" {
 		t.Task = learner.TaskOddOneOut
+	}
+	if err := t.Task.Valid(); err != nil {
+		return nil, p, err
 	}
 	return t, p, nil
 }

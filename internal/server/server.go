@@ -72,7 +72,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 			Registerer:   reg,
 			Gatherer:     reg,
 			Logger:       log.With("component", "api"),
-		}, database, producer)
+		}, api.Deps{Spaces: database, Studies: database, Judgments: database, Keys: database,
+			Workers: database, Ready: database, Publisher: producer})
 		if err != nil {
 			return fmt.Errorf("new api: %w", err)
 		}

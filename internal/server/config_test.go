@@ -114,3 +114,18 @@ func TestMalformedEnvironmentIsAnError(t *testing.T) {
 		}
 	}
 }
+
+func TestCORSAndMetricsListenFromEnvironment(t *testing.T) {
+	cfg, err := bind(t, map[string]string{
+		"DATABASE_URL": "postgres://x/y", "KAFKA_BROKERS": "a:1", "ALIGNET_PSEUDONYM_KEY": "0123456789abcdef",
+		"ALIGNET_CORS_ORIGINS": "https://a.example, https://b.example", "ALIGNET_METRICS_LISTEN": "127.0.0.1:9100",
+		"ALIGNET_MAX_EXPORTS": "2",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cfg.CORSOrigins, []string{"https://a.example", "https://b.example"}) ||
+		cfg.MetricsListen != "127.0.0.1:9100" || cfg.MaxExports != 2 {
+		t.Fatalf("config = %+v", cfg)
+	}
+}

@@ -34,7 +34,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		Logger:     log.With("component", "db"),
 	})
 	if err != nil {
-		return fmt.Errorf("open database: %w", err)
+		return err
 	}
 	defer database.Close()
 	if err := database.Migrate(ctx); err != nil {
@@ -69,6 +69,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 			Listen:       cfg.Listen,
 			AdminKey:     cfg.AdminKey,
 			PseudonymKey: []byte(cfg.PseudonymKey),
+			AllowOrigins: cfg.CORSOrigins,
+			MaxConns:     cfg.MaxConns,
+			MaxExports:   cfg.MaxExports,
+			OmitMetrics:  cfg.MetricsListen != "",
 			Registerer:   reg,
 			Gatherer:     reg,
 			Logger:       log.With("component", "api"),
@@ -78,9 +82,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 			return fmt.Errorf("new api: %w", err)
 		}
 		g.add(RoleAPI, StageIngress, srv)
-	} else {
+	}
+	// Every process can be scraped: on its own address when one is set, or
+	// on the public one when the api role does not serve it there.
+	if metricsAddr := cfg.MetricsListen; metricsAddr != "" || !cfg.has(RoleAPI) {
+		if metricsAddr == "" {
+			metricsAddr = cfg.Listen
+		}
 		g.add("metrics", StageIngress, ComponentFunc(func(ctx context.Context) error {
-			return serveMetrics(ctx, cfg.Listen, reg, log.With("component", "metrics"))
+			return serveMetrics(ctx, metricsAddr, reg, log.With("component", "metrics"))
 		}))
 	}
 	if cfg.has(RolePersister) {

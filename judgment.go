@@ -123,3 +123,6 @@ var ErrConflict = errors.New("conflict")
 // ErrUnavailable is returned when a dependency (Kafka, Postgres) cannot be
 // reached, so the request should be retried later.
 var ErrUnavailable = errors.New("unavailable")
+
+// ErrTooLarge is returned when a request or batch exceeds a size limit, so it must be split rather than retried.
+var ErrTooLarge = errors.New("too large")

@@ -167,6 +167,16 @@ func storeErr(err error, what, field string) *Error {
 		return e
 	case errors.Is(err, alignet.ErrTooLarge):
 		return tooLargeForStream(err)
+	case errors.Is(err, alignet.ErrInvalid):
+		// A value the API let through but the database refused; the client
+		// must change it, so it is a 422 rather than a 500.
+		var fe *alignet.FieldError
+		if errors.As(err, &fe) && fe.Field != "" {
+			field = fe.Field
+		}
+		e := newErr(http.StatusUnprocessableEntity, CodeInvalidField, field, "%s has an invalid value", what)
+		e.Err = err
+		return e
 	case errors.Is(err, alignet.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		return unavailable(err)
 	}

@@ -32,6 +32,8 @@ type env struct {
 	store   *fakeStore
 	pub     *fakePublisher
 	clock   *testClock
+	// components become Deps.Components of the servers the env builds.
+	components map[string]ReadinessChecker
 	reg     *prometheus.Registry
 	logs    *syncBuffer
 	admin   string
@@ -108,7 +110,9 @@ func (e *env) newServer(mods ...func(*Config)) *Server {
 	for _, m := range mods {
 		m(&cfg)
 	}
-	s, err := New(cfg, e.store.deps(e.pub))
+	deps := e.store.deps(e.pub)
+	deps.Components = e.components
+	s, err := New(cfg, deps)
 	if err != nil {
 		e.t.Fatalf("New: %v", err)
 	}

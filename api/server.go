@@ -570,43 +570,59 @@ const readyTimeout = 2 * time.Second
 func (s *Server) readyz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), readyTimeout)
 	defer cancel()
+	probes := map[string]func(context.Context) error{
+		"postgres": s.deps.Ready.Ready,
+		"kafka":    s.deps.Publisher.Ping,
+	}
+	for name, comp := range s.deps.Components {
+		probes[name] = comp.Ready
+	}
 	type result struct {
 		name string
 		err  error
 	}
-	ch := make(chan result, 2)
-	go func() { ch <- result{"postgres", s.deps.Ready.Ready(ctx)} }()
-	go func() { ch <- result{"kafka", s.deps.Publisher.Ping(ctx)} }()
+	ch := make(chan result, len(probes))
+	for name, probe := range probes {
+		go func() { ch <- result{name, probe(ctx)} }()
+	}
 	checks := map[string]string{}
 	failed := map[string]bool{}
-	pending := map[string]bool{"postgres": true, "kafka": true}
-	for len(pending) > 0 {
+wait:
+	for range probes {
 		select {
 		case r := <-ch:
-			delete(pending, r.name)
 			if r.err != nil {
 				failed[r.name] = true
 				checks[r.name] = r.err.Error()
-				s.log.Warn("readiness check failed", "dependency", r.name, "err", r.err)
+				s.log.Warn("readiness check failed", "check", r.name, "err", r.err)
 			} else {
 				checks[r.name] = "ok"
 			}
 		case <-ctx.Done():
-			for name := range pending {
-				failed[name] = true
-				checks[name] = "no answer within 2s"
-				s.log.Warn("readiness check timed out", "dependency", name)
+			for name := range probes {
+				if _, ok := checks[name]; !ok {
+					failed[name] = true
+					checks[name] = "no answer within " + readyTimeout.String()
+					s.log.Warn("readiness check timed out", "check", name)
+				}
 			}
-			pending = nil
+			break wait
 		}
 	}
 	warm := s.warmKeys.Load() && s.warmStudies.Load()
+	degraded := false
+	for name := range s.deps.Components {
+		degraded = degraded || failed[name]
+	}
 	switch {
 	case failed["kafka"] || failed["postgres"] && !warm:
 		c.Response().Header().Set("Retry-After", "1")
 		return c.JSON(http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "checks": checks})
 	case failed["postgres"]:
 		checks["cache"] = "serving known keys and studies from memory"
+		degraded = true
+	}
+	if degraded {
 		return c.JSON(http.StatusOK, map[string]any{"status": "degraded", "checks": checks})
 	}
 	return c.JSON(http.StatusOK, map[string]any{"status": "ok", "checks": checks})

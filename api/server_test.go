@@ -15,6 +15,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -536,5 +537,34 @@ func TestExportFailures(t *testing.T) {
 	}
 	if _, err := io.ReadAll(resp.Body); err == nil {
 		t.Fatal("aborted export read without error")
+	}
+}
+
+// readyFunc adapts a function to ReadinessChecker.
+type readyFunc func(context.Context) error
+
+func (f readyFunc) Ready(ctx context.Context) error { return f(ctx) }
+
+func TestReadyzReportsComponents(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var persisterErr error
+	e := &env{t: t, store: newFakeStore(), pub: &fakePublisher{}, reg: prometheus.NewRegistry(), logs: &syncBuffer{}, clock: newTestClock()}
+	e.components = map[string]ReadinessChecker{"persister": readyFunc(func(context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
+		return persisterErr
+	})}
+	e.start()
+	rec := e.must(http.StatusOK, "GET", "/readyz", "", "")
+	if !strings.Contains(rec.Body.String(), `"status":"ok"`) || !strings.Contains(rec.Body.String(), `"persister":"ok"`) {
+		t.Fatalf("healthy body %s", rec.Body)
+	}
+	mu.Lock()
+	persisterErr = errors.New("stuck for 2m0s: insert judgments: boom")
+	mu.Unlock()
+	rec = e.must(http.StatusOK, "GET", "/readyz", "", "")
+	if !strings.Contains(rec.Body.String(), `"status":"degraded"`) || !strings.Contains(rec.Body.String(), `"persister":"stuck for 2m0s`) {
+		t.Fatalf("stuck persister body %s", rec.Body)
 	}
 }

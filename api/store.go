@@ -113,6 +113,10 @@ type Deps struct {
 	Ready ReadinessChecker
 	// Publisher receives accepted judgments.
 	Publisher Publisher
+	// Components are the other roles running in this process (such as the
+	// persister), by name. Optional. A failing one makes /readyz answer
+	// "degraded": the API still accepts judgments, which Kafka buffers.
+	Components map[string]ReadinessChecker
 }
 
 func (d Deps) check() error {

@@ -161,7 +161,7 @@ func readAffine(z *npy.NPZ) (affine, error) {
 		return a, err
 	}
 	if len(shape) != 2 {
-		return a, fmt.Errorf("W has shape %v, want 2-d", shape)
+		return a, fmt.Errorf("weight matrix W has shape %v, want 2-d", shape)
 	}
 	b, bshape, err := readFloat64s(z, "b")
 	if err != nil {

@@ -1,7 +1,8 @@
 // Package offline implements the file-based offline subcommands of alignet
-// (fit, eval, generate, distill): it reads embeddings, triplets, repeated
-// triplets and category tables from disk, calls package learner, and writes
-// models and reports.
+// (fit, eval, generate, distill): it reads embeddings, item ids, judgments
+// (THINGS text files and the server's CSV and JSONL exports), repeated
+// triplets and category tables from disk, calls package learner, and
+// writes models and datasets (package modelfile) and reports.
 package offline
 
 import (
@@ -12,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -21,12 +23,35 @@ import (
 	"github.com/alignet/alignet/npy"
 )
 
+// NonFiniteError reports a NaN or infinite value in an embeddings matrix.
+type NonFiniteError struct {
+	// Row and Col locate the value (0-based); Value is it.
+	Row, Col int
+	Value    float32
+}
+
+func (e *NonFiniteError) Error() string {
+	return fmt.Sprintf("row %d, column %d is %v; every value must be finite (in NumPy, np.isfinite(x).all() checks, np.nan_to_num(x) replaces)", e.Row, e.Col, e.Value)
+}
+
+// CheckFinite returns a *NonFiniteError for the first NaN or infinite value
+// of the row-major matrix x with d columns, or nil.
+func CheckFinite(x []float32, d int) error {
+	for i, v := range x {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return &NonFiniteError{Row: i / d, Col: i % d, Value: v}
+		}
+	}
+	return nil
+}
+
 // ReadEmbeddings reads a two-dimensional .npy matrix as float32 and returns
-// it row-major with its number of rows n and columns d.
+// it row-major with its number of rows n and columns d. Every value must be
+// finite; the error of one that is not is a *NonFiniteError naming its row.
 func ReadEmbeddings(path string) (x []float32, n, d int, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, 0, 0, fmt.Errorf("open embeddings: %w", err)
+		return nil, 0, 0, fmt.Errorf("read embeddings: %w", err)
 	}
 	defer f.Close()
 	x, shape, err := npy.ReadFloat32(bufio.NewReader(f))
@@ -34,71 +59,146 @@ func ReadEmbeddings(path string) (x []float32, n, d int, err error) {
 		return nil, 0, 0, fmt.Errorf("read embeddings %s: %w", path, err)
 	}
 	if len(shape) != 2 || shape[0] == 0 || shape[1] == 0 {
-		return nil, 0, 0, fmt.Errorf("embeddings %s: want a non-empty 2-d array, got shape %v", path, shape)
+		return nil, 0, 0, fmt.Errorf("embeddings %s: want a non-empty 2-d array (one row per item), got shape %v", path, shape)
+	}
+	if err := CheckFinite(x, shape[1]); err != nil {
+		return nil, 0, 0, fmt.Errorf("embeddings %s: %w", path, err)
 	}
 	return x, shape[0], shape[1], nil
 }
 
-// ReadTriplets reads a triplet text file with one judgment per line,
-// "i j k [subject]" (odd-one-out: k is the odd one) or "head close far"
-// (anchor). Blank lines and lines starting with '#' are skipped. Indices
-// must lie in [0,n) when n > 0. subjects holds the fourth column, or -1 when
-// a line has none.
-func ReadTriplets(path string, n int) (ts []learner.Triplet, subjects []int32, err error) {
-	f, err := os.Open(path)
+// ReadIDs reads an ids file such as THINGS's concepts.txt: one item id per
+// line, line n naming row n of the matching embeddings. Ids must be
+// non-empty and distinct; a trailing newline and CRLF line ends are fine.
+func ReadIDs(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("open triplets: %w", err)
+		return nil, fmt.Errorf("read ids: %w", err)
 	}
-	defer f.Close()
-	ts, subjects, err = ParseTriplets(f, n)
-	if err != nil {
-		return nil, nil, fmt.Errorf("read triplets %s: %w", path, err)
+	text := strings.TrimSuffix(strings.ReplaceAll(string(b), "\r\n", "\n"), "\n")
+	if text == "" {
+		return nil, fmt.Errorf("ids %s: file is empty", path)
 	}
-	return ts, subjects, nil
+	ids := strings.Split(text, "\n")
+	seen := make(map[string]int, len(ids))
+	for i, id := range ids {
+		id = strings.TrimSpace(id)
+		if id == "" {
+			return nil, fmt.Errorf("ids %s line %d: empty id", path, i+1)
+		}
+		if prev, dup := seen[id]; dup {
+			return nil, fmt.Errorf("ids %s line %d: id %q already on line %d", path, i+1, id, prev+1)
+		}
+		seen[id] = i
+		ids[i] = id
+	}
+	return ids, nil
 }
 
-// ParseTriplets parses the triplet text format described at ReadTriplets.
-func ParseTriplets(r io.Reader, n int) (ts []learner.Triplet, subjects []int32, err error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<16), 1<<20)
-	line := 0
-	for sc.Scan() {
-		line++
-		s := strings.TrimSpace(sc.Text())
-		if s == "" || s[0] == '#' {
-			continue
+// Rows names the rows of an embeddings matrix, so that judgments naming
+// items by id (the server's exports) map to rows. Without ids, items are
+// named by their row index.
+type Rows struct {
+	n     int
+	ids   []string
+	index map[string]int32
+}
+
+// Errors of row lookups, wrapped with the item.
+var (
+	errOutOfRange = errors.New("out of range")
+	errNotIndex   = errors.New("not a row index")
+)
+
+// IndexRows returns n rows named by their index ("0", "1", ...).
+func IndexRows(n int) Rows { return Rows{n: n} }
+
+// NewRows names n rows with ids (row i is ids[i]). A count that does not
+// match n is an error, with a hint when the matrix looks transposed.
+func NewRows(n, d int, ids []string) (Rows, error) {
+	if len(ids) != n {
+		hint := ""
+		if len(ids) == d {
+			hint = fmt.Sprintf("; the matrix has %d columns, as many as there are ids: it looks transposed (save x.T, or np.ascontiguousarray(x.T), with one row per item)", d)
 		}
-		fields := strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == '\t' || r == ',' })
-		if len(fields) < 3 || len(fields) > 4 {
-			return nil, nil, fmt.Errorf("line %d: want 3 or 4 fields, got %d", line, len(fields))
-		}
-		var v [4]int64
-		v[3] = -1
-		for a, fs := range fields {
-			x, err := strconv.ParseInt(fs, 10, 32)
-			if err != nil {
-				return nil, nil, fmt.Errorf("line %d field %d: %w", line, a+1, err)
-			}
-			v[a] = x
-		}
-		for a := 0; a < 3; a++ {
-			if v[a] < 0 || (n > 0 && v[a] >= int64(n)) {
-				return nil, nil, fmt.Errorf("line %d: item %d out of range [0,%d)", line, v[a], n)
-			}
-		}
-		if v[0] == v[1] || v[0] == v[2] || v[1] == v[2] {
-			return nil, nil, fmt.Errorf("line %d: repeated item in triplet", line)
-		}
-		ts = append(ts, learner.Triplet{I: int32(v[0]), J: int32(v[1]), K: int32(v[2])})
-		subjects = append(subjects, int32(v[3]))
+		return Rows{}, fmt.Errorf("%d ids for %d embedding rows%s", len(ids), n, hint)
 	}
-	if err := sc.Err(); err != nil {
-		return nil, nil, err
+	r := Rows{n: n, ids: ids, index: make(map[string]int32, n)}
+	for i, id := range ids {
+		r.index[id] = int32(i)
 	}
-	if len(ts) == 0 {
-		return nil, nil, errors.New("no triplets")
+	return r, nil
+}
+
+// Len returns the number of rows.
+func (r Rows) Len() int { return r.n }
+
+// HasIDs reports whether the rows are named by ids rather than indices.
+func (r Rows) HasIDs() bool { return r.ids != nil }
+
+// Index returns the row of an item id.
+func (r Rows) Index(id string) (int32, error) {
+	if r.ids == nil {
+		i, err := r.Row(id)
+		if errors.Is(err, errNotIndex) {
+			return 0, fmt.Errorf("%w; name the embeddings rows with --ids FILE (one id per line) to use item ids", err)
+		}
+		return i, err
 	}
-	return ts, subjects, nil
+	i, ok := r.index[id]
+	if !ok {
+		return 0, fmt.Errorf("item %q is not in the ids file", id)
+	}
+	return i, nil
+}
+
+// Row parses a row index in [0,n) (n = 0: any non-negative index).
+func (r Rows) Row(s string) (int32, error) {
+	v, err := strconv.ParseInt(s, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("item %q is %w", s, errNotIndex)
+	}
+	if v < 0 || (r.n > 0 && v >= int64(r.n)) {
+		return 0, fmt.Errorf("item %d %w [0,%d)", v, errOutOfRange, r.n)
+	}
+	return int32(v), nil
+}
+
+// embeddings is a matrix an offline command reads, with the names of its
+// rows.
+type embeddings struct {
+	x    []float32
+	n, d int
+	rows Rows
+}
+
+// loadEmbeddings reads the embeddings at path and, when idsPath is set,
+// the ids naming their rows.
+func loadEmbeddings(path, idsPath string) (*embeddings, error) {
+	x, n, d, err := ReadEmbeddings(path)
+	if err != nil {
+		return nil, err
+	}
+	e := &embeddings{x: x, n: n, d: d, rows: IndexRows(n)}
+	if idsPath != "" {
+		ids, err := ReadIDs(idsPath)
+		if err != nil {
+			return nil, err
+		}
+		if e.rows, err = NewRows(n, d, ids); err != nil {
+			return nil, fmt.Errorf("--ids %s and --embeddings %s: %w", idsPath, path, err)
+		}
+	}
+	return e, nil
+}
+
+// triplets reads a judgments file (see ReadTriplets) over e's rows.
+func (e *embeddings) triplets(path, task string) ([]learner.Triplet, error) {
+	ts, err := ReadTriplets(path, e.rows, task)
+	if errors.Is(err, errOutOfRange) && e.d > e.n {
+		return nil, fmt.Errorf("%w (the embeddings have %d rows and %d columns: if the matrix is transposed, save x.T, or np.ascontiguousarray(x.T), with one row per item)", err, e.n, e.d)
+	}
+	return ts, err
 }
 
 // ReadRepeats reads a repeated-triplets CSV with a header line and rows

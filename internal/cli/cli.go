@@ -66,6 +66,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		usage(stderr, cmds)
 		return 2
 	}
+	if _, ok := importKinds[arg(args, 1)]; ok && name == "import" {
+		name += " " + args[1] // errors name the kind: "alignet import things: ..."
+	}
 	err := c.run(ctx, args[1:], stdout, stderr)
 	var ue *cmdline.UsageError
 	switch {
@@ -156,3 +159,11 @@ func versionText(info *debug.BuildInfo) string {
 }
 
 func getenv(k string) string { return os.Getenv(k) }
+
+// arg returns args[i], or "" when there are fewer arguments.
+func arg(args []string, i int) string {
+	if i < len(args) {
+		return args[i]
+	}
+	return ""
+}

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -10,6 +11,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"testing"
+
+	"github.com/alignet/alignet/npy"
 )
 
 // TestEveryCommandHasHelp runs "<cmd> -h" for every subcommand, which
@@ -252,3 +255,43 @@ func TestReadJudgmentFileFormats(t *testing.T) {
 }
 
 func writeFile(path, body string) error { return os.WriteFile(path, []byte(body), 0o644) }
+
+// TestImportEmbeddingsHints checks the errors of "import embeddings" for a
+// NaN (naming the row's item id), a Fortran-ordered file and a transposed
+// matrix; all are found before anything is sent.
+func TestImportEmbeddingsHints(t *testing.T) {
+	dir := t.TempDir()
+	ids := filepath.Join(dir, "ids.txt")
+	if err := writeFile(ids, "a\nb\nc\n"); err != nil {
+		t.Fatal(err)
+	}
+	npyFile := func(name string, a *npy.Array, fortran bool) string {
+		var buf bytes.Buffer
+		if err := npy.Write(&buf, a); err != nil {
+			t.Fatal(err)
+		}
+		b := buf.String()
+		if fortran {
+			b = strings.Replace(b, "'fortran_order': False", "'fortran_order': True ", 1)
+		}
+		p := filepath.Join(dir, name)
+		if err := writeFile(p, b); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	x := make([]float32, 3*2)
+	x[3] = float32(math.Inf(-1))
+	for file, want := range map[string]string{
+		npyFile("inf.npy", npy.FromFloat32(x, 3, 2), false):                `item "b": embeddings ` + dir + `/inf.npy: row 1, column 1 is -Inf`,
+		npyFile("f.npy", npy.FromFloat32(make([]float32, 6), 3, 2), true):  "np.ascontiguousarray(x)",
+		npyFile("t.npy", npy.FromFloat32(make([]float32, 6), 2, 3), false): "3 ids for 2 embedding rows; the matrix has 3 columns, as many as there are ids: it looks transposed",
+	} {
+		var out, errOut bytes.Buffer
+		code := Main(context.Background(), []string{"import", "embeddings", "--server", "http://127.0.0.1:1", "--key", "k",
+			"--space", "s", "--npy", file, "--ids", ids}, &out, &errOut)
+		if code != 1 || !strings.Contains(errOut.String(), want) {
+			t.Errorf("%s: exit %d, stderr %q, want %q", filepath.Base(file), code, errOut.String(), want)
+		}
+	}
+}

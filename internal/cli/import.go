@@ -195,7 +195,7 @@ func withIDsHint(err error, js []client.Judgment, ids []string, path string) err
 		return err
 	}
 	j := js[0]
-	for _, it := range append(j.Items, j.Head, j.Close, j.Far) {
+	for _, it := range append([]string{j.Head, j.Close, j.Far}, j.Items...) {
 		if _, aerr := strconv.Atoi(it); it != "" && aerr != nil {
 			return err
 		}

@@ -34,9 +34,9 @@ func (e *NonFiniteError) Error() string {
 	return fmt.Sprintf("row %d, column %d is %v; every value must be finite (in NumPy, np.isfinite(x).all() checks, np.nan_to_num(x) replaces)", e.Row, e.Col, e.Value)
 }
 
-// CheckFinite returns a *NonFiniteError for the first NaN or infinite value
+// checkFinite returns a *NonFiniteError for the first NaN or infinite value
 // of the row-major matrix x with d columns, or nil.
-func CheckFinite(x []float32, d int) error {
+func checkFinite(x []float32, d int) error {
 	for i, v := range x {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 			return &NonFiniteError{Row: i / d, Col: i % d, Value: v}
@@ -61,7 +61,7 @@ func ReadEmbeddings(path string) (x []float32, n, d int, err error) {
 	if len(shape) != 2 || shape[0] == 0 || shape[1] == 0 {
 		return nil, 0, 0, fmt.Errorf("embeddings %s: want a non-empty 2-d array (one row per item), got shape %v", path, shape)
 	}
-	if err := CheckFinite(x, shape[1]); err != nil {
+	if err := checkFinite(x, shape[1]); err != nil {
 		return nil, 0, 0, fmt.Errorf("embeddings %s: %w", path, err)
 	}
 	return x, shape[0], shape[1], nil
@@ -129,12 +129,6 @@ func NewRows(n, d int, ids []string) (Rows, error) {
 	}
 	return r, nil
 }
-
-// Len returns the number of rows.
-func (r Rows) Len() int { return r.n }
-
-// HasIDs reports whether the rows are named by ids rather than indices.
-func (r Rows) HasIDs() bool { return r.ids != nil }
 
 // Index returns the row of an item id.
 func (r Rows) Index(id string) (int32, error) {
@@ -207,7 +201,7 @@ func (e *embeddings) triplets(path, task string) ([]learner.Triplet, error) {
 func ReadRepeats(path string, n int) ([]learner.RepeatedTriplet, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("open repeats: %w", err)
+		return nil, fmt.Errorf("read repeats: %w", err)
 	}
 	defer f.Close()
 	cr := csv.NewReader(bufio.NewReader(f))
@@ -258,7 +252,7 @@ type Categories struct {
 func ReadCategories(path string) (*Categories, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("open categories: %w", err)
+		return nil, fmt.Errorf("read categories: %w", err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -352,12 +346,12 @@ func Gather[T any](xs []T, idx []int) []T {
 func FileSHA256(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", fmt.Errorf("hash %s: %w", path, err)
+		return "", fmt.Errorf("hash: %w", err)
 	}
 	defer f.Close()
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("hash %s: %w", path, err)
+		return "", fmt.Errorf("hash: %w", err) // a *PathError naming the file
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }

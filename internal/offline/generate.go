@@ -231,7 +231,7 @@ func ReadLabels(path string, n int) ([]int32, error) {
 	case strings.HasSuffix(path, ".npy"):
 		f, err := os.Open(path)
 		if err != nil {
-			return nil, fmt.Errorf("open labels: %w", err)
+			return nil, fmt.Errorf("read labels: %w", err)
 		}
 		defer f.Close()
 		a, err := npy.Read(bufio.NewReader(f))
@@ -260,7 +260,7 @@ func ReadLabels(path string, n int) ([]int32, error) {
 	default:
 		f, err := os.Open(path)
 		if err != nil {
-			return nil, fmt.Errorf("open labels: %w", err)
+			return nil, fmt.Errorf("read labels: %w", err)
 		}
 		defer f.Close()
 		sc := bufio.NewScanner(f)

@@ -47,18 +47,24 @@ func New(baseURL, key string, httpClient *http.Client) *Client {
 
 // Error is a non-2xx answer from the server.
 type Error struct {
-	Status     int
-	Code       string `json:"code"`
-	Message    string `json:"message"`
-	Field      string `json:"field"`
+	// Status is the HTTP status code.
+	Status int
+	// Code, Message and Field are the error body's fields: a stable code
+	// such as "unknown_item", a sentence, and the request field at fault.
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field"`
+	// RetryAfter is the server's Retry-After, zero when absent.
 	RetryAfter time.Duration
 }
 
+// Error renders the answer as "server answered 422 unknown_item: item
+// "x" is not in the study's pool (field [0].items[1])".
 func (e *Error) Error() string {
 	if e.Field != "" {
-		return fmt.Sprintf("alignet: %d %s: %s (field %s)", e.Status, e.Code, e.Message, e.Field)
+		return fmt.Sprintf("server answered %d %s: %s (field %s)", e.Status, e.Code, e.Message, e.Field)
 	}
-	return fmt.Sprintf("alignet: %d %s: %s", e.Status, e.Code, e.Message)
+	return fmt.Sprintf("server answered %d %s: %s", e.Status, e.Code, e.Message)
 }
 
 // Temporary reports whether the request may succeed if retried later.

@@ -75,25 +75,6 @@ func TestResolveNamesEveryProblem(t *testing.T) {
 	}
 }
 
-func TestLoadOrCreateSecretIsStable(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "k")
-	a, err := loadOrCreateSecret(p, "alg_")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := loadOrCreateSecret(p, "alg_")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a != b || !strings.HasPrefix(a, "alg_") || len(a) < 40 {
-		t.Fatalf("secrets %q %q", a, b)
-	}
-	st, _ := os.Stat(p)
-	if st.Mode().Perm() != 0o600 {
-		t.Fatalf("secret file mode %v", st.Mode().Perm())
-	}
-}
-
 func TestRedactURL(t *testing.T) {
 	if got := redactURL("postgres://u:secret@h:5432/db"); strings.Contains(got, "secret") {
 		t.Fatalf("password not redacted: %s", got)

@@ -30,7 +30,9 @@ func (nopPublisher) Ping(context.Context) error                                {
 func TestStalledExportsLeaveDBPool(t *testing.T) {
 	t.Parallel()
 	const clients, maxExports, poolSize = 12, 4, 6
-	d := dbtest.Open(t, db.Config{MaxConns: poolSize})
+	// The database's own export cap is set to the API's, so the API cap is what
+	// this test measures.
+	d := dbtest.Open(t, db.Config{MaxConns: poolSize, MaxExportConns: maxExports})
 	ctx := context.Background()
 	if _, _, err := d.PutSpace(ctx, "sp", 2); err != nil {
 		t.Fatal(err)

@@ -26,19 +26,19 @@ const (
 // odd-one-out study "s1" and an anchor study "a1", both over items c1..c6,
 // and keys for every scope.
 type env struct {
-	t       testing.TB
-	s       *Server
-	h       http.Handler
-	store   *fakeStore
-	pub     *fakePublisher
-	clock   *testClock
+	t     testing.TB
+	s     *Server
+	h     http.Handler
+	store *fakeStore
+	pub   *fakePublisher
+	clock *testClock
 	// components become Deps.Components of the servers the env builds.
 	components map[string]ReadinessChecker
-	reg     *prometheus.Registry
-	logs    *syncBuffer
-	admin   string
-	collect string
-	read    string
+	reg        *prometheus.Registry
+	logs       *syncBuffer
+	admin      string
+	collect    string
+	read       string
 }
 
 // syncBuffer is a goroutine-safe log sink.

@@ -29,10 +29,13 @@ import (
 // their current batches; the producer and the database pool close last.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Registry) error {
 	database, err := db.Open(ctx, db.Config{
-		URL:        cfg.DatabaseURL,
-		MaxConns:   int32(cfg.DBMaxConns),
-		Registerer: reg,
-		Logger:     log.With("component", "db"),
+		URL:      cfg.DatabaseURL,
+		MaxConns: int32(cfg.DBMaxConns),
+		// Exports are capped in the API and, with the same number, in the
+		// pool, so readers can never hold the persister's connections.
+		MaxExportConns: int32(cfg.MaxExports),
+		Registerer:     reg,
+		Logger:         log.With("component", "db"),
 	})
 	if err != nil {
 		return err

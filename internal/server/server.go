@@ -100,8 +100,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 			Registerer:   reg,
 			Gatherer:     reg,
 			Logger:       log.With("component", "api"),
-		}, api.Deps{Spaces: database, Studies: database, Judgments: database, Keys: database,
-			Workers: database, Ready: database, Publisher: producer, Components: components})
+		}, api.Deps{Spaces: database, Studies: database, Settings: database, Teachers: database,
+			TeacherSource: database, Judgments: database, Keys: database, Workers: database,
+			Ready: database, Publisher: producer, Components: components})
 		if err != nil {
 			return fmt.Errorf("new api: %w", err)
 		}

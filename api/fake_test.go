@@ -43,8 +43,8 @@ type fakeStore struct {
 	states     map[string]alignet.TeacherState
 	versions   map[string][]alignet.TeacherVersion // oldest first
 	refits     map[string]bool
-	down       error                     // returned by every method when set
-	exportErr  error                     // returned by ExportJudgments after exportOK rows
+	down       error // returned by every method when set
+	exportErr  error // returned by ExportJudgments after exportOK rows
 	exportOK   int
 	calls      map[string]int
 	inUse      int // connections held now

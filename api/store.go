@@ -81,6 +81,8 @@ type TeacherStore interface {
 type TeacherSource interface {
 	// GetStudy returns the study with the given id.
 	GetStudy(ctx context.Context, id string) (alignet.Study, error)
+	// GetSpace returns the named space.
+	GetSpace(ctx context.Context, name string) (alignet.Space, error)
 	// StudyItems returns a study's item pool.
 	StudyItems(ctx context.Context, study string) ([]string, error)
 	// LoadEmbeddings returns the vectors of ids in a space, back to back,

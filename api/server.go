@@ -61,9 +61,18 @@
 // key; each chunk of an export must be taken within Config.WriteTimeout;
 // and at most Config.MaxExports exports hold a database connection at once.
 //
+// The /teacher routes show what the learner role stores in Postgres: a
+// study's current teacher state, its versions and, as the .npz file of
+// alignet fit --out, its parameters. Predictions and neighbours are served
+// from a TeacherCache, an in-memory copy of every cached study's teacher
+// representations that Serve keeps current by polling cheap stamps every
+// Config.TeacherPollInterval; before the learner stored anything, the raw
+// embeddings are the teacher.
+//
 // The server is wired as
 //
 //	srv, err := api.New(cfg, api.Deps{Spaces: database, Studies: database,
+//		Settings: database, Teachers: database, TeacherSource: database,
 //		Judgments: database, Keys: database, Workers: database,
 //		Ready: database, Publisher: producer}) // *db.DB, *stream.Producer
 //	err = srv.Run(ctx)

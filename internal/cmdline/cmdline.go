@@ -20,7 +20,6 @@ type FlagSet struct {
 	*flag.FlagSet
 	command      string
 	summary      string
-	args         string
 	examples     []string
 	notes        []string
 	required     []string
@@ -39,7 +38,6 @@ func New(command, summary string, stdout io.Writer) *FlagSet {
 		FlagSet:      flag.NewFlagSet("alignet "+command, flag.ContinueOnError),
 		command:      command,
 		summary:      summary,
-		args:         "[flags]",
 		placeholders: map[string]string{},
 		env:          map[string][]string{},
 		hidden:       map[string]bool{},
@@ -50,10 +48,6 @@ func New(command, summary string, stdout io.Writer) *FlagSet {
 	fs.FlagSet.Usage = func() {}
 	return fs
 }
-
-// Args sets the argument synopsis after the command name (default
-// "[flags]").
-func (fs *FlagSet) Args(synopsis string) { fs.args = synopsis }
 
 // Example adds an example command line to the help.
 func (fs *FlagSet) Example(lines ...string) { fs.examples = append(fs.examples, lines...) }
@@ -170,7 +164,7 @@ func (fs *FlagSet) Parse(args []string) error {
 // PrintHelp writes the help text to w.
 func (fs *FlagSet) PrintHelp(w io.Writer) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Usage: alignet %s %s\n\n%s\n", fs.command, fs.args, fs.summary)
+	fmt.Fprintf(&b, "Usage: alignet %s [flags]\n\n%s\n", fs.command, fs.summary)
 	if len(fs.examples) > 0 {
 		b.WriteString("\nExample:\n")
 		for _, e := range fs.examples {

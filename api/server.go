@@ -454,6 +454,7 @@ func (s *Server) close() {
 	s.closeOnce.Do(func() {
 		s.keys.Close()
 		s.studies.Close()
+		s.teachers.Close()
 	})
 }
 

@@ -135,10 +135,12 @@ func (c TeacherCacheConfig) withDefaults() TeacherCacheConfig {
 // are published atomically, so readers never wait for a rebuild. Every API
 // replica keeps its own cache.
 type TeacherCache struct {
-	src TeacherSource
-	cfg TeacherCacheConfig
-	log *slog.Logger
-	m   *teacherCacheMetrics
+	src    TeacherSource
+	cfg    TeacherCacheConfig
+	log    *slog.Logger
+	m      *teacherCacheMetrics
+	ctx    context.Context // of first loads, cancelled by Close
+	cancel context.CancelFunc
 
 	mu      sync.Mutex
 	entries map[string]*teacherEntry
@@ -167,6 +169,7 @@ func NewTeacherCache(cfg TeacherCacheConfig, src TeacherSource) (*TeacherCache, 
 	cfg = cfg.withDefaults()
 	c := &TeacherCache{src: src, cfg: cfg, log: cfg.Logger, entries: map[string]*teacherEntry{},
 		subs: map[int]func(*TeacherSnapshot){}}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	m, err := newTeacherCacheMetrics(cfg.Registerer, c)
 	if err != nil {
 		return nil, err
@@ -174,6 +177,10 @@ func NewTeacherCache(cfg TeacherCacheConfig, src TeacherSource) (*TeacherCache, 
 	c.m = m
 	return c, nil
 }
+
+// Close cancels the first loads in progress; snapshots already published
+// stay readable.
+func (c *TeacherCache) Close() { c.cancel() }
 
 // Snapshot returns the current snapshot of study without waiting. A study
 // not cached yet is loaded in the background and reported as absent until
@@ -237,7 +244,7 @@ func (c *TeacherCache) entry(study string) *teacherEntry {
 // firstLoad builds the first snapshot of a new entry, on its own context
 // so that no single caller's cancellation fails the callers sharing it.
 func (c *TeacherCache) firstLoad(study string, e *teacherEntry) {
-	ctx, cancel := context.WithTimeout(context.Background(), teacherLoadTimeout)
+	ctx, cancel := context.WithTimeout(c.ctx, teacherLoadTimeout)
 	defer cancel()
 	_, err := c.refresh(ctx, study, e)
 	if err != nil {

@@ -158,7 +158,7 @@ func (p *freshnessProbe) run(ctx context.Context) {
 	}
 }
 
-// drain polls after the posting phase until done or timeout.
+// drain polls, once posting has ended, until done or timeout.
 func (p *freshnessProbe) drain(ctx context.Context, timeout time.Duration) {
 	p.stopPosting()
 	deadline := time.Now().Add(timeout)

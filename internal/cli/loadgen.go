@@ -212,10 +212,7 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		rep.MaxMillis = ms(all[len(all)-1])
 	}
 	if probe != nil {
-		stopProbe()
-		probe.drain(ctx, *freshWait)
-		fr := probe.report()
-		rep.Freshness = &fr
+		probe.stopPosting()
 	}
 
 	// Verification: every accepted judgment must be stored exactly once.
@@ -235,6 +232,14 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		time.Sleep(20 * time.Millisecond)
 	}
 	rep.PersistLagSeconds = time.Since(start.Add(elapsed)).Seconds()
+	// The probe kept polling meanwhile; now it waits for the learner to
+	// reflect every sample.
+	if probe != nil {
+		stopProbe()
+		probe.drain(ctx, *freshWait)
+		fr := probe.report()
+		rep.Freshness = &fr
+	}
 	rep.Verified = rep.Stored == rep.Accepted && rep.Errors == 0
 	if fr := rep.Freshness; fr != nil && (fr.Resolved < fr.Samples || fr.FinalLag > 0) {
 		rep.Verified = false

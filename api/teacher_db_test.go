@@ -191,12 +191,10 @@ func TestTeacherRoutesOnPostgres(t *testing.T) {
 			// Triplets over rows, with a simulated human choice each: for
 			// odd-one-out the last of the three is the odd one, as in the
 			// text format "i j k"; for anchor "head close far".
-			var rows [][3]int
 			var lines strings.Builder
 			var req [][3]string
 			for range 300 {
 				r := rng.Perm(n)[:3]
-				rows = append(rows, [3]int{r[0], r[1], r[2]})
 				fmt.Fprintf(&lines, "%d %d %d\n", r[0], r[1], r[2])
 				// Shuffle the odd-one-out display order so that the odd
 				// one is not always last in the request.

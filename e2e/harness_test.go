@@ -153,14 +153,14 @@ type proc struct {
 }
 
 // start launches `alignet serve` with the given roles on a free port and
-// waits until it answers /healthz.
-func (s *stack) start(roles string) *proc {
+// waits until it answers /healthz. env are extra VAR=value settings.
+func (s *stack) start(roles string, env ...string) *proc {
 	s.t.Helper()
-	return s.startAt(roles, fmt.Sprintf("127.0.0.1:%d", freePort(s.t)))
+	return s.startAt(roles, fmt.Sprintf("127.0.0.1:%d", freePort(s.t)), env...)
 }
 
 // startAt is start listening on addr.
-func (s *stack) startAt(roles, addr string) *proc {
+func (s *stack) startAt(roles, addr string, env ...string) *proc {
 	t := s.t
 	t.Helper()
 	logf, err := os.CreateTemp(t.TempDir(), "alignet-*.log")
@@ -180,6 +180,7 @@ func (s *stack) startAt(roles, addr string) *proc {
 		"ALIGNET_KAFKA_GROUP="+s.topic+".persister",
 		"ALIGNET_LOG_LEVEL=info",
 	)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

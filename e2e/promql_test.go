@@ -280,9 +280,9 @@ func TestAnalysePromQL(t *testing.T) {
 
 func TestAlertSides(t *testing.T) {
 	for expr, want := range map[string][]string{
-		`sum(rate(a{s=~"5.."}[5m])) / sum(rate(a[5m])) > 0.01`: {`sum(rate(a{s=~"5.."}[5m])) / sum(rate(a[5m]))`},
+		`sum(rate(a{s=~"5.."}[5m])) / sum(rate(a[5m])) > 0.01`:                    {`sum(rate(a{s=~"5.."}[5m])) / sum(rate(a[5m]))`},
 		"sum by (topic) (lag) > 1000\n  and sum by (topic) (deriv(lag[10m])) > 0": {"sum by (topic) (lag)", "sum by (topic) (deriv(lag[10m]))"},
-		`up{job="alignet"} == 0`:                           {`up{job="alignet"}`},
+		`up{job="alignet"} == 0`: {`up{job="alignet"}`},
 		`max by (study) (acc) < on(study) group_left max by (study) (held) - 0.05`: {"max by (study) (acc)", "max by (study) (held) - 0.05"},
 		`-1 > bool x`: {"x"},
 		`x`:           {"x"},

@@ -44,10 +44,10 @@ func TestSoakShort(t *testing.T) {
 			Accepted int64 `json:"judgments_accepted"`
 			Verified bool  `json:"verified"`
 		} `json:"load"`
-		StoredRows     int64 `json:"stored_rows"`
-		DistinctIDs    int64 `json:"distinct_ids"`
+		StoredRows     int64  `json:"stored_rows"`
+		DistinctIDs    int64  `json:"distinct_ids"`
 		LearnerSeen    *int64 `json:"learner_judgments_seen"`
-		CountsVerified bool `json:"counts_verified"`
+		CountsVerified bool   `json:"counts_verified"`
 		RSS            []struct {
 			Name    string  `json:"name"`
 			Samples int     `json:"samples"`

@@ -29,7 +29,7 @@ import (
 )
 
 // soakRoles are the roles a soak runs, each in its own `alignet serve`.
-var soakRoles = []string{server.RolePersister, server.RoleAPI}
+var soakRoles = []string{server.RoleAPI, server.RolePersister}
 
 // soakReport is what a soak measured and verified.
 type soakReport struct {
@@ -83,8 +83,10 @@ func runSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Float64Var(&lc.Rate, "rate", 0, "target judgments per second (0: as fast as the stack takes them)")
 	every := fs.Duration("sample-every", 5*time.Second, "how often the resident memory of every process is sampled")
 	var watch watchFlag
-	fs.Var(&watch, "watch", "another process to sample, with its descendants, as `NAME=PID` (repeatable; scripts/soak.sh passes Postgres and Kafka)")
+	fs.Var(&watch, "watch", "another process to sample with its descendants, given as NAME=PID (repeatable; scripts/soak.sh passes Postgres and Kafka)")
+	fs.Placeholder("watch", "PROCESS")
 	rolesFlag := fs.String("roles", strings.Join(soakRoles, ","), "roles to start, each in its own process")
+	fs.Placeholder("roles", "LIST")
 	tolerance := fs.Float64("tolerance", 0.10, "flat: the last third's median RSS is at most this much (relative) above the middle third's")
 	slack := fs.Float64("slack-mb", 32, "flat also when the last third's median is at most this many MB above the middle third's")
 	requireFlat := fs.Bool("require-flat", true, "fail when a process's RSS did not stay flat")

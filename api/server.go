@@ -128,6 +128,12 @@ const (
 	// DefaultMaxExports is the default number of exports that may run at
 	// once, each holding one database connection.
 	DefaultMaxExports = 4
+	// DefaultMaxImageBody is the default cap on uploaded item images
+	// (5 MiB).
+	DefaultMaxImageBody = 5 << 20
+	// DefaultDisplayCacheTTL is the default lifetime of the cached display
+	// data of a study's items.
+	DefaultDisplayCacheTTL = 30 * time.Second
 )
 
 // reloadInterval is the least time between two reloads of one study or key
@@ -191,6 +197,23 @@ type Config struct {
 	// one database connection, so the rest of the pool stays free for the
 	// persister. Further exports get 503 with Retry-After. Default 4.
 	MaxExports int
+	// MaxImageBody caps uploaded item images in bytes. Default 5 MiB.
+	MaxImageBody int64
+	// DisplayCacheTTL is how long the display data of a study's items are
+	// served from memory before they are refreshed in the background;
+	// writes through this server are seen at once. Default 30s.
+	DisplayCacheTTL time.Duration
+	// SessionLimit is the rate limit of one participant session using a
+	// study-bound key. Default DefaultSessionLimit.
+	SessionLimit RateLimit
+	// AddressLimit is the rate limit of one client address using
+	// study-bound keys. Default DefaultAddressLimit.
+	AddressLimit RateLimit
+	// TrustForwardedFor takes the client address of AddressLimit from the
+	// X-Forwarded-For header set by a reverse proxy on a private or
+	// loopback address. Default false: the connection's address, which
+	// clients cannot forge.
+	TrustForwardedFor bool
 	// Registerer receives the API's metrics. Default: a new private registry.
 	Registerer prometheus.Registerer
 	// Gatherer is served on /metrics. Default: Registerer if it is also a
@@ -259,6 +282,18 @@ func (c Config) withDefaults() Config {
 	if c.MaxExports <= 0 {
 		c.MaxExports = DefaultMaxExports
 	}
+	if c.MaxImageBody <= 0 {
+		c.MaxImageBody = DefaultMaxImageBody
+	}
+	if c.DisplayCacheTTL <= 0 {
+		c.DisplayCacheTTL = DefaultDisplayCacheTTL
+	}
+	if c.SessionLimit == (RateLimit{}) {
+		c.SessionLimit = DefaultSessionLimit
+	}
+	if c.AddressLimit == (RateLimit{}) {
+		c.AddressLimit = DefaultAddressLimit
+	}
 	if c.Registerer == nil {
 		r := prometheus.NewRegistry()
 		c.Registerer = r
@@ -307,6 +342,12 @@ type Server struct {
 	metrics *metrics
 	keys    *ttlcache.Cache[[sha256.Size]byte, keyEntry]
 	studies *ttlcache.Cache[string, *studyEntry]
+	// displays holds the display data of each study's pool.
+	displays *ttlcache.Cache[string, *displayEntry]
+	// sessionLimit and addressLimit bound study-bound keys.
+	sessionLimit, addressLimit *limiter
+	// page is the built-in participant page.
+	page *runPage
 	exports chan struct{} // one token per running export
 	routes  map[string]bool
 	bufs    bufPool
@@ -336,6 +377,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	if err := checkRateLimit("session", cfg.SessionLimit); err != nil {
+		return nil, err
+	}
+	if err := checkRateLimit("address", cfg.AddressLimit); err != nil {
+		return nil, err
+	}
 	cfg.PseudonymKey = append([]byte(nil), cfg.PseudonymKey...)
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
@@ -347,11 +394,20 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		log:     cfg.Logger,
 		metrics: m,
 		exports: make(chan struct{}, cfg.MaxExports),
+
+		sessionLimit: newLimiter(limitSession, cfg.SessionLimit, cfg.Now),
+		addressLimit: newLimiter(limitAddress, cfg.AddressLimit, cfg.Now),
+	}
+	if s.page, err = newRunPage(); err != nil {
+		return nil, err
 	}
 	if s.keys, err = s.newKeyCache(); err != nil {
 		return nil, err
 	}
 	if s.studies, err = s.newStudyCache(); err != nil {
+		return nil, err
+	}
+	if s.displays, err = s.newDisplayCache(); err != nil {
 		return nil, err
 	}
 	if cfg.AdminKey != "" {
@@ -420,6 +476,7 @@ func (s *Server) close() {
 	s.closeOnce.Do(func() {
 		s.keys.Close()
 		s.studies.Close()
+		s.displays.Close()
 	})
 }
 
@@ -429,6 +486,10 @@ func (s *Server) newEcho() *echo.Echo {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = s.errorHandler
+	e.IPExtractor = echo.ExtractIPDirect()
+	if s.cfg.TrustForwardedFor {
+		e.IPExtractor = echo.ExtractIPFromXFFHeader()
+	}
 	e.Pre(s.deadlines)
 	if len(s.cfg.AllowOrigins) > 0 {
 		e.Pre(corsMiddleware(s.cfg.AllowOrigins))
@@ -474,6 +535,18 @@ func (s *Server) registerRoutes(e *echo.Echo) {
 	v1.DELETE("/keys/:id", s.deleteKey, s.auth(alignet.ScopeAdmin), checkParams)
 
 	v1.POST("/workers/lookup", s.lookupWorker, s.auth(alignet.ScopeRead))
+
+	v1.POST("/items", s.postItemDisplays, s.auth(alignet.ScopeAdmin))
+	v1.GET("/items/:item", s.getItem, s.auth(alignet.ScopeRead))
+	v1.PUT("/items/:item/image", s.putItemImage, s.auth(alignet.ScopeAdmin))
+	// Public: browsers load stimuli with <img>, which sends no key.
+	v1.GET("/items/:item/image", s.getItemImage)
+
+	// The built-in participant page (public HTML and assets; the page
+	// calls the API with the study-bound key of its link).
+	v1.GET("/studies/:study/page", s.getPageSettings, s.auth(alignet.ScopeCollect), checkParams)
+	e.GET("/run/:study", s.runPageHTML, checkParams)
+	e.GET("/run/assets/:file", s.runPageAsset)
 }
 
 // checkParams answers 404 for a path naming a space or study by a string

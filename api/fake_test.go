@@ -34,13 +34,13 @@ type fakeStore struct {
 	embeddings map[string]map[string][]float32
 	studies    map[string]alignet.Study
 	items      map[string]map[string]bool
-	judgments  []alignet.Judgment        // sorted by (received_at, id, study); replaced, never modified
-	keys       map[string]alignet.APIKey // by hash
-	keyHash    map[string]string         // id -> hash
+	judgments  []alignet.Judgment             // sorted by (received_at, id, study); replaced, never modified
+	keys       map[string]alignet.APIKey      // by hash
+	keyHash    map[string]string              // id -> hash
 	displays   map[string]alignet.ItemDisplay // label and image URL by item; made on first use
 	images     map[string]fakeImage           // uploaded images by item; made on first use
-	down       error                     // returned by every method when set
-	exportErr  error                     // returned by ExportJudgments after exportOK rows
+	down       error                          // returned by every method when set
+	exportErr  error                          // returned by ExportJudgments after exportOK rows
 	exportOK   int
 	calls      map[string]int
 	inUse      int // connections held now

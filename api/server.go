@@ -347,7 +347,7 @@ type Server struct {
 	// sessionLimit and addressLimit bound study-bound keys.
 	sessionLimit, addressLimit *limiter
 	// page is the built-in participant page.
-	page *runPage
+	page    *runPage
 	exports chan struct{} // one token per running export
 	routes  map[string]bool
 	bufs    bufPool

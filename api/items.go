@@ -117,10 +117,15 @@ func (s *Server) displayFor(ctx context.Context, study string, items []string) (
 	return out, nil
 }
 
-// itemParam returns the item of the route, unescaped.
+// itemParam returns the item of the route, unescaped. The router matches
+// the escaped path only when it differs from the default encoding of the
+// path (RawPath is set); otherwise the parameter is already unescaped.
 func itemParam(c echo.Context) (string, error) {
 	raw := c.Param("item")
-	it, err := url.PathUnescape(raw)
+	it, err := raw, error(nil)
+	if c.Request().URL.RawPath != "" {
+		it, err = url.PathUnescape(raw)
+	}
 	if err != nil || !alignet.ValidItemID(it) {
 		return "", notFound("", "item %q not found", truncate(raw, alignet.MaxItemIDLen))
 	}

@@ -295,6 +295,8 @@
     }
     buttons.forEach(function (b) { b.disabled = true; });
     show.apply(null, nodes);
+    app.dataset.query = q.query_id; // tells trials apart (tests wait on it)
+    document.body.dataset.state = 'trial';
     await imagesReady(app);
     var t0 = performance.now();
     buttons.forEach(function (b) { b.disabled = false; });

@@ -14,10 +14,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
 
@@ -126,11 +128,11 @@ type pageState struct {
 }
 
 const pageStateJS = `(() => {
-	const app = document.getElementById('app') || document.querySelector('#jspsych-target') || document.body;
+	const q = document.querySelector('[data-query]');
 	const enabled = [...document.querySelectorAll('button.stim, button.alignet-stim')].filter(b => !b.disabled);
 	const primary = [...document.querySelectorAll('button.primary, button.jspsych-btn')].find(b => !b.disabled);
 	const err = document.querySelector('.error');
-	return {state: document.body.dataset.state || '', query: (app.dataset && app.dataset.query) || '',
+	return {state: document.body.dataset.state || '', query: q ? q.dataset.query : '',
 		stimuli: enabled.length, primary: primary ? primary.textContent : '', href: location.href,
 		error: err ? err.textContent : ''};
 })()`
@@ -204,11 +206,42 @@ type participant struct {
 // the page has landed on doneURL.
 func (p *participant) run(pageURL string) int {
 	t := p.t
+	var mu sync.Mutex
+	var console []string
+	if err := chromedp.Listen(p.ctx, func(ev any) {
+		var line string
+		switch ev := ev.(type) {
+		case *runtime.EventConsoleAPICalled:
+			for _, a := range ev.Args {
+				line += " " + string(a.Value) + a.Description
+			}
+			line = string(ev.Type) + ":" + line
+		case *runtime.EventExceptionThrown:
+			line = "exception: " + ev.ExceptionDetails.Text
+			if ev.ExceptionDetails.Exception != nil {
+				line += " " + ev.ExceptionDetails.Exception.Description
+			}
+		default:
+			return
+		}
+		mu.Lock()
+		console = append(console, line)
+		mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if t.Failed() {
+			mu.Lock()
+			t.Logf("browser console:\n%s", strings.Join(console, "\n"))
+			mu.Unlock()
+		}
+	}()
 	if err := chromedp.Do(p.ctx, chromedp.Navigate(pageURL)); err != nil {
 		t.Fatal(err)
 	}
 	trials, last := 0, ""
-	deadline := time.Now().Add(3 * time.Minute)
+	deadline := time.Now().Add(90 * time.Second)
 	for time.Now().Before(deadline) {
 		st, err := chromedp.Run(p.ctx, chromedp.Evaluate[pageState](pageStateJS))
 		if err != nil {
@@ -243,7 +276,8 @@ func (p *participant) run(pageURL string) int {
 		time.Sleep(50 * time.Millisecond)
 	}
 	st, _ := chromedp.Run(p.ctx, chromedp.Evaluate[pageState](pageStateJS))
-	t.Fatalf("the page did not reach %s after %d trials; it shows %+v", p.doneURL, trials, st)
+	body, _ := chromedp.Run(p.ctx, chromedp.Evaluate[string](`typeof AlignetJsPsych + " " + typeof initJsPsych + " " + document.scripts.length + " " + document.body.innerHTML.slice(0, 2000)`))
+	t.Fatalf("the page did not reach %s after %d trials; it shows %+v:\n%s", p.doneURL, trials, st, body)
 	return 0
 }
 
@@ -289,15 +323,20 @@ func checkStored(t *testing.T, bs *browserStudy, p *proxy, session string, trial
 
 func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
 
-// TestParticipantPageInBrowser runs the built-in page in headless Chromium:
-// a desktop participant on a clean network, then a phone participant whose
-// posts are dropped, whose answers' 202s are lost, who goes offline, and
-// who reloads the page with answers still unsent. Every answer is stored
-// exactly once with its query id, and each lands on the completion URL.
-func TestParticipantPageInBrowser(t *testing.T) {
+// TestParticipantPagesInBrowser runs the built-in page in headless
+// Chromium: a desktop participant on a clean network, then a phone
+// participant whose posts are dropped, whose answers' 202s are lost, who
+// goes offline, and who reloads the page with answers still unsent; then a
+// jsPsych experiment with the plugin, hosted on another origin (CORS), on
+// a phone with a reload. Every answer is stored exactly once with its query
+// id, and each lands on the completion URL. Finally a page of an origin
+// that is not allowed cannot call the API.
+func TestParticipantPagesInBrowser(t *testing.T) {
 	e := setup(t)
 	browser := newBrowser(t)
-	dev := startDev(t, e)
+	lab := newLabSite(t)
+	other := newLabSite(t)
+	dev := startDev(t, e, lab.srv.URL)
 	bs := seedBrowserStudy(t, dev, "shoes")
 	done := newDoneServer(t)
 	const trials = 20
@@ -307,6 +346,7 @@ func TestParticipantPageInBrowser(t *testing.T) {
 		}
 		return done.srv.URL + "/generic?cc=FAKE-" + session
 	}}
+	fake.Origin = lab.srv.URL
 	px := newProxy(t, dev.base, fake)
 	px.display = bs.displayOf(t)
 	t.Logf("screenshots go to %s (keep them with go test -artifacts -outputdir DIR)", t.ArtifactDir())
@@ -396,4 +436,119 @@ func TestParticipantPageInBrowser(t *testing.T) {
 			t.Fatalf("%d judgments stored in all, want %d", got, 2*trials)
 		}
 	})
+
+	t.Run("jspsych plugin cross-origin", func(t *testing.T) {
+		ctx, cancel := chromedp.NewContext(browser)
+		defer cancel()
+		if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulatePortrait, chromedp.EmulateMobile, chromedp.EmulateTouch)); err != nil {
+			t.Fatal(err)
+		}
+		px.mu.Lock()
+		base := px.posts
+		px.mu.Unlock()
+		px.setFaults(func(n int) fault {
+			switch n - base {
+			case 3:
+				return faultDrop
+			case 5:
+				return faultLoseAnswer
+			}
+			return faultNone
+		})
+		defer px.setFaults(nil)
+		var release func()
+		p := &participant{t: t, ctx: ctx, doneURL: done.srv.URL + "/mturk/externalSubmit?assignmentId=A-2"}
+		p.before = func(n int) {
+			switch n {
+			case 1:
+				checkTrialOnScreen(t, ctx, "jspsych-phone-trial.png")
+			case 9:
+				release = px.holdPosts()
+			}
+		}
+		p.after = func(n int) {
+			if n == 10 {
+				if err := chromedp.Do(ctx, chromedp.Reload()); err != nil {
+					t.Fatalf("reload: %v", err)
+				}
+				release()
+			}
+		}
+		q := url.Values{"server": {px.url()}, "k": {bs.key}, "study": {bs.study},
+			"workerId": {"W-JSPSYCH"}, "assignmentId": {"A-2"}, "hitId": {"H-1"}, "turkSubmitTo": {done.srv.URL}}
+		if n := p.run(lab.srv.URL + "/experiment.html?" + q.Encode()); n < trials {
+			t.Fatalf("answered %d trials, want at least %d", n, trials)
+		}
+		checkStored(t, bs, px, "sess-3", trials)
+		if got := len(bs.dev.judgmentsOf(t, bs.study)); got != 3*trials {
+			t.Fatalf("%d judgments stored in all, want %d", got, 3*trials)
+		}
+	})
+
+	t.Run("cors", func(t *testing.T) {
+		ctx, cancel := chromedp.NewContext(browser)
+		defer cancel()
+		api := dev.base + "/v1/studies/" + bs.study + "/page"
+		for _, c := range []struct {
+			origin, want string
+		}{{lab.srv.URL, "status 200"}, {other.srv.URL, "blocked: TypeError"}} {
+			if err := chromedp.Do(ctx, chromedp.Navigate(c.origin+"/blank.html")); err != nil {
+				t.Fatal(err)
+			}
+			got, err := chromedp.Run(ctx, chromedp.Evaluate[string](fmt.Sprintf(corsFetchJS, api, bs.key), chromedp.EvalAwaitPromise))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != c.want {
+				t.Errorf("fetch from %s: %s, want %s", c.origin, got, c.want)
+			}
+		}
+	})
 }
+
+// labSite serves a lab's own experiment page: web/example/index.html with
+// jsPsych and the plugin's browser bundle, as a lab would host it.
+type labSite struct {
+	srv *httptest.Server
+}
+
+func newLabSite(t *testing.T) *labSite {
+	t.Helper()
+	web := filepath.Join("..", "web")
+	files := map[string]string{
+		"/experiment.html":                    filepath.Join(web, "example", "index.html"),
+		"/jspsych/index.browser.min.js":       filepath.Join(web, "node_modules", "jspsych", "dist", "index.browser.min.js"),
+		"/jspsych/jspsych.css":                filepath.Join(web, "node_modules", "jspsych", "css", "jspsych.css"),
+		"/alignet/alignet-jspsych.browser.js": filepath.Join(web, "dist", "alignet-jspsych.browser.js"),
+	}
+	for _, f := range files {
+		if _, err := os.Stat(f); err != nil {
+			msg := fmt.Sprintf("%s is missing: run (cd web && npm ci && npm run build)", f)
+			if os.Getenv("CI") == "true" {
+				t.Fatal("CI=true: " + msg)
+			}
+			t.Skip(msg)
+		}
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/blank.html" {
+			_, _ = w.Write([]byte("<!doctype html><title>blank</title>"))
+			return
+		}
+		f, ok := files[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		http.ServeContent(w, r, filepath.Base(f), time.Time{}, bytes.NewReader(b))
+	}))
+	t.Cleanup(srv.Close)
+	return &labSite{srv: srv}
+}
+
+const corsFetchJS = `fetch(%q, {headers: {Authorization: "Bearer " + %q}}).then(r => "status " + r.status, e => "blocked: " + e.name)`

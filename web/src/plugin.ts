@@ -19,9 +19,9 @@ const version = "0.1.0";
 
 const parameters = {
   /** An AlignetClient with an open session: the trial shows its next query. */
-  client: { type: ParameterType.OBJECT, default: undefined as unknown as AlignetClient | undefined },
+  client: { type: ParameterType.OBJECT, default: null as unknown as AlignetClient | null },
   /** Stimuli to show instead of a server query: three of them (anchor: head first). */
-  stimuli: { type: ParameterType.COMPLEX, array: true, default: undefined as unknown as Stimulus[] | undefined },
+  stimuli: { type: ParameterType.COMPLEX, array: true, default: [] as Stimulus[] },
   /** The question above the stimuli. */
   prompt: { type: ParameterType.HTML_STRING, default: "" },
   /** Allow answering with the keys 1, 2, 3. */
@@ -122,7 +122,7 @@ function imagesReady(root: HTMLElement, timeoutMs: number): Promise<void> {
 
 /** runTrial is the trial of both plugins. */
 async function runTrial(jsPsych: JsPsych, task: Task, el: HTMLElement, trial: TrialType<OddInfo>): Promise<void> {
-  const client = trial.client as AlignetClient | undefined;
+  const client = (trial.client as AlignetClient | null) ?? undefined;
   let shown: Shown;
   if (trial.stimuli && (trial.stimuli as Stimulus[]).length > 0) {
     shown = fromStimuli(trial.stimuli as Stimulus[]);

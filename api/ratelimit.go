@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +25,27 @@ type RateLimit struct {
 	Rate float64
 	// Burst is the most requests allowed in a burst.
 	Burst int
+}
+
+// String renders l as RATE:BURST, the form Set reads.
+func (l *RateLimit) String() string {
+	if l == nil {
+		return ""
+	}
+	return strconv.FormatFloat(l.Rate, 'g', -1, 64) + ":" + strconv.Itoa(l.Burst)
+}
+
+// Set parses RATE:BURST, such as "5:60" (five requests a second, bursts of
+// sixty), so a RateLimit can be a flag.
+func (l *RateLimit) Set(s string) error {
+	r, b, ok := strings.Cut(s, ":")
+	rate, err1 := strconv.ParseFloat(r, 64)
+	burst, err2 := strconv.Atoi(b)
+	if !ok || err1 != nil || err2 != nil || !(rate > 0) || burst < 1 {
+		return fmt.Errorf("want RATE:BURST with a positive rate and burst, such as 5:60")
+	}
+	l.Rate, l.Burst = rate, burst
+	return nil
 }
 
 // Defaults of the limits on study-bound keys.

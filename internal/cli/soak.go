@@ -125,10 +125,11 @@ func runSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 
 	runID := randomHex(6)
+	adminKey := "alg_admin_soak_" + randomHex(16)
 	st := soakStack{bin: bin, dir: *logDir, env: []string{
 		"DATABASE_URL=" + *dbURL,
 		"KAFKA_BROKERS=" + brokers,
-		"ALIGNET_ADMIN_KEY=alg_admin_soak_" + randomHex(16),
+		"ALIGNET_ADMIN_KEY=" + adminKey,
 		"ALIGNET_PSEUDONYM_KEY=" + randomHex(16),
 		"ALIGNET_KAFKA_TOPIC=soak-" + runID,
 		"ALIGNET_KAFKA_DLQ_TOPIC=soak-" + runID + ".dlq",
@@ -155,9 +156,8 @@ func runSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 
-	c := client.New(apiURL, st.adminKey(), nil)
+	c := client.New(apiURL, adminKey, nil)
 	lc.Study = "soak-" + runID
-	lc.Freshness = false // the learner role sets it
 	var accepted atomic.Int64
 	lc.Accepted = &accepted
 	rep := soakReport{Roles: roles, SampleEvery: every.Seconds(), Tolerance: *tolerance, SlackMB: *slack,
@@ -306,15 +306,6 @@ type soakProc struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error
-}
-
-func (s *soakStack) adminKey() string {
-	for _, e := range s.env {
-		if v, ok := strings.CutPrefix(e, "ALIGNET_ADMIN_KEY="); ok {
-			return v
-		}
-	}
-	return ""
 }
 
 // start runs role in its own process on a free port, waits until it is

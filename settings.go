@@ -17,12 +17,19 @@ import (
 type StudySettings struct {
 	// Learner configures the online learner and its refits.
 	Learner LearnerSettings `json:"learner"`
+	// Queries configures query selection and participant sessions.
+	Queries QuerySettings `json:"queries"`
+	// Checks are attention checks the study supplies; without them the
+	// checks are triplets on which the teacher is near-certain.
+	Checks []CheckTriplet `json:"checks"`
 }
 
 // DefaultStudySettings returns the settings of a study that sets nothing.
 func DefaultStudySettings() StudySettings {
 	return StudySettings{
 		Learner: DefaultLearnerSettings(),
+		Queries: DefaultQuerySettings(),
+		Checks:  []CheckTriplet{},
 	}
 }
 
@@ -31,6 +38,12 @@ func DefaultStudySettings() StudySettings {
 func (s *StudySettings) Validate() error {
 	if err := s.Learner.validate(); err != nil {
 		return err.Prefix("learner")
+	}
+	if err := s.Queries.validate(); err != nil {
+		return err.Prefix("queries")
+	}
+	if err := validateChecks(s.Checks); err != nil {
+		return err.Prefix("checks")
 	}
 	return nil
 }

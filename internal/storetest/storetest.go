@@ -20,14 +20,16 @@ import (
 )
 
 // Store is everything the suite exercises: the methods of api.SpaceStore,
-// api.StudyStore, api.JudgmentExporter, api.KeyStore, api.WorkerStore and
-// api.ReadinessChecker, plus InsertJudgments, with which the persister
-// stores judgments (the suite needs it to seed exports).
+// api.StudyStore, api.JudgmentExporter, api.KeyStore, api.WorkerStore,
+// api.ReadinessChecker, api.EmbeddingLoader, api.SessionStore and
+// api.FlagStore, plus InsertJudgments, with which the persister stores
+// judgments (the suite needs it to seed exports).
 type Store interface {
 	PutSpace(ctx context.Context, name string, dim int) (alignet.Space, bool, error)
 	GetSpace(ctx context.Context, name string) (alignet.Space, error)
 	UpsertEmbeddings(ctx context.Context, space string, ids []string, vectors []float32) (int64, error)
 	CountEmbeddings(ctx context.Context, space string) (int64, error)
+	LoadEmbeddings(ctx context.Context, space string, ids []string) ([]float32, []bool, error)
 
 	CreateStudy(ctx context.Context, s alignet.Study) (alignet.Study, bool, error)
 	GetStudy(ctx context.Context, id string) (alignet.Study, error)
@@ -38,6 +40,7 @@ type Store interface {
 
 	InsertJudgments(ctx context.Context, js []alignet.Judgment) (int64, error)
 	ExportJudgments(ctx context.Context, f alignet.JudgmentFilter, fn func(alignet.Judgment) error) error
+	ExportJudgmentQueries(ctx context.Context, f alignet.JudgmentFilter, fn func(alignet.Judgment, *alignet.Query) error) error
 	WorkerSummary(ctx context.Context, worker string) ([]alignet.WorkerStudy, error)
 
 	CreateAPIKey(ctx context.Context, k alignet.APIKey, hash []byte) (alignet.APIKey, error)
@@ -46,6 +49,19 @@ type Store interface {
 	ListAPIKeys(ctx context.Context) ([]alignet.APIKey, error)
 	RevokeAPIKey(ctx context.Context, id string) error
 	KeysRevokedSince(ctx context.Context, since time.Time) ([]string, time.Time, error)
+
+	OpenSession(ctx context.Context, s alignet.Session) (alignet.Session, bool, error)
+	GetSession(ctx context.Context, study, id string) (alignet.Session, error)
+	CompleteSession(ctx context.Context, study, id string, at time.Time) error
+	LogQueries(ctx context.Context, qs []alignet.Query) (int64, error)
+	GetQuery(ctx context.Context, study, id string) (alignet.Query, error)
+	WorkerQueries(ctx context.Context, study, worker string) ([]alignet.Query, error)
+	AnswerQueries(ctx context.Context, study string, as []alignet.Answer, flags alignet.FlagSettings) ([]alignet.AnswerOutcome, error)
+	UnanswerQueries(ctx context.Context, study string, as []alignet.Answer, flags alignet.FlagSettings) error
+	WorkerFlags(ctx context.Context, study string) ([]alignet.WorkerFlags, error)
+	FlagChangesSince(ctx context.Context, since time.Time) ([]alignet.WorkerFlags, time.Time, error)
+	RepeatSet(ctx context.Context, study string) ([][3]string, error)
+	EnsureRepeatSet(ctx context.Context, study string, ts [][3]string) ([][3]string, error)
 
 	Ready(ctx context.Context) error
 }
@@ -65,6 +81,11 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		{"Keys", testKeys},
 		{"KeysRevokedSince", testKeysRevokedSince},
 		{"RejectsText", testRejectsText},
+		{"LoadEmbeddings", testLoadEmbeddings},
+		{"Sessions", testSessions},
+		{"QueryLog", testQueryLog},
+		{"Answers", testAnswers},
+		{"RepeatSet", testRepeatSet},
 		{"Ready", func(t *testing.T, s Store) {
 			if err := s.Ready(context.Background()); err != nil {
 				t.Fatalf("Ready: %v", err)
@@ -227,7 +248,7 @@ func judgment(study, id, worker string, sec int) alignet.Judgment {
 	return alignet.Judgment{
 		ID: id, Study: study, Task: alignet.TaskOddOneOut, Worker: worker,
 		Items: [3]string{"x-" + id, "y", "z"}, Odd: "y", RTMillis: int32(1000 + sec),
-		QueryID: "q-" + id, ReceivedAt: t0.Add(time.Duration(sec) * time.Second),
+		QueryID: "q-" + id, QueryKind: alignet.QueryActive, ReceivedAt: t0.Add(time.Duration(sec) * time.Second),
 	}
 }
 
@@ -246,7 +267,7 @@ func testJudgments(t *testing.T, s Store) {
 		judgment("s", "c", "w1", 30), judgment("s", "b", "w2", 10), judgment("s", "a", "w1", 30),
 		judgment("s", "d", "w1", 20), judgment("s", "e", "w2", 40), judgment("other", "a", "w1", 15),
 	}
-	js[1].Odd, js[1].QueryID, js[1].Task = "", "", alignet.TaskAnchor
+	js[1].Odd, js[1].QueryID, js[1].QueryKind, js[1].Task = "", "", "", alignet.TaskAnchor
 	if n, err := s.InsertJudgments(ctx, js); err != nil || n != 6 {
 		t.Fatalf("InsertJudgments = %d, %v; want 6", n, err)
 	}

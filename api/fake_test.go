@@ -37,6 +37,10 @@ type fakeStore struct {
 	judgments  []alignet.Judgment        // sorted by (received_at, id, study); replaced, never modified
 	keys       map[string]alignet.APIKey // by hash
 	keyHash    map[string]string         // id -> hash
+	sessions   map[[2]string]alignet.Session // by (study, id)
+	queries    map[[2]string]*fakeQuery      // by (study, id)
+	flags      map[[2]string]*fakeFlags      // by (study, worker)
+	repeats    map[string][][3]string
 	down       error                     // returned by every method when set
 	exportErr  error                     // returned by ExportJudgments after exportOK rows
 	exportOK   int
@@ -55,6 +59,9 @@ var (
 	_ KeyStore         = storetest.Store(nil)
 	_ WorkerStore      = storetest.Store(nil)
 	_ ReadinessChecker = storetest.Store(nil)
+	_ EmbeddingLoader  = storetest.Store(nil)
+	_ SessionStore     = storetest.Store(nil)
+	_ FlagStore        = storetest.Store(nil)
 )
 
 func TestFakeStoreSuite(t *testing.T) {
@@ -71,13 +78,18 @@ func newFakeStore() *fakeStore {
 		items:      map[string]map[string]bool{},
 		keys:       map[string]alignet.APIKey{},
 		keyHash:    map[string]string{},
+		sessions:   map[[2]string]alignet.Session{},
+		queries:    map[[2]string]*fakeQuery{},
+		flags:      map[[2]string]*fakeFlags{},
+		repeats:    map[string][][3]string{},
 		calls:      map[string]int{},
 	}
 }
 
 // deps returns Deps with every store role filled by f.
 func (f *fakeStore) deps(pub Publisher) Deps {
-	return Deps{Spaces: f, Studies: f, Judgments: f, Keys: f, Workers: f, Ready: f, Publisher: pub}
+	return Deps{Spaces: f, Studies: f, Judgments: f, Keys: f, Workers: f, Ready: f, Publisher: pub,
+		Embeddings: f, Sessions: f, Flags: f}
 }
 
 // enter counts a call of op, fails when the store is down, takes a pool

@@ -222,8 +222,9 @@ func (s *Server) postItems(c echo.Context) error {
 	if err != nil {
 		return storeErr(err, "study", "")
 	}
-	// Make the new items usable at once on this server.
+	// Make the new items usable at once on this server, and askable.
 	s.studies.Invalidate(id)
+	s.sel.invalidate(id)
 	st, err := s.study(ctx, id)
 	if err != nil {
 		return err

@@ -34,6 +34,8 @@ type env struct {
 	clock *testClock
 	// components become Deps.Components of the servers the env builds.
 	components map[string]ReadinessChecker
+	// teachers become Deps.Teachers (nil: the raw embeddings).
+	teachers TeacherSource
 	reg        *prometheus.Registry
 	logs       *syncBuffer
 	admin      string
@@ -112,6 +114,7 @@ func (e *env) newServer(mods ...func(*Config)) *Server {
 	}
 	deps := e.store.deps(e.pub)
 	deps.Components = e.components
+	deps.Teachers = e.teachers
 	s, err := New(cfg, deps)
 	if err != nil {
 		e.t.Fatalf("New: %v", err)

@@ -65,7 +65,8 @@
 //
 //	srv, err := api.New(cfg, api.Deps{Spaces: database, Studies: database,
 //		Judgments: database, Keys: database, Workers: database,
-//		Ready: database, Publisher: producer}) // *db.DB, *stream.Producer
+//		Ready: database, Embeddings: database, Sessions: database,
+//		Flags: database, Publisher: producer}) // *db.DB, *stream.Producer
 //	err = srv.Run(ctx)
 package api
 
@@ -128,6 +129,14 @@ const (
 	// DefaultMaxExports is the default number of exports that may run at
 	// once, each holding one database connection.
 	DefaultMaxExports = 4
+	// DefaultQueryLogInterval is how often served queries are written to
+	// the query log by default: the durability window of the log.
+	DefaultQueryLogInterval = 100 * time.Millisecond
+	// DefaultQueryLogBatch is the default largest query log write.
+	DefaultQueryLogBatch = 5000
+	// DefaultQueryLogMaxPending is the default number of served queries
+	// kept in memory while the query log cannot be written.
+	DefaultQueryLogMaxPending = 200000
 )
 
 // reloadInterval is the least time between two reloads of one study or key
@@ -191,6 +200,18 @@ type Config struct {
 	// one database connection, so the rest of the pool stays free for the
 	// persister. Further exports get 503 with Retry-After. Default 4.
 	MaxExports int
+	// MaxNext is the largest n of GET .../next. Default 100.
+	MaxNext int
+	// QueryLogInterval is how often served queries are written to the
+	// query log, which bounds what a crash loses. Default 100ms.
+	QueryLogInterval time.Duration
+	// QueryLogBatch is the most queries one query log write holds.
+	// Default 5000.
+	QueryLogBatch int
+	// QueryLogMaxPending is how many served queries are kept in memory
+	// while the query log cannot be written; beyond it they are dropped
+	// (and counted). Default 200000.
+	QueryLogMaxPending int
 	// Registerer receives the API's metrics. Default: a new private registry.
 	Registerer prometheus.Registerer
 	// Gatherer is served on /metrics. Default: Registerer if it is also a
@@ -259,6 +280,18 @@ func (c Config) withDefaults() Config {
 	if c.MaxExports <= 0 {
 		c.MaxExports = DefaultMaxExports
 	}
+	if c.MaxNext <= 0 {
+		c.MaxNext = DefaultMaxNext
+	}
+	if c.QueryLogInterval <= 0 {
+		c.QueryLogInterval = DefaultQueryLogInterval
+	}
+	if c.QueryLogBatch <= 0 {
+		c.QueryLogBatch = DefaultQueryLogBatch
+	}
+	if c.QueryLogMaxPending <= 0 {
+		c.QueryLogMaxPending = DefaultQueryLogMaxPending
+	}
 	if c.Registerer == nil {
 		r := prometheus.NewRegistry()
 		c.Registerer = r
@@ -310,6 +343,10 @@ type Server struct {
 	exports chan struct{} // one token per running export
 	routes  map[string]bool
 	bufs    bufPool
+	sel     *selection
+	qlog    *queryLog
+	stopBG  context.CancelFunc // stops the query log and selection loops
+	bgDone  sync.WaitGroup
 
 	adminHash [sha256.Size]byte
 	hasAdmin  bool
@@ -358,6 +395,18 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.adminHash = sha256.Sum256([]byte(cfg.AdminKey))
 		s.hasAdmin = true
 	}
+	teachers := deps.Teachers
+	if teachers == nil {
+		teachers = newRawTeachers(deps.Studies, deps.Embeddings)
+	}
+	s.sel = newSelection(s, teachers)
+	s.qlog = newQueryLog(deps.Sessions, cfg.Logger, m, cfg.QueryLogInterval, cfg.QueryLogBatch, cfg.QueryLogMaxPending)
+	// The query log and the selection loop run from New until the server
+	// stops, so handlers served without Serve (tests) work alike.
+	bg, stop := context.WithCancel(context.Background())
+	s.stopBG = stop
+	s.bgDone.Go(func() { s.qlog.run(bg) })
+	s.bgDone.Go(func() { s.sel.run(bg) })
 	s.e = s.newEcho()
 	return s, nil
 }
@@ -415,9 +464,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// close stops the caches' loads; the server must not be used afterwards.
+// close stops the caches' loads and the selection loop and writes the
+// pending query log; the server must not be used afterwards.
 func (s *Server) close() {
 	s.closeOnce.Do(func() {
+		s.stopBG()
+		s.bgDone.Wait()
 		s.keys.Close()
 		s.studies.Close()
 	})
@@ -468,6 +520,10 @@ func (s *Server) registerRoutes(e *echo.Echo) {
 	v1.GET("/studies/:study/items", s.getItems, s.auth(alignet.ScopeRead), checkParams)
 	v1.POST("/studies/:study/judgments", s.postJudgments, s.countRejected, s.auth(alignet.ScopeCollect), checkParams)
 	v1.GET("/studies/:study/judgments", s.exportJudgments, s.auth(alignet.ScopeRead), checkParams)
+	v1.POST("/studies/:study/sessions", s.postSession, s.auth(alignet.ScopeCollect), checkParams)
+	v1.GET("/studies/:study/sessions/:session", s.getSession, s.auth(alignet.ScopeCollect), checkParams)
+	v1.GET("/studies/:study/sessions/:session/next", s.nextQueries, s.auth(alignet.ScopeCollect), checkParams)
+	v1.GET("/studies/:study/workers", s.listWorkers, s.auth(alignet.ScopeRead), checkParams)
 
 	v1.POST("/keys", s.postKey, s.auth(alignet.ScopeAdmin))
 	v1.GET("/keys", s.listKeys, s.auth(alignet.ScopeAdmin))
@@ -491,6 +547,10 @@ func checkParams(next echo.HandlerFunc) echo.HandlerFunc {
 			case "id":
 				if v == "" || alignet.CheckText(v, alignet.MaxIDLen) != "" {
 					return notFound("", "key %q not found", truncate(v, alignet.MaxIDLen))
+				}
+			case "session":
+				if v == "" || alignet.CheckText(v, alignet.MaxQueryIDLen) != "" {
+					return notFound("", "session %q not found", truncate(v, alignet.MaxQueryIDLen))
 				}
 			}
 		}

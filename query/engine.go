@@ -441,6 +441,17 @@ func (e *Engine) AddSession(s alignet.Session, history []alignet.Query, now time
 	}
 }
 
+// Session returns a loaded session as it was added.
+func (e *Engine) Session(id string) (alignet.Session, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	sess, ok := e.sessions[id]
+	if !ok {
+		return alignet.Session{}, false
+	}
+	return sess.s, true
+}
+
 // HasSession reports whether the session is loaded.
 func (e *Engine) HasSession(id string) bool {
 	e.mu.Lock()

@@ -101,7 +101,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 			Gatherer:     reg,
 			Logger:       log.With("component", "api"),
 		}, api.Deps{Spaces: database, Studies: database, Judgments: database, Keys: database,
-			Workers: database, Ready: database, Publisher: producer, Components: components})
+			Workers: database, Ready: database, Embeddings: database, Sessions: database, Flags: database,
+			Publisher: producer, Components: components})
 		if err != nil {
 			return fmt.Errorf("new api: %w", err)
 		}

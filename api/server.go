@@ -22,7 +22,12 @@
 //   - 403 valid key without the route's scope;
 //   - 404 unknown route, study, space or key;
 //   - 408 a request body not received within Config.ReadTimeout;
-//   - 409 an entity exists with a different definition;
+//   - 409 an entity exists with a different definition; a judgment's
+//     query was served to another worker (query_foreign) or answered by
+//     another judgment id (query_answered); a study cannot serve queries
+//     yet (not_ready: no items with embeddings, or no completion code for
+//     a Prolific session);
+//   - 410 a judgment's query expired unanswered (query_expired);
 //   - 413 body over the configured cap, batch over MaxBatch, or a batch too
 //     large for one stream message once encoded (split it; retrying the
 //     same batch cannot succeed);
@@ -38,8 +43,9 @@
 // SHA-256 hashes. Lookups are cached for Config.KeyCacheTTL. A key revoked
 // through this server stops working at once; Run polls the store every
 // Config.RevocationPollInterval for keys revoked through other servers.
-// Scopes are "collect" (post judgments), "read" (read data, export, worker
-// lookup) and "admin" (everything). GET /v1/openapi.json takes any valid
+// Scopes are "collect" (post judgments, open participant sessions, get
+// their next queries), "read" (read data, export, worker lookup and
+// flags) and "admin" (everything). GET /v1/openapi.json takes any valid
 // key; /healthz, /readyz and /metrics take none (serve /metrics on an
 // internal network only, or set Config.OmitMetrics and serve it elsewhere).
 //
@@ -55,6 +61,19 @@
 // never seen gets 503. /readyz follows: it answers 200 "ok" when Kafka and
 // Postgres answer, 200 "degraded" when only Kafka does but the caches hold
 // a key and a study (so collection goes on), and 503 otherwise.
+//
+// Query selection is served from memory too: each replica keeps one
+// query engine per study (package query) holding the candidate pool, its
+// scores under the current teacher (Deps.Teachers, rescored whenever it
+// changes) and the loaded sessions; served queries reach Postgres through
+// a batched query log (Config.QueryLogInterval bounds what a crash
+// loses). What must hold across replicas is decided in Postgres: a
+// judgment answering a query is bound to it in a transaction before it is
+// published, so a query is answered once, by its own worker, within its
+// TTL. Requests of one session should reach one replica (session
+// affinity, such as hashing the path's session id): another replica takes
+// the session over from Postgres, and the worker's never-twice rule and
+// the budget then hold up to the queries served in the last log interval.
 //
 // Slow clients are bounded: Run holds at most Config.MaxConns connections;
 // a request body must arrive within Config.ReadTimeout, with or without a

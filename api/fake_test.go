@@ -34,15 +34,15 @@ type fakeStore struct {
 	embeddings map[string]map[string][]float32
 	studies    map[string]alignet.Study
 	items      map[string]map[string]bool
-	judgments  []alignet.Judgment        // sorted by (received_at, id, study); replaced, never modified
-	keys       map[string]alignet.APIKey // by hash
-	keyHash    map[string]string         // id -> hash
+	judgments  []alignet.Judgment            // sorted by (received_at, id, study); replaced, never modified
+	keys       map[string]alignet.APIKey     // by hash
+	keyHash    map[string]string             // id -> hash
 	sessions   map[[2]string]alignet.Session // by (study, id)
 	queries    map[[2]string]*fakeQuery      // by (study, id)
 	flags      map[[2]string]*fakeFlags      // by (study, worker)
 	repeats    map[string][][3]string
-	down       error                     // returned by every method when set
-	exportErr  error                     // returned by ExportJudgments after exportOK rows
+	down       error // returned by every method when set
+	exportErr  error // returned by ExportJudgments after exportOK rows
 	exportOK   int
 	calls      map[string]int
 	inUse      int // connections held now

@@ -36,11 +36,11 @@ type env struct {
 	components map[string]ReadinessChecker
 	// teachers become Deps.Teachers (nil: the raw embeddings).
 	teachers TeacherSource
-	reg        *prometheus.Registry
-	logs       *syncBuffer
-	admin      string
-	collect    string
-	read       string
+	reg      *prometheus.Registry
+	logs     *syncBuffer
+	admin    string
+	collect  string
+	read     string
 }
 
 // syncBuffer is a goroutine-safe log sink.

@@ -210,11 +210,15 @@ func (f *fakeStore) AnswerQueries(ctx context.Context, study string, as []aligne
 	}
 	out := make([]alignet.AnswerOutcome, len(as))
 	refused := false
+	inBatch := map[string]string{} // query id -> judgment id bound by this batch
 	for i, a := range as {
-		var by string
+		by, bound := inBatch[a.Query.ID]
 		exp := a.Query.ExpiresAt
 		if cur, ok := f.queries[[2]string{study, a.Query.ID}]; ok {
-			by, exp = cur.q.AnsweredBy, cur.q.ExpiresAt
+			exp = cur.q.ExpiresAt
+			if !bound {
+				by = cur.q.AnsweredBy
+			}
 		}
 		switch {
 		case by == a.JudgmentID:
@@ -225,6 +229,7 @@ func (f *fakeStore) AnswerQueries(ctx context.Context, study string, as []aligne
 			out[i], refused = alignet.AnswerExpired, true
 		default:
 			out[i] = alignet.AnswerBound
+			inBatch[a.Query.ID] = a.JudgmentID
 		}
 	}
 	if refused {

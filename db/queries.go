@@ -159,42 +159,68 @@ func (d *DB) AnswerQueries(ctx context.Context, study string, as []alignet.Answe
 			return err
 		}
 		qs := make([]alignet.Query, len(order))
+		ids := make([]string, len(order))
 		for k, i := range order {
-			qs[k] = as[i].Query
+			qs[k], ids[k] = as[i].Query, as[i].Query.ID
 		}
 		if _, err := insertQueries(ctx, tx, qs); err != nil {
 			return err
 		}
+		// Lock the rows in id order and read their bindings at once.
+		rows, err := tx.Query(ctx, `SELECT id, coalesce(answered_by, ''), expires_at FROM queries
+			WHERE study = $1 AND id = ANY($2::text[]) ORDER BY id FOR UPDATE`, study, ids)
+		if err != nil {
+			return err
+		}
+		type binding struct {
+			by      string
+			expires time.Time
+		}
+		cur := make(map[string]binding, len(ids))
+		var id string
+		var b binding
+		if _, err := pgx.ForEachRow(rows, []any{&id, &b.by, &b.expires}, func() error {
+			cur[id] = b
+			return nil
+		}); err != nil {
+			return err
+		}
 		refused := false
+		var bid, bjid []string
+		var bat []time.Time
+		var brt []int32
+		var bfast []bool
+		var bpassed []*bool
 		var workers []string
 		for _, i := range order {
 			a := &as[i]
-			var by string
-			var expires time.Time
-			if err := tx.QueryRow(ctx, `SELECT coalesce(answered_by, ''), expires_at FROM queries WHERE study = $1 AND id = $2 FOR UPDATE`,
-				study, a.Query.ID).Scan(&by, &expires); err != nil {
-				return err
-			}
+			c := cur[a.Query.ID]
 			switch {
-			case by == a.JudgmentID:
+			case c.by == a.JudgmentID:
 				outcomes[i] = alignet.AnswerRepeated
-				continue
-			case by != "":
+			case c.by != "":
 				outcomes[i], refused = alignet.AnswerTaken, true
-				continue
-			case !expires.After(a.At):
+			case !c.expires.After(a.At):
 				outcomes[i], refused = alignet.AnswerExpired, true
-				continue
+			default:
+				// Two answers to one query in the same batch: the first binds.
+				outcomes[i] = alignet.AnswerBound
+				cur[a.Query.ID] = binding{by: a.JudgmentID, expires: c.expires}
+				bid, bjid, bat = append(bid, a.Query.ID), append(bjid, a.JudgmentID), append(bat, a.At)
+				brt, bfast, bpassed = append(brt, a.RTMillis), append(bfast, a.Fast), append(bpassed, a.CheckPassed)
+				workers = append(workers, a.Query.Worker)
 			}
-			outcomes[i] = alignet.AnswerBound
-			if _, err := tx.Exec(ctx, `UPDATE queries SET answered_by = $3, answered_at = $4, rt_ms = $5, fast = $6, check_passed = $7
-				WHERE study = $1 AND id = $2`, study, a.Query.ID, a.JudgmentID, a.At, a.RTMillis, a.Fast, a.CheckPassed); err != nil {
-				return err
-			}
-			workers = append(workers, a.Query.Worker)
 		}
 		if refused {
 			return errRefused
+		}
+		if len(bid) == 0 {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, `UPDATE queries q SET answered_by = u.jid, answered_at = u.at, rt_ms = u.rt, fast = u.fast, check_passed = u.passed
+			FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::int4[], $6::bool[], $7::bool[]) AS u(id, jid, at, rt, fast, passed)
+			WHERE q.study = $1 AND q.id = u.id`, study, bid, bjid, bat, brt, bfast, bpassed); err != nil {
+			return err
 		}
 		return updateWorkerFlags(ctx, tx, study, workers, flags)
 	})

@@ -183,6 +183,12 @@ func testAnswers(t *testing.T, s Store) {
 	if got, err := s.GetQuery(ctx, "s", "qc2"); !errors.Is(err, alignet.ErrNotFound) {
 		t.Fatalf("query of a refused batch = %+v, %v; want it not stored", got, err)
 	}
+	// Two judgments answering one query in a batch: the second is refused.
+	qd := query("s", "qd", "sa", "w1", alignet.QueryActive, [3]string{"b", "c", "d"}, t0)
+	out, err = s.AnswerQueries(ctx, "s", []alignet.Answer{answer(qd, "jd1", at, 900, false, nil), answer(qd, "jd2", at, 900, false, nil)}, flags)
+	if err != nil || !slices.Equal(out, []alignet.AnswerOutcome{alignet.AnswerBound, alignet.AnswerTaken}) {
+		t.Fatalf("AnswerQueries with two answers to one query = %v, %v; want bound, taken", out, err)
+	}
 	// A retry of the same judgment succeeds, and counts once.
 	out, err = s.AnswerQueries(ctx, "s", []alignet.Answer{answer(qa, "j1", at.Add(time.Hour), 900, false, nil), answer(qc2, "j4", at, 100, true, &no)}, flags)
 	if err != nil || !slices.Equal(out, []alignet.AnswerOutcome{alignet.AnswerRepeated, alignet.AnswerBound}) {

@@ -34,8 +34,9 @@ type env struct {
 	clock *testClock
 	// components become Deps.Components of the servers the env builds.
 	components map[string]ReadinessChecker
-	// teachers become Deps.Teachers (nil: the raw embeddings).
+	// teachers and students become Deps.Teachers and Deps.Students.
 	teachers TeacherSource
+	students StudentSource
 	reg      *prometheus.Registry
 	logs     *syncBuffer
 	admin    string
@@ -114,7 +115,7 @@ func (e *env) newServer(mods ...func(*Config)) *Server {
 	}
 	deps := e.store.deps(e.pub)
 	deps.Components = e.components
-	deps.Teachers = e.teachers
+	deps.Teachers, deps.Students = e.teachers, e.students
 	s, err := New(cfg, deps)
 	if err != nil {
 		e.t.Fatalf("New: %v", err)

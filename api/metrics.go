@@ -87,7 +87,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		scorerFallen: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "alignet_query_scorer_fallbacks_total",
-			Help: "Rescorings that used entropy because the study's scorer was not available, by scorer.",
+			Help: "Rescorings that used entropy because the study's scorer was not available, by the study's scorer.",
 		}, []string{"scorer"}),
 	}
 	for _, c := range []prometheus.Collector{m.duration, m.accepted, m.rejected, m.served, m.answers, m.rescore,

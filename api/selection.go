@@ -117,7 +117,7 @@ func (sel *selection) load(slot *engineSlot, st alignet.Study) {
 		slot.err = errNoItems
 		return
 	}
-	if err := sel.rescore(e, st.ID, t); err != nil {
+	if err := sel.rescore(ctx, e, st.ID, st.Settings.Queries, t); err != nil {
 		slot.err = err
 		return
 	}
@@ -135,16 +135,27 @@ func (sel *selection) load(slot *engineSlot, st alignet.Study) {
 	slot.e = e
 }
 
-// rescore gives e a new teacher and records how it went.
-func (sel *selection) rescore(e *query.Engine, study string, t *query.Teacher) error {
-	st, err := e.SetTeacher(t, nil)
+// rescore gives e a new teacher (and the study's student, for the
+// disagreement scorer) and records how it went.
+func (sel *selection) rescore(ctx context.Context, e *query.Engine, study string, settings alignet.QuerySettings, t *query.Teacher) error {
+	var student *query.Teacher
+	if settings.Scorer == alignet.ScorerDisagreement && sel.s.deps.Students != nil {
+		s, err := sel.s.deps.Students.Student(ctx, study, settings.Student, t)
+		switch {
+		case err == nil:
+			student = s
+		case !errors.Is(err, alignet.ErrNotFound):
+			return fmt.Errorf("load student %q of %q: %w", settings.Student, study, err)
+		}
+	}
+	st, err := e.SetTeacher(t, student)
 	if err != nil {
 		return fmt.Errorf("rescore queries of %q: %w", study, err)
 	}
 	m := sel.s.metrics
 	m.rescore.Observe(st.Duration.Seconds())
 	if st.Fallback != nil {
-		m.scorerFallen.WithLabelValues(st.Scorer).Inc()
+		m.scorerFallen.WithLabelValues(settings.Scorer).Inc()
 		sel.s.log.Warn("query scorer not available; using entropy", "study", study, "reason", st.Fallback)
 	}
 	sel.s.log.Debug("rescored queries", "study", study, "teacher_version", t.Version, "candidates", st.Candidates,
@@ -192,9 +203,12 @@ func (sel *selection) refresh(study string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), engineLoadTimeout)
 	defer cancel()
+	slot.mu.Lock()
+	settings := slot.settings.Queries
+	slot.mu.Unlock()
 	t, err := sel.teachers.Teacher(ctx, study)
 	if err == nil && t.N() >= 3 {
-		err = sel.rescore(slot.e, study, t)
+		err = sel.rescore(ctx, slot.e, study, settings, t)
 	}
 	if err != nil {
 		sel.s.log.Warn("rescoring queries failed", "study", study, "err", err)

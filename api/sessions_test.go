@@ -584,3 +584,39 @@ func TestQueryLogAndExportJoin(t *testing.T) {
 		t.Fatalf("join=sessions: %d %s", rec.Code, rec.Body)
 	}
 }
+
+// fakeStudents returns the teacher itself as the student, or nothing.
+type fakeStudents struct{ have bool }
+
+func (f fakeStudents) Student(_ context.Context, _, _ string, t *query.Teacher) (*query.Teacher, error) {
+	if !f.have {
+		return nil, fmt.Errorf("student: %w", alignet.ErrNotFound)
+	}
+	return t, nil
+}
+
+// TestDisagreementNeedsAStudent serves a study whose scorer compares the
+// teacher with a student: without one, entropy scores it and the fallback
+// is counted; with one, nothing falls back.
+func TestDisagreementNeedsAStudent(t *testing.T) {
+	t.Parallel()
+	for _, have := range []bool{false, true} {
+		e := &env{t: t, store: newFakeStore(), pub: &fakePublisher{}, clock: newTestClock(),
+			reg: prometheus.NewRegistry(), logs: &syncBuffer{}, students: fakeStudents{have: have}}
+		e.start()
+		s := e.s
+		e.queryStudy("qs", 30, func(st *alignet.StudySettings) {
+			st.Queries.Scorer, st.Queries.Student = alignet.ScorerDisagreement, "w2v"
+		})
+		sess := e.openSession("qs", `{"worker":"w"}`, http.StatusCreated)
+		if b := e.next("qs", sess.ID, 2); len(b.Queries) != 2 {
+			t.Fatalf("next = %+v", b)
+		}
+		eng, _ := s.sel.loaded("qs")
+		snap := eng.Snapshot()
+		fell := snap.ScorerError != nil
+		if fell == have || (fell && snap.Scorer != alignet.ScorerEntropy) || (!fell && snap.Scorer != alignet.ScorerDisagreement) {
+			t.Fatalf("with a student %v: scorer %q, error %v", have, snap.Scorer, snap.ScorerError)
+		}
+	}
+}

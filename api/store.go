@@ -171,6 +171,9 @@ type Deps struct {
 	// nil means the raw embeddings of each study's items (identity
 	// transform, τ = 1), reloaded when this server adds items.
 	Teachers TeacherSource
+	// Students supply the disagreement scorer's students. Optional: nil
+	// means none is registered yet.
+	Students StudentSource
 	// Components are the other roles running in this process (such as the
 	// persister), by name. Optional. A failing one makes /readyz answer
 	// "degraded": the API still accepts judgments, which Kafka buffers.

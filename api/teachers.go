@@ -23,6 +23,19 @@ type TeacherSource interface {
 	Changes() <-chan string
 }
 
+// StudentSource supplies the registered student that a study's
+// disagreement scorer compares the teacher with: the student's
+// representation of the teacher's items, in the same order. Students come
+// with the trainer; until a source is wired in (Deps.Students nil), or
+// while a study has no such student, the disagreement scorer is not
+// available: entropy scores the study instead, which is logged and counted
+// in alignet_query_scorer_fallbacks_total.
+type StudentSource interface {
+	// Student returns the named student over the teacher's items, or an
+	// error wrapping alignet.ErrNotFound.
+	Student(ctx context.Context, study, name string, teacher *query.Teacher) (*query.Teacher, error)
+}
+
 // rawTeachers is the TeacherSource of studies without a learned teacher:
 // the raw embeddings of the study's items with the identity transform and
 // τ = 1. Items without an embedding are left out.

@@ -257,10 +257,10 @@ type sim struct {
 	engine    *query.Engine
 	itemIndex map[string]int32
 	now       time.Time
-	session string
-	samples []sample
-	workers []*simWorker
-	ids     int
+	session   string
+	samples   []sample
+	workers   []*simWorker
+	ids       int
 }
 
 func (s *sim) startEngine(raw *query.Teacher) error {

@@ -150,11 +150,18 @@ func (f *fakeStore) LogQueries(ctx context.Context, qs []alignet.Query) (int64, 
 		k := [2]string{q.Study, q.ID}
 		if _, ok := f.queries[k]; !ok {
 			q.AnsweredBy, q.AnsweredAt = "", nil
-			f.queries[k] = &fakeQuery{q: q}
+			f.addQueryLocked(&fakeQuery{q: q})
 			n++
 		}
 	}
 	return n, nil
+}
+
+// addQueryLocked stores a new query, indexed by worker too.
+func (f *fakeStore) addQueryLocked(q *fakeQuery) {
+	f.queries[[2]string{q.q.Study, q.q.ID}] = q
+	wk := [2]string{q.q.Study, q.q.Worker}
+	f.byWorker[wk] = append(f.byWorker[wk], q)
 }
 
 func (f *fakeStore) GetQuery(ctx context.Context, study, id string) (alignet.Query, error) {
@@ -177,10 +184,8 @@ func (f *fakeStore) WorkerQueries(ctx context.Context, study, worker string) ([]
 	}
 	defer done()
 	out := []alignet.Query{}
-	for _, q := range f.queries {
-		if q.q.Study == study && q.q.Worker == worker {
-			out = append(out, q.q)
-		}
+	for _, q := range f.byWorker[[2]string{study, worker}] {
+		out = append(out, q.q)
 	}
 	slices.SortFunc(out, func(a, b alignet.Query) int {
 		if c := a.ServedAt.Compare(b.ServedAt); c != 0 {
@@ -243,9 +248,8 @@ func (f *fakeStore) AnswerQueries(ctx context.Context, study string, as []aligne
 		k := [2]string{study, a.Query.ID}
 		cur, ok := f.queries[k]
 		if !ok {
-			q := a.Query
-			cur = &fakeQuery{q: q}
-			f.queries[k] = cur
+			cur = &fakeQuery{q: a.Query}
+			f.addQueryLocked(cur)
 		}
 		at := a.At
 		cur.q.AnsweredBy, cur.q.AnsweredAt, cur.fast, cur.passed = a.JudgmentID, &at, a.Fast, a.CheckPassed
@@ -277,8 +281,8 @@ func (f *fakeStore) updateFlagsLocked(study string, workers []string, flags alig
 	now := time.Now().UTC()
 	for _, w := range workers {
 		c := alignet.WorkerFlags{Study: study, Worker: w}
-		for _, q := range f.queries {
-			if q.q.Study != study || q.q.Worker != w || q.q.AnsweredBy == "" {
+		for _, q := range f.byWorker[[2]string{study, w}] {
+			if q.q.AnsweredBy == "" {
 				continue
 			}
 			c.Trials++

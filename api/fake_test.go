@@ -39,6 +39,7 @@ type fakeStore struct {
 	keyHash    map[string]string             // id -> hash
 	sessions   map[[2]string]alignet.Session // by (study, id)
 	queries    map[[2]string]*fakeQuery      // by (study, id)
+	byWorker   map[[2]string][]*fakeQuery    // by (study, worker)
 	flags      map[[2]string]*fakeFlags      // by (study, worker)
 	repeats    map[string][][3]string
 	down       error // returned by every method when set
@@ -80,6 +81,7 @@ func newFakeStore() *fakeStore {
 		keyHash:    map[string]string{},
 		sessions:   map[[2]string]alignet.Session{},
 		queries:    map[[2]string]*fakeQuery{},
+		byWorker:   map[[2]string][]*fakeQuery{},
 		flags:      map[[2]string]*fakeFlags{},
 		repeats:    map[string][][3]string{},
 		calls:      map[string]int{},

@@ -15,16 +15,15 @@ import (
 
 // Tuning of the engine that is not a study setting.
 const (
-	// ExposureExponent sets how strongly item exposure is balanced: an
-	// active candidate's score is multiplied by (1 + e)^−ExposureExponent
-	// for each of its items, where e is the number of times the item was
-	// handed out since the last rescoring.
-	ExposureExponent = 0.25
+	// ExposureCap bounds item exposure: an active candidate is passed over
+	// while one of its items was handed out, since the last rescoring,
+	// ExposureCap times the mean item exposure plus two times or more.
+	ExposureCap = 2
 	// MaxTeacherChecks is the most teacher-derived attention checks kept
 	// per rescoring (the most confident candidates).
 	MaxTeacherChecks = 1000
-	// maxPops bounds the candidates one active pick examines before it
-	// settles for the best seen.
+	// maxPops bounds the candidates one active pick examines (passing over
+	// seen and over-exposed ones) before it gives up.
 	maxPops = 256
 	// idleSession is how long a session stays in memory after its last
 	// use, beyond its queries' TTL.
@@ -87,7 +86,8 @@ type Engine struct {
 	heap        *keyHeap
 	outstanding []int32 // per candidate: handed out, unanswered, unexpired
 	handed      []int32 // per candidate: outstanding plus answered since the scores
-	exposure    []int32 // per item: hand-outs since the scores
+	exposure    []int32 // per item: active hand-outs since the scores
+	exposed     int64   // item slots handed out in active queries since the scores
 	scorerUsed  string
 	scoreErr    error
 
@@ -282,6 +282,7 @@ func (e *Engine) SetTeacher(t *Teacher, student *Teacher) (RescoreStats, error) 
 	} else {
 		clear(e.exposure)
 	}
+	e.exposed = 0
 	e.teacher, e.sc = t, sc
 	e.scores, e.heap = scores, h
 	e.handed = slices.Clone(e.outstanding)
@@ -628,44 +629,38 @@ func (e *Engine) hand(sess *session, kind alignet.QueryKind, items [3]string, ex
 }
 
 // trueKey is candidate c's current value: its score discounted for each
-// hand-out since scoring and for the exposure of its items.
+// hand-out since scoring. Keys change only through it, so the heap is
+// exact.
 func (e *Engine) trueKey(c int32) float32 {
-	tr := e.cands[c]
-	x := float64(1+e.exposure[tr.I]) * float64(1+e.exposure[tr.J]) * float64(1+e.exposure[tr.K])
-	v := float64(e.scores[c]) * math.Pow(e.cfg.Discount, float64(e.handed[c])) * math.Pow(x, -ExposureExponent)
-	return float32(v)
+	return float32(float64(e.scores[c]) * math.Pow(e.cfg.Discount, float64(e.handed[c])))
 }
 
-// popActive hands out the candidate of largest current value the worker
-// has not seen. Heap keys are upper bounds that are tightened when a
-// candidate reaches the top (values only fall between rescorings, except
-// on expiry, which updates the key).
+// overExposed reports whether one of c's items reached the exposure cap.
+func (e *Engine) overExposed(c int32) bool {
+	limit := int32(ExposureCap*float64(e.exposed)/float64(len(e.exposure))) + 2
+	tr := e.cands[c]
+	return e.exposure[tr.I] >= limit || e.exposure[tr.J] >= limit || e.exposure[tr.K] >= limit
+}
+
+// popActive hands out the candidate of largest current value that the
+// worker has not seen and whose items are not over-exposed.
 func (e *Engine) popActive(w *worker) (int32, bool) {
 	h := e.heap
-	if h == nil || h.len() == 0 {
+	if h == nil {
 		return -1, false
 	}
 	var stash []int32
-	best, bestKey := int32(-1), float32(-1)
+	best := int32(-1)
 	for range maxPops {
 		if h.len() == 0 {
 			break
 		}
 		c := h.top()
-		if _, seen := w.seen[e.candKey[c]]; seen {
-			stash = append(stash, c)
-			h.pop()
-			continue
-		}
-		k := e.trueKey(c)
-		if k > bestKey {
-			best, bestKey = c, k
-		}
-		h.set(c, k)
-		if h.top() == c {
+		if _, seen := w.seen[e.candKey[c]]; !seen && !e.overExposed(c) {
 			best = c
 			break
 		}
+		stash = append(stash, h.pop())
 	}
 	for _, c := range stash {
 		h.push(c, h.key[c])
@@ -679,6 +674,7 @@ func (e *Engine) popActive(w *worker) (int32, bool) {
 	e.exposure[tr.I]++
 	e.exposure[tr.J]++
 	e.exposure[tr.K]++
+	e.exposed += 3
 	h.set(best, e.trueKey(best))
 	return best, true
 }

@@ -90,17 +90,28 @@ func (q posterior) infoGain(tr learner.Triplet, l [3]float32) float64 {
 	r := math.Sqrt(3)
 	var pm [3]float64
 	var eh float64
+	inv := 1 / q.tau
 	for c := 0; c < 3; c++ {
 		for _, sign := range [2]float64{1, -1} {
 			var x [3]float64
+			m := math.Inf(-1)
 			for a := range x {
-				x[a] = mean[a] + sign*r*cols[c][a]
+				x[a] = (mean[a] + sign*r*cols[c][a]) * inv
+				m = math.Max(m, x[a])
 			}
-			p := learner.Softmax3(x, q.tau)
+			// Softmax and its entropy from one set of exponentials.
+			var e [3]float64
+			var sum, dot float64
+			for a := range x {
+				x[a] -= m
+				e[a] = expOrOne(x[a])
+				sum += e[a]
+				dot += x[a] * e[a]
+			}
 			for a := range pm {
-				pm[a] += p[a] / 6
+				pm[a] += e[a] / sum / 6
 			}
-			eh += entropyOf(p) / 6
+			eh += (math.Log(sum) - dot/sum) / 6
 		}
 	}
 	return math.Max(0, entropyOf(pm)-eh)

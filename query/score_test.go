@@ -3,6 +3,7 @@ package query
 import (
 	"errors"
 	"math"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/alignet/alignet"
@@ -140,6 +141,47 @@ func TestGramAndDotPathsAgree(t *testing.T) {
 					t.Fatalf("%s %v: Gram path logits %v, want %v", task, tr, gram[a], want)
 				}
 			}
+		}
+	}
+}
+
+// TestInfoGainMatchesMonteCarlo checks the posterior's closed-form logit
+// covariance and cubature against Monte Carlo: item representations are
+// drawn from the posterior itself (z_i + σ_i ε_i), their triplet
+// distributions averaged, and BALD computed from the samples.
+func TestInfoGainMatchesMonteCarlo(t *testing.T) {
+	teacher := randomTeacher(12, 5, 0.9, 21, 0)
+	counts := make([]int32, 12)
+	for i := range counts {
+		counts[i] = int32(4 + 3*i)
+	}
+	post := newPosterior(teacher, counts)
+	rng := rand.New(rand.NewPCG(5, 6))
+	p := teacher.P
+	for _, tr := range Candidates(learner.TaskOddOneOut, 12, 6, 8) {
+		var l [1][3]float32
+		learner.TripletDots(teacher.Z, p, []learner.Triplet{tr}, l[:])
+		got := post.infoGain(tr, l[0])
+		const draws = 200000
+		var pm [3]float64
+		var eh float64
+		zs := make([]float32, 3*p)
+		for range draws {
+			for a, it := range [3]int32{tr.I, tr.J, tr.K} {
+				sd := math.Sqrt(post.sigma2[it])
+				for k := 0; k < p; k++ {
+					zs[a*p+k] = teacher.Z[int(it)*p+k] + float32(sd*rng.NormFloat64())
+				}
+			}
+			pr := learner.Softmax3(learner.Logits(zs, p, learner.Triplet{I: 0, J: 1, K: 2}), teacher.Tau)
+			for c := range pm {
+				pm[c] += pr[c] / draws
+			}
+			eh += entropyOf(pr) / draws
+		}
+		want := entropyOf(pm) - eh
+		if math.Abs(got-want) > 0.05*want+0.0005 {
+			t.Errorf("%v: cubature BALD %.4f, Monte Carlo %.4f", tr, got, want)
 		}
 	}
 }

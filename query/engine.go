@@ -98,9 +98,7 @@ type Engine struct {
 
 	sessions map[string]*session
 	workers  map[string]*worker
-	queries  map[string]*served
-	queue    []*served // in serve order, for expiry
-	qhead    int
+	queries  map[string]*served // open queries, by id
 	stats    Stats
 }
 
@@ -437,7 +435,6 @@ func (e *Engine) AddSession(s alignet.Session, history []alignet.Query, now time
 		}
 		sv := &served{q: q, key: TripletKey(e.task, q.Items), cand: -1, sess: sess}
 		e.queries[q.ID] = sv
-		e.queue = append(e.queue, sv)
 		sess.open = append(sess.open, sv)
 	}
 }
@@ -498,7 +495,7 @@ func (e *Engine) Serve(sessionID string, n int, now time.Time) (Result, error) {
 	if e.teacher == nil {
 		return Result{}, ErrNoTeacher
 	}
-	e.expireLocked(now)
+	e.expireSession(sess, now)
 	sess.lastActive = now
 	trials := sess.s.Trials
 	var res Result
@@ -624,7 +621,6 @@ func (e *Engine) hand(sess *session, kind alignet.QueryKind, items [3]string, ex
 	sess.w.seen[key] = struct{}{}
 	sess.open = append(sess.open, sv)
 	e.queries[q.ID] = sv
-	e.queue = append(e.queue, sv)
 	return sv
 }
 
@@ -714,8 +710,8 @@ func (e *Engine) randomUnseen(w *worker) (learner.Triplet, uint64, bool) {
 
 func seen(w *worker, k uint64) bool { _, ok := w.seen[k]; return ok }
 
-// Lookup returns a query this engine served or restored and still holds
-// (until its expiry).
+// Lookup returns an open query this engine served or restored. Answered
+// and expired queries are left to the store.
 func (e *Engine) Lookup(id string) (alignet.Query, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -726,21 +722,19 @@ func (e *Engine) Lookup(id string) (alignet.Query, bool) {
 	return sv.q, true
 }
 
-// Answer records that judgment judgmentID answered query id at time at
-// (after the answer was bound in the store). It advances the session and
-// releases the candidate's hand-out; unknown or answered queries are
-// ignored.
+// Answer records that judgment judgmentID answered open query id at time
+// at (after the answer was bound in the store). It advances the session,
+// releases the candidate's hand-out and forgets the query; unknown queries
+// are ignored.
 func (e *Engine) Answer(id, judgmentID string, at time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	sv, ok := e.queries[id]
-	if !ok || sv.answered {
+	if !ok {
 		return
 	}
+	delete(e.queries, id)
 	sv.answered = true
-	sv.q.AnsweredBy = judgmentID
-	t := at
-	sv.q.AnsweredAt = &t
 	sess := sv.sess
 	sess.answered++
 	sess.lastActive = at
@@ -767,15 +761,15 @@ func (e *Engine) observeLocked(items [3]string) {
 	}
 }
 
-// Sweep expires queries past their TTL and evicts sessions idle for longer
-// than their TTL plus 15 minutes (they are restored from the store when
-// they come back).
+// Sweep expires open queries past their TTL and evicts sessions idle for
+// longer than their TTL plus 15 minutes (they are restored from the store
+// when they come back). The API runs it once a second.
 func (e *Engine) Sweep(now time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.expireLocked(now)
 	idle := time.Duration(e.cfg.TTL) + idleSession
 	for id, sess := range e.sessions {
+		e.expireSession(sess, now)
 		if now.Sub(sess.lastActive) <= idle {
 			continue
 		}
@@ -790,29 +784,17 @@ func (e *Engine) Sweep(now time.Time) {
 	}
 }
 
-// expireLocked releases the queries whose TTL passed.
-func (e *Engine) expireLocked(now time.Time) {
-	for e.qhead < len(e.queue) {
-		sv := e.queue[e.qhead]
+// expireSession releases the session's open queries whose TTL passed.
+func (e *Engine) expireSession(sess *session, now time.Time) {
+	sess.open = slices.DeleteFunc(sess.open, func(sv *served) bool {
 		if sv.q.ExpiresAt.After(now) {
-			break
+			return false
 		}
-		e.queue[e.qhead] = nil
-		e.qhead++
-		if cur, ok := e.queries[sv.q.ID]; !ok || cur != sv {
-			continue // evicted with its session
-		}
+		e.release(sv)
 		delete(e.queries, sv.q.ID)
-		if !sv.answered {
-			e.release(sv)
-			sv.sess.open = slices.DeleteFunc(sv.sess.open, func(o *served) bool { return o == sv })
-			e.stats.Expired++
-		}
-	}
-	if e.qhead > 1024 && e.qhead > len(e.queue)/2 {
-		e.queue = append(e.queue[:0], e.queue[e.qhead:]...)
-		e.qhead = 0
-	}
+		e.stats.Expired++
+		return true
+	})
 }
 
 // release takes back an unanswered hand-out of a candidate.

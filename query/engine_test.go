@@ -184,9 +184,12 @@ func TestBudgetOpenQueriesAndExpiry(t *testing.T) {
 	if len(r2.Queries) != 5 || len(r2.New) != 2 || r2.Queries[0].ID != r1.Queries[0].ID {
 		t.Fatalf("second serve = %+v", r2)
 	}
+	if q, ok := e.Lookup(r2.Queries[0].ID); !ok || q.ID != r2.Queries[0].ID {
+		t.Fatalf("Lookup of an open query = %+v, %v", q, ok)
+	}
 	e.Answer(r2.Queries[0].ID, "j1", t0.Add(2*time.Second))
-	if q, ok := e.Lookup(r2.Queries[0].ID); !ok || q.AnsweredBy != "j1" {
-		t.Fatalf("Lookup of an answered query = %+v, %v", q, ok)
+	if q, ok := e.Lookup(r2.Queries[0].ID); ok {
+		t.Fatalf("an answered query is still held: %+v", q)
 	}
 	// After the TTL the four unanswered queries expire and new ones fill
 	// the budget.

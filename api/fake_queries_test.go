@@ -395,11 +395,13 @@ func (f *fakeStore) EnsureRepeatSet(ctx context.Context, study string, ts [][3]s
 }
 
 func (f *fakeStore) ExportJudgmentQueries(ctx context.Context, jf alignet.JudgmentFilter, fn func(alignet.Judgment, *alignet.Query) error) error {
-	// The join reads the query log under the lock, as one snapshot.
+	// The join reads the answered queries under the lock, as one snapshot.
 	f.mu.Lock()
 	qs := make(map[[2]string]alignet.Query, len(f.queries))
 	for k, v := range f.queries {
-		qs[k] = v.q
+		if v.q.AnsweredBy != "" {
+			qs[k] = v.q
+		}
 	}
 	f.mu.Unlock()
 	return f.ExportJudgments(ctx, jf, func(j alignet.Judgment) error {

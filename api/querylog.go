@@ -17,9 +17,10 @@ import (
 // Config.QueryLogMaxPending, beyond which new ones are dropped and
 // counted) and retried. The durability window is therefore one interval:
 // a crash loses at most the queries served in the last interval (plus any
-// kept through a store outage); a graceful stop writes everything. A
-// query that an answer reaches first is stored by that answer
-// (AnswerQueries), so no answered query depends on the log.
+// kept through a store outage); a graceful stop writes everything. An
+// answer stores its query with its binding (AnswerQueries), so no
+// answered query depends on the log, and the log and the answers never
+// write the same rows.
 type queryLog struct {
 	store    SessionStore
 	log      *slog.Logger

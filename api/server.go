@@ -152,7 +152,7 @@ const (
 	// the query log by default: the durability window of the log.
 	DefaultQueryLogInterval = 100 * time.Millisecond
 	// DefaultQueryLogBatch is the default largest query log write.
-	DefaultQueryLogBatch = 5000
+	DefaultQueryLogBatch = 1000
 	// DefaultQueryLogMaxPending is the default number of served queries
 	// kept in memory while the query log cannot be written.
 	DefaultQueryLogMaxPending = 200000
@@ -225,7 +225,7 @@ type Config struct {
 	// query log, which bounds what a crash loses. Default 100ms.
 	QueryLogInterval time.Duration
 	// QueryLogBatch is the most queries one query log write holds.
-	// Default 5000.
+	// Default 1000.
 	QueryLogBatch int
 	// QueryLogMaxPending is how many served queries are kept in memory
 	// while the query log cannot be written; beyond it they are dropped

@@ -179,9 +179,10 @@ func (d *DB) ExportJudgments(ctx context.Context, f alignet.JudgmentFilter, fn f
 	return d.export(ctx, f, false, func(j alignet.Judgment, _ *alignet.Query) error { return fn(j) })
 }
 
-// ExportJudgmentQueries is ExportJudgments joined to the query log: fn
+// ExportJudgmentQueries is ExportJudgments joined to the queries the
+// judgments answer (their bindings, which every linked judgment has): fn
 // also gets the query each judgment answers, or nil for judgments without
-// one (or whose query_id names no served query).
+// one.
 func (d *DB) ExportJudgmentQueries(ctx context.Context, f alignet.JudgmentFilter, fn func(alignet.Judgment, *alignet.Query) error) error {
 	return d.export(ctx, f, true, fn)
 }
@@ -221,11 +222,11 @@ func (d *DB) export(ctx context.Context, f alignet.JudgmentFilter, join bool, fn
 	q := `SELECT j.study, j.id, j.task, j.worker, j.item_a, j.item_b, j.item_c, coalesce(j.odd, ''), j.rt_ms,
 		coalesce(j.query_id, ''), coalesce(j.query_kind, ''), j.received_at`
 	if join {
-		q += `, q.id IS NOT NULL, coalesce(q.session, ''), coalesce(q.worker, ''), coalesce(q.kind, ''),
+		q += `, q.query_id IS NOT NULL, coalesce(q.session, ''), coalesce(q.worker, ''), coalesce(q.kind, ''),
 			coalesce(q.item_a, ''), coalesce(q.item_b, ''), coalesce(q.item_c, ''), coalesce(q.expected, ''),
 			coalesce(q.score, 0), coalesce(q.teacher_version, 0), q.served_at, q.expires_at,
-			coalesce(q.answered_by, ''), q.answered_at
-		FROM judgments j LEFT JOIN queries q ON q.study = j.study AND q.id = j.query_id`
+			coalesce(q.judgment_id, ''), q.answered_at
+		FROM judgments j LEFT JOIN query_answers q ON q.study = j.study AND q.query_id = j.query_id`
 	} else {
 		q += ` FROM judgments j`
 	}

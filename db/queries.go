@@ -12,12 +12,29 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-const queryColumns = `study, id, session, worker, kind, item_a, item_b, item_c, coalesce(expected, ''), score,
-	teacher_version, served_at, expires_at, coalesce(answered_by, ''), answered_at`
+// servedColumns are the served query's columns, shared by queries and
+// query_answers; servedSelect reads them.
+const (
+	servedColumns = `session, worker, kind, item_a, item_b, item_c, expected, score, teacher_version, served_at, expires_at`
+	servedSelect  = `session, worker, kind, item_a, item_b, item_c, coalesce(expected, ''), score, teacher_version, served_at, expires_at`
+	queryColumns  = `study, id, ` + servedSelect
+	answerColumns = `study, query_id, ` + servedSelect + `, judgment_id, answered_at`
+)
 
 func scanQuery(row pgx.Row, q *alignet.Query) error {
 	return row.Scan(&q.Study, &q.ID, &q.Session, &q.Worker, &q.Kind, &q.Items[0], &q.Items[1], &q.Items[2], &q.Expected,
-		&q.Score, &q.TeacherVersion, &q.ServedAt, &q.ExpiresAt, &q.AnsweredBy, &q.AnsweredAt)
+		&q.Score, &q.TeacherVersion, &q.ServedAt, &q.ExpiresAt)
+}
+
+// scanAnswered scans answerColumns: an answered query with its binding.
+func scanAnswered(row pgx.Row, q *alignet.Query) error {
+	var at time.Time
+	if err := row.Scan(&q.Study, &q.ID, &q.Session, &q.Worker, &q.Kind, &q.Items[0], &q.Items[1], &q.Items[2], &q.Expected,
+		&q.Score, &q.TeacherVersion, &q.ServedAt, &q.ExpiresAt, &q.AnsweredBy, &at); err != nil {
+		return err
+	}
+	q.AnsweredAt = &at
+	return nil
 }
 
 // checkQuery reports a query that cannot be stored.
@@ -29,60 +46,71 @@ func checkQuery(q *alignet.Query) error {
 	return nil
 }
 
-// insertQueries inserts qs (all of one transaction's studies already
-// checked), skipping those stored already, and returns how many it added.
-func insertQueries(ctx context.Context, tx pgx.Tx, qs []alignet.Query) (int64, error) {
+// studiesExist checks that the sorted, distinct studies exist. Unlike
+// lockStudies it takes no row lock: query writes are many and small, and
+// concurrent key-share locks on one study row contend; studies are never
+// deleted while the API serves them.
+func studiesExist(ctx context.Context, tx pgx.Tx, studies []string) error {
+	var n int
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM studies WHERE id = ANY($1::text[])`, studies).Scan(&n); err != nil {
+		return err
+	}
+	if n != len(studies) {
+		return fmt.Errorf("studies %q: %w", studies, pgx.ErrNoRows)
+	}
+	return nil
+}
+
+// servedArrays are the served columns of a batch of queries as arrays, in
+// the order of servedColumns, after the study and id arrays.
+func servedArrays(qs []*alignet.Query) []any {
 	n := len(qs)
 	study, id, sess, worker, kind := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	a, b, c, exp := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	score := make([]float64, n)
 	version := make([]int64, n)
 	served, expires := make([]time.Time, n), make([]time.Time, n)
-	for i := range qs {
-		q := &qs[i]
+	for i, q := range qs {
 		study[i], id[i], sess[i], worker[i], kind[i] = q.Study, q.ID, q.Session, q.Worker, string(q.Kind)
 		a[i], b[i], c[i], exp[i] = q.Items[0], q.Items[1], q.Items[2], q.Expected
 		score[i], version[i], served[i], expires[i] = q.Score, q.TeacherVersion, q.ServedAt, q.ExpiresAt
 	}
-	tag, err := tx.Exec(ctx, `INSERT INTO queries
-		(study, id, session, worker, kind, item_a, item_b, item_c, expected, score, teacher_version, served_at, expires_at)
-		SELECT s, i, se, w, k, a, b, c, NULLIF(e, ''), sc, v, sa, ea
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-			$9::text[], $10::float8[], $11::int8[], $12::timestamptz[], $13::timestamptz[])
-			AS u(s, i, se, w, k, a, b, c, e, sc, v, sa, ea)
-		ORDER BY s, i
-		ON CONFLICT (study, id) DO NOTHING`,
-		study, id, sess, worker, kind, a, b, c, exp, score, version, served, expires)
-	if err != nil {
-		return 0, err
-	}
-	return tag.RowsAffected(), nil
+	return []any{study, id, sess, worker, kind, a, b, c, exp, score, version, served, expires}
 }
 
+// servedUnnest selects the arrays of servedArrays as rows.
+const servedUnnest = `unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+	$9::text[], $10::float8[], $11::int8[], $12::timestamptz[], $13::timestamptz[])
+	AS u(s, i, se, w, k, a, b, c, e, sc, v, sa, ea)`
+
 // LogQueries stores served queries in one transaction and returns how many
-// were new; queries stored already (by an earlier batch, or by the answer
-// that beat the batch) are skipped unchanged. A study that does not exist
-// yields an error wrapping alignet.ErrNotFound, and nothing is stored.
+// were new; queries stored already are skipped unchanged. A study that
+// does not exist yields an error wrapping alignet.ErrNotFound, and nothing
+// is stored.
 func (d *DB) LogQueries(ctx context.Context, qs []alignet.Query) (int64, error) {
 	if len(qs) == 0 {
 		return 0, nil
 	}
 	var studies []string
+	ptrs := make([]*alignet.Query, len(qs))
 	for i := range qs {
 		if err := checkQuery(&qs[i]); err != nil {
 			return 0, fmt.Errorf("db: log queries: %w", err)
 		}
 		studies = append(studies, qs[i].Study)
+		ptrs[i] = &qs[i]
 	}
 	slices.Sort(studies)
 	studies = slices.Compact(studies)
 	var n int64
 	err := d.inTx(ctx, "log_queries", func(tx pgx.Tx) error {
-		if err := lockStudies(ctx, tx, studies); err != nil {
+		if err := studiesExist(ctx, tx, studies); err != nil {
 			return err
 		}
-		var err error
-		n, err = insertQueries(ctx, tx, qs)
+		tag, err := tx.Exec(ctx, `INSERT INTO queries (study, id, `+servedColumns+`)
+			SELECT s, i, se, w, k, a, b, c, NULLIF(e, ''), sc, v, sa, ea FROM `+servedUnnest+`
+			ORDER BY s, i ON CONFLICT (study, id) DO NOTHING`, servedArrays(ptrs)...)
+		n = tag.RowsAffected()
 		return err
 	})
 	if err != nil {
@@ -91,12 +119,17 @@ func (d *DB) LogQueries(ctx context.Context, qs []alignet.Query) (int64, error) 
 	return n, nil
 }
 
-// GetQuery returns query id of study, or an error wrapping
+// GetQuery returns query id of study with its answer, if any: from its
+// answer when it was answered (the query log may not hold it yet), else
+// from the query log. A query in neither yields an error wrapping
 // alignet.ErrNotFound.
 func (d *DB) GetQuery(ctx context.Context, study, id string) (alignet.Query, error) {
 	defer d.observe("get_query", time.Now())
 	var q alignet.Query
-	err := scanQuery(d.pool.QueryRow(ctx, `SELECT `+queryColumns+` FROM queries WHERE study = $1 AND id = $2`, study, id), &q)
+	err := scanAnswered(d.pool.QueryRow(ctx, `SELECT `+answerColumns+` FROM query_answers WHERE study = $1 AND query_id = $2`, study, id), &q)
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = scanQuery(d.pool.QueryRow(ctx, `SELECT `+queryColumns+` FROM queries WHERE study = $1 AND id = $2`, study, id), &q)
+	}
 	if err != nil {
 		return alignet.Query{}, wrapErr(fmt.Sprintf("get query %q of study %q", id, study), err)
 	}
@@ -104,43 +137,61 @@ func (d *DB) GetQuery(ctx context.Context, study, id string) (alignet.Query, err
 }
 
 // WorkerQueries returns every stored query served to the worker in study,
-// from all their sessions, oldest first.
+// from all their sessions, with their answers, oldest first.
 func (d *DB) WorkerQueries(ctx context.Context, study, worker string) ([]alignet.Query, error) {
 	defer d.observe("worker_queries", time.Now())
-	rows, err := d.pool.Query(ctx, `SELECT `+queryColumns+` FROM queries WHERE study = $1 AND worker = $2 ORDER BY served_at, id`, study, worker)
-	if err != nil {
+	byID := map[string]alignet.Query{}
+	collect := func(sql string, scan func(pgx.Row, *alignet.Query) error) error {
+		rows, err := d.pool.Query(ctx, sql, study, worker)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var q alignet.Query
+			if err := scan(rows, &q); err != nil {
+				return err
+			}
+			byID[q.ID] = q // answers, read second, win
+		}
+		return rows.Err()
+	}
+	if err := collect(`SELECT `+queryColumns+` FROM queries WHERE study = $1 AND worker = $2`, scanQuery); err != nil {
 		return nil, wrapErr("worker queries", err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (alignet.Query, error) {
-		var q alignet.Query
-		err := scanQuery(r, &q)
-		return q, err
+	if err := collect(`SELECT `+answerColumns+` FROM query_answers WHERE study = $1 AND worker = $2`, scanAnswered); err != nil {
+		return nil, wrapErr("worker queries", err)
+	}
+	out := make([]alignet.Query, 0, len(byID))
+	for _, q := range byID {
+		out = append(out, q)
+	}
+	slices.SortFunc(out, func(a, b alignet.Query) int {
+		if c := a.ServedAt.Compare(b.ServedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
 	})
-	if err != nil {
-		return nil, wrapErr("worker queries", err)
-	}
-	if out == nil {
-		out = []alignet.Query{}
-	}
 	return out, nil
 }
 
 // AnswerQueries binds judgments to the queries they answer, all or
-// nothing, and returns the outcome of each answer in order. A query not
-// stored yet is stored first from Answer.Query. A query is bound once: to
-// an unanswered query whose ExpiresAt is after Answer.At the judgment is
-// bound (AnswerBound); a query bound to the same judgment id is a retry
-// (AnswerRepeated); one bound to another id is AnswerTaken and one past
-// its TTL unanswered is AnswerExpired. Unless every outcome is bound or
-// repeated nothing is written; otherwise the answered workers' counts and
-// flags (worker_flags, by flags.Reasons) are updated in the same
-// transaction. Every answer must belong to study, whose absence yields an
-// error wrapping alignet.ErrNotFound.
+// nothing, and returns the outcome of each answer in order. A query is
+// bound once: a query not bound yet whose ExpiresAt is after Answer.At is
+// bound to the judgment (AnswerBound); one bound to the same judgment id is
+// a retry (AnswerRepeated, even past the TTL); one bound to another id is
+// AnswerTaken and one past its TTL unanswered is AnswerExpired. Unless
+// every outcome is bound or repeated nothing is written; otherwise the
+// answered workers' counts and flags (worker_flags, by flags.Reasons) are
+// updated in the same transaction. The binding stores the query as served
+// (Answer.Query), so it need not be in the query log. Every answer must
+// belong to study, whose absence yields an error wrapping
+// alignet.ErrNotFound.
 func (d *DB) AnswerQueries(ctx context.Context, study string, as []alignet.Answer, flags alignet.FlagSettings) ([]alignet.AnswerOutcome, error) {
 	if len(as) == 0 {
 		return []alignet.AnswerOutcome{}, nil
 	}
-	order := make([]int, len(as))
+	ids := make([]string, len(as))
 	for i := range as {
 		if as[i].Query.Study != study || as[i].JudgmentID == "" || as[i].At.IsZero() {
 			return nil, fmt.Errorf("db: answer queries: %w: answer %d is not a complete answer in study %q", alignet.ErrInvalid, i, study)
@@ -148,79 +199,67 @@ func (d *DB) AnswerQueries(ctx context.Context, study string, as []alignet.Answe
 		if err := checkQuery(&as[i].Query); err != nil {
 			return nil, fmt.Errorf("db: answer queries: %w", err)
 		}
-		order[i] = i
+		ids[i] = as[i].Query.ID
 	}
-	// Lock queries in id order so overlapping batches cannot deadlock.
-	slices.SortFunc(order, func(a, b int) int { return strings.Compare(as[a].Query.ID, as[b].Query.ID) })
 	outcomes := make([]alignet.AnswerOutcome, len(as))
 	errRefused := errors.New("refused")
 	err := d.inTx(ctx, "answer_queries", func(tx pgx.Tx) error {
-		if err := lockStudies(ctx, tx, []string{study}); err != nil {
+		if err := studiesExist(ctx, tx, []string{study}); err != nil {
 			return err
 		}
-		qs := make([]alignet.Query, len(order))
-		ids := make([]string, len(order))
-		for k, i := range order {
-			qs[k], ids[k] = as[i].Query, as[i].Query.ID
-		}
-		if _, err := insertQueries(ctx, tx, qs); err != nil {
-			return err
-		}
-		// Lock the rows in id order and read their bindings at once.
-		rows, err := tx.Query(ctx, `SELECT id, coalesce(answered_by, ''), expires_at FROM queries
-			WHERE study = $1 AND id = ANY($2::text[]) ORDER BY id FOR UPDATE`, study, ids)
+		bound, err := bindings(ctx, tx, study, ids)
 		if err != nil {
 			return err
 		}
-		type binding struct {
-			by      string
-			expires time.Time
-		}
-		cur := make(map[string]binding, len(ids))
-		var id string
-		var b binding
-		if _, err := pgx.ForEachRow(rows, []any{&id, &b.by, &b.expires}, func() error {
-			cur[id] = b
-			return nil
-		}); err != nil {
-			return err
-		}
-		refused := false
-		var bid, bjid []string
-		var bat []time.Time
-		var brt []int32
-		var bfast []bool
-		var bpassed []*bool
-		var workers []string
-		for _, i := range order {
-			a := &as[i]
-			c := cur[a.Query.ID]
-			switch {
-			case c.by == a.JudgmentID:
-				outcomes[i] = alignet.AnswerRepeated
-			case c.by != "":
-				outcomes[i], refused = alignet.AnswerTaken, true
-			case !c.expires.After(a.At):
-				outcomes[i], refused = alignet.AnswerExpired, true
-			default:
-				// Two answers to one query in the same batch: the first binds.
-				outcomes[i] = alignet.AnswerBound
-				cur[a.Query.ID] = binding{by: a.JudgmentID, expires: c.expires}
-				bid, bjid, bat = append(bid, a.Query.ID), append(bjid, a.JudgmentID), append(bat, a.At)
-				brt, bfast, bpassed = append(brt, a.RTMillis), append(bfast, a.Fast), append(bpassed, a.CheckPassed)
-				workers = append(workers, a.Query.Worker)
-			}
-		}
-		if refused {
+		var fresh []int
+		if decideAnswers(as, bound, outcomes, &fresh) {
 			return errRefused
 		}
-		if len(bid) == 0 {
+		if len(fresh) == 0 {
 			return nil
 		}
-		if _, err := tx.Exec(ctx, `UPDATE queries q SET answered_by = u.jid, answered_at = u.at, rt_ms = u.rt, fast = u.fast, check_passed = u.passed
-			FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::int4[], $6::bool[], $7::bool[]) AS u(id, jid, at, rt, fast, passed)
-			WHERE q.study = $1 AND q.id = u.id`, study, bid, bjid, bat, brt, bfast, bpassed); err != nil {
+		ptrs := make([]*alignet.Query, len(fresh))
+		jid, at := make([]string, len(fresh)), make([]time.Time, len(fresh))
+		rt, fast, passed := make([]int32, len(fresh)), make([]bool, len(fresh)), make([]*bool, len(fresh))
+		var workers []string
+		for k, i := range fresh {
+			a := &as[i]
+			ptrs[k], jid[k], at[k], rt[k], fast[k], passed[k] = &a.Query, a.JudgmentID, a.At, a.RTMillis, a.Fast, a.CheckPassed
+			workers = append(workers, a.Query.Worker)
+		}
+		args := append(servedArrays(ptrs), jid, at, rt, fast, passed)
+		// A concurrent binding of the same query wins the primary key: its
+		// row is not inserted here, and the batch is refused.
+		rows, err := tx.Query(ctx, `INSERT INTO query_answers (study, query_id, `+servedColumns+`, judgment_id, answered_at, rt_ms, fast, check_passed)
+			SELECT s, i, se, w, k, a, b, c, NULLIF(e, ''), sc, v, sa, ea, j, t, r, f, p
+			FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+				$9::text[], $10::float8[], $11::int8[], $12::timestamptz[], $13::timestamptz[],
+				$14::text[], $15::timestamptz[], $16::int4[], $17::bool[], $18::bool[])
+				AS u(s, i, se, w, k, a, b, c, e, sc, v, sa, ea, j, t, r, f, p)
+			ORDER BY i ON CONFLICT (study, query_id) DO NOTHING RETURNING query_id`, args...)
+		if err != nil {
 			return err
+		}
+		inserted, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		if len(inserted) < len(fresh) {
+			// Lost a race: decide again against the winners' bindings.
+			bound, err := bindings(ctx, tx, study, ids)
+			if err != nil {
+				return err
+			}
+			mine := map[string]bool{}
+			for _, q := range inserted {
+				mine[q] = true
+			}
+			for _, i := range fresh {
+				if !mine[as[i].Query.ID] && bound[as[i].Query.ID] != as[i].JudgmentID {
+					outcomes[i] = alignet.AnswerTaken
+				}
+			}
+			return errRefused
 		}
 		return updateWorkerFlags(ctx, tx, study, workers, flags)
 	})
@@ -233,9 +272,51 @@ func (d *DB) AnswerQueries(ctx context.Context, study string, as []alignet.Answe
 	return outcomes, nil
 }
 
-// UnanswerQueries takes back bindings made by AnswerQueries that could not
-// be published (the answers' Query.ID and JudgmentID; bindings to other
-// judgments are left alone) and updates the workers' counts and flags.
+// bindings returns the judgment ids bound to the given queries.
+func bindings(ctx context.Context, tx pgx.Tx, study string, ids []string) (map[string]string, error) {
+	rows, err := tx.Query(ctx, `SELECT query_id, judgment_id FROM query_answers WHERE study = $1 AND query_id = ANY($2::text[])`, study, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	var q, j string
+	_, err = pgx.ForEachRow(rows, []any{&q, &j}, func() error {
+		out[q] = j
+		return nil
+	})
+	return out, err
+}
+
+// decideAnswers sets the outcome of each answer against the bindings
+// (updated with the ones it makes), appends the answers to bind to fresh
+// and reports whether one is refused. Of two answers to one query in a
+// batch, the first binds.
+func decideAnswers(as []alignet.Answer, bound map[string]string, outcomes []alignet.AnswerOutcome, fresh *[]int) bool {
+	refused := false
+	for i := range as {
+		a := &as[i]
+		by, ok := bound[a.Query.ID]
+		switch {
+		case ok && by == a.JudgmentID:
+			outcomes[i] = alignet.AnswerRepeated
+		case ok:
+			outcomes[i], refused = alignet.AnswerTaken, true
+		case !a.Query.ExpiresAt.After(a.At):
+			outcomes[i], refused = alignet.AnswerExpired, true
+		default:
+			outcomes[i] = alignet.AnswerBound
+			bound[a.Query.ID] = a.JudgmentID
+			*fresh = append(*fresh, i)
+		}
+	}
+	return refused
+}
+
+// UnanswerQueries takes back bindings made by AnswerQueries whose
+// judgments could not be published (the answers' Query.ID and
+// JudgmentID; bindings to other judgments are left alone): the queries go
+// to the query log unanswered, and the workers' counts and flags are
+// updated.
 func (d *DB) UnanswerQueries(ctx context.Context, study string, as []alignet.Answer, flags alignet.FlagSettings) error {
 	if len(as) == 0 {
 		return nil
@@ -247,9 +328,13 @@ func (d *DB) UnanswerQueries(ctx context.Context, study string, as []alignet.Ans
 		workers = append(workers, a.Query.Worker)
 	}
 	err := d.inTx(ctx, "unanswer_queries", func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `UPDATE queries q SET answered_by = NULL, answered_at = NULL, rt_ms = NULL, fast = NULL, check_passed = NULL
-			FROM unnest($2::text[], $3::text[]) AS u(id, jid)
-			WHERE q.study = $1 AND q.id = u.id AND q.answered_by = u.jid`, study, ids, jids); err != nil {
+		if _, err := tx.Exec(ctx, `WITH gone AS (
+				DELETE FROM query_answers a USING unnest($2::text[], $3::text[]) AS u(id, jid)
+				WHERE a.study = $1 AND a.query_id = u.id AND a.judgment_id = u.jid
+				RETURNING a.*)
+			INSERT INTO queries (study, id, `+servedColumns+`)
+			SELECT study, query_id, `+servedColumns+` FROM gone
+			ON CONFLICT (study, id) DO NOTHING`, study, ids, jids); err != nil {
 			return err
 		}
 		return updateWorkerFlags(ctx, tx, study, workers, flags)

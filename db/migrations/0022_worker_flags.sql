@@ -1,8 +1,8 @@
 -- 0022_worker_flags: per study and worker, the counts of answered queries
 -- (trials, too-fast answers, attention checks passed and failed) and the
 -- reasons the worker is flagged (alignet.FlagSettings.Reasons; empty: not
--- flagged). Recomputed from the queries table whenever an answer is bound
--- or unbound. flag_changed_at is when the reasons went from empty to
+-- flagged). Recomputed from query_answers whenever an answer is bound or
+-- unbound. flag_changed_at is when the reasons went from empty to
 -- non-empty or back; learners poll it to exclude flagged workers.
 CREATE TABLE worker_flags (
     study           text COLLATE "C" NOT NULL REFERENCES studies (id) ON DELETE CASCADE,

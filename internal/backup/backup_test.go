@@ -166,7 +166,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	fill(t, src)
 	want := snapshot(t, src)
 	for _, tb := range []string{"public.judgments", "public.teacher_versions", "public.api_keys", "public.schema_migrations",
-		"public.sessions", "public.queries", "public.worker_flags", "public.repeat_triplets"} {
+		"public.sessions", "public.queries", "public.query_answers", "public.worker_flags", "public.repeat_triplets"} {
 		if want[tb] == "" || strings.HasPrefix(want[tb], "0 rows") {
 			t.Fatalf("source table %s is empty or missing: %q", tb, want[tb])
 		}

@@ -127,7 +127,6 @@ type worker struct {
 
 type served struct {
 	q        alignet.Query
-	key      uint64
 	gen      int
 	cand     int32 // candidate index in generation gen, −1 for none
 	sess     *session
@@ -433,7 +432,7 @@ func (e *Engine) AddSession(s alignet.Session, history []alignet.Query, now time
 		if _, ok := e.queries[q.ID]; ok {
 			continue
 		}
-		sv := &served{q: q, key: TripletKey(e.task, q.Items), cand: -1, sess: sess}
+		sv := &served{q: q, cand: -1, sess: sess}
 		e.queries[q.ID] = sv
 		sess.open = append(sess.open, sv)
 	}
@@ -617,7 +616,7 @@ func (e *Engine) hand(sess *session, kind alignet.QueryKind, items [3]string, ex
 		Items: items, Expected: expected, Score: score, TeacherVersion: e.teacher.Version,
 		ServedAt: now, ExpiresAt: now.Add(time.Duration(e.cfg.TTL)),
 	}
-	sv := &served{q: q, key: key, gen: e.gen, cand: cand, sess: sess}
+	sv := &served{q: q, gen: e.gen, cand: cand, sess: sess}
 	sess.w.seen[key] = struct{}{}
 	sess.open = append(sess.open, sv)
 	e.queries[q.ID] = sv

@@ -70,7 +70,6 @@ func (s *Server) postEmbeddings(c echo.Context) error {
 	if err != nil {
 		return storeErr(err, "space", "")
 	}
-	s.sel.invalidateSpace(sp.Name) // raw teachers over the space reload
 	return c.JSON(http.StatusOK, map[string]int64{"upserted": n})
 }
 

@@ -59,8 +59,8 @@ func TestStalledExportsLeaveDBPool(t *testing.T) {
 		AdminKey: adminKey, PseudonymKey: []byte("pseudonym-key-0123456789"),
 		MaxExports: maxExports, ShutdownTimeout: time.Second,
 		Registerer: reg, Logger: slog.New(slog.DiscardHandler),
-	}, api.Deps{Spaces: d, Studies: d, Judgments: d, Keys: d, Workers: d, Ready: d, Publisher: nopPublisher{},
-		Embeddings: d, Sessions: d, Flags: d})
+	}, api.Deps{Spaces: d, Studies: d, Settings: d, Teachers: d, TeacherSource: d, Judgments: d, Keys: d, Workers: d,
+		Ready: d, Publisher: nopPublisher{}, Sessions: d, Flags: d})
 	if err != nil {
 		t.Fatal(err)
 	}

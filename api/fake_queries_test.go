@@ -24,30 +24,6 @@ type fakeFlags struct {
 	flagChanged time.Time
 }
 
-func (f *fakeStore) LoadEmbeddings(ctx context.Context, space string, ids []string) ([]float32, []bool, error) {
-	done, err := f.enter(ctx, "LoadEmbeddings")
-	if err != nil {
-		return nil, nil, err
-	}
-	defer done()
-	if err := pgText(space); err != nil {
-		return nil, nil, err
-	}
-	sp, ok := f.spaces[space]
-	if !ok {
-		return nil, nil, fmt.Errorf("space %q: %w", space, alignet.ErrNotFound)
-	}
-	vecs := make([]float32, len(ids)*sp.Dim)
-	found := make([]bool, len(ids))
-	for i, id := range ids {
-		if v, ok := f.embeddings[space][id]; ok {
-			copy(vecs[i*sp.Dim:], v)
-			found[i] = true
-		}
-	}
-	return vecs, found, nil
-}
-
 func (f *fakeStore) OpenSession(ctx context.Context, s alignet.Session) (alignet.Session, bool, error) {
 	done, err := f.enter(ctx, "OpenSession")
 	if err != nil {

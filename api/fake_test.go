@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -34,9 +35,14 @@ type fakeStore struct {
 	embeddings map[string]map[string][]float32
 	studies    map[string]alignet.Study
 	items      map[string]map[string]bool
-	judgments  []alignet.Judgment            // sorted by (received_at, id, study); replaced, never modified
-	keys       map[string]alignet.APIKey     // by hash
-	keyHash    map[string]string             // id -> hash
+	judgments  []alignet.Judgment        // sorted by (received_at, id, study); replaced, never modified
+	keys       map[string]alignet.APIKey // by hash
+	keyHash    map[string]string         // id -> hash
+	itemsRev   map[string]int64          // study -> items revision
+	embRev     map[string]int64          // space -> embeddings revision
+	states     map[string]alignet.TeacherState
+	versions   map[string][]alignet.TeacherVersion // oldest first
+	refits     map[string]bool
 	sessions   map[[2]string]alignet.Session // by (study, id)
 	queries    map[[2]string]*fakeQuery      // by (study, id)
 	byWorker   map[[2]string][]*fakeQuery    // by (study, worker)
@@ -56,11 +62,13 @@ var (
 	_ storetest.Store  = (*fakeStore)(nil)
 	_ SpaceStore       = storetest.Store(nil)
 	_ StudyStore       = storetest.Store(nil)
+	_ SettingsStore    = storetest.Store(nil)
+	_ TeacherStore     = storetest.Store(nil)
+	_ TeacherSource    = storetest.Store(nil)
 	_ JudgmentExporter = storetest.Store(nil)
 	_ KeyStore         = storetest.Store(nil)
 	_ WorkerStore      = storetest.Store(nil)
 	_ ReadinessChecker = storetest.Store(nil)
-	_ EmbeddingLoader  = storetest.Store(nil)
 	_ SessionStore     = storetest.Store(nil)
 	_ FlagStore        = storetest.Store(nil)
 )
@@ -79,6 +87,11 @@ func newFakeStore() *fakeStore {
 		items:      map[string]map[string]bool{},
 		keys:       map[string]alignet.APIKey{},
 		keyHash:    map[string]string{},
+		itemsRev:   map[string]int64{},
+		embRev:     map[string]int64{},
+		states:     map[string]alignet.TeacherState{},
+		versions:   map[string][]alignet.TeacherVersion{},
+		refits:     map[string]bool{},
 		sessions:   map[[2]string]alignet.Session{},
 		queries:    map[[2]string]*fakeQuery{},
 		byWorker:   map[[2]string][]*fakeQuery{},
@@ -90,8 +103,8 @@ func newFakeStore() *fakeStore {
 
 // deps returns Deps with every store role filled by f.
 func (f *fakeStore) deps(pub Publisher) Deps {
-	return Deps{Spaces: f, Studies: f, Judgments: f, Keys: f, Workers: f, Ready: f, Publisher: pub,
-		Embeddings: f, Sessions: f, Flags: f}
+	return Deps{Spaces: f, Studies: f, Settings: f, Teachers: f, TeacherSource: f, Judgments: f, Keys: f,
+		Workers: f, Ready: f, Publisher: pub, Sessions: f, Flags: f}
 }
 
 // enter counts a call of op, fails when the store is down, takes a pool
@@ -215,6 +228,9 @@ func (f *fakeStore) UpsertEmbeddings(ctx context.Context, space string, ids []st
 	for i, id := range ids {
 		f.embeddings[space][id] = slices.Clone(vectors[i*sp.Dim : (i+1)*sp.Dim])
 	}
+	if len(ids) > 0 {
+		f.embRev[space]++
+	}
 	return int64(len(ids)), nil
 }
 
@@ -249,10 +265,16 @@ func (f *fakeStore) CreateStudy(ctx context.Context, s alignet.Study) (alignet.S
 		if got.Task != s.Task || got.Space != s.Space {
 			return alignet.Study{}, false, fmt.Errorf("study %q: %w", s.ID, alignet.ErrConflict)
 		}
+		got.Settings = cloneSettings(got.Settings)
 		return got, false, nil
 	}
 	s.CreatedAt = time.Now().UTC()
+	if reflect.DeepEqual(s.Settings, alignet.StudySettings{}) {
+		s.Settings = alignet.DefaultStudySettings()
+	}
+	s.Settings = cloneSettings(s.Settings)
 	f.studies[s.ID] = s
+	s.Settings = cloneSettings(s.Settings)
 	f.items[s.ID] = map[string]bool{}
 	return s, true, nil
 }
@@ -270,6 +292,7 @@ func (f *fakeStore) GetStudy(ctx context.Context, id string) (alignet.Study, err
 	if !ok {
 		return alignet.Study{}, fmt.Errorf("study %q: %w", id, alignet.ErrNotFound)
 	}
+	st.Settings = cloneSettings(st.Settings)
 	return st, nil
 }
 
@@ -281,6 +304,7 @@ func (f *fakeStore) ListStudies(ctx context.Context) ([]alignet.Study, error) {
 	defer done()
 	out := []alignet.Study{}
 	for _, st := range f.studies {
+		st.Settings = cloneSettings(st.Settings)
 		out = append(out, st)
 	}
 	slices.SortFunc(out, func(a, b alignet.Study) int { return strings.Compare(a.ID, b.ID) })
@@ -314,6 +338,9 @@ func (f *fakeStore) AddStudyItems(ctx context.Context, study string, items []str
 			pool[it] = true
 			n++
 		}
+	}
+	if n > 0 {
+		f.itemsRev[study]++
 	}
 	return n, nil
 }

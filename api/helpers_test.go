@@ -34,8 +34,8 @@ type env struct {
 	clock *testClock
 	// components become Deps.Components of the servers the env builds.
 	components map[string]ReadinessChecker
-	// teachers and students become Deps.Teachers and Deps.Students.
-	teachers TeacherSource
+	// teachers and students become Deps.QueryTeachers and Deps.Students.
+	teachers QueryTeachers
 	students StudentSource
 	reg      *prometheus.Registry
 	logs     *syncBuffer
@@ -115,7 +115,7 @@ func (e *env) newServer(mods ...func(*Config)) *Server {
 	}
 	deps := e.store.deps(e.pub)
 	deps.Components = e.components
-	deps.Teachers, deps.Students = e.teachers, e.students
+	deps.QueryTeachers, deps.Students = e.teachers, e.students
 	s, err := New(cfg, deps)
 	if err != nil {
 		e.t.Fatalf("New: %v", err)

@@ -28,21 +28,19 @@ type engineSlot struct {
 	mu       sync.Mutex
 	entry    *studyEntry // the study cache entry last applied
 	settings alignet.StudySettings
-	items    int // the item count of entry
-	space    string
 }
 
 // selection is the API's query selection: one in-memory engine per study
 // served by this replica, rescored when its teacher changes.
 type selection struct {
 	s        *Server
-	teachers TeacherSource
+	teachers QueryTeachers
 
 	mu      sync.Mutex
 	engines map[string]*engineSlot
 }
 
-func newSelection(s *Server, teachers TeacherSource) *selection {
+func newSelection(s *Server, teachers QueryTeachers) *selection {
 	return &selection{s: s, teachers: teachers, engines: map[string]*engineSlot{}}
 }
 
@@ -71,8 +69,7 @@ func (sel *selection) engine(ctx context.Context, st *studyEntry) (*query.Engine
 	sel.mu.Lock()
 	slot, ok := sel.engines[id]
 	if !ok {
-		slot = &engineSlot{ready: make(chan struct{}), entry: st, settings: st.study.Settings,
-			items: len(st.items), space: st.study.Space}
+		slot = &engineSlot{ready: make(chan struct{}), entry: st, settings: st.study.Settings}
 		sel.engines[id] = slot
 		go sel.load(slot, st.study)
 	}
@@ -174,13 +171,7 @@ func (sel *selection) applySettings(slot *engineSlot, st *studyEntry) {
 	slot.entry = st
 	changed := !reflect.DeepEqual(slot.settings, st.study.Settings)
 	slot.settings = st.study.Settings
-	grew := len(st.items) != slot.items
-	slot.items = len(st.items)
 	slot.mu.Unlock()
-	if grew {
-		// Items added through another replica: a raw teacher must reload.
-		sel.invalidate(st.study.ID)
-	}
 	if !changed {
 		return
 	}
@@ -212,30 +203,6 @@ func (sel *selection) refresh(study string) {
 	}
 	if err != nil {
 		sel.s.log.Warn("rescoring queries failed", "study", study, "err", err)
-	}
-}
-
-// invalidate makes the raw teacher of a study reload (the learner's
-// teacher cache notices new items itself).
-func (sel *selection) invalidate(study string) {
-	if inv, ok := sel.teachers.(interface{ Invalidate(string) }); ok {
-		inv.Invalidate(study)
-	}
-}
-
-// invalidateSpace makes the raw teachers of loaded studies over a space
-// reload, after embeddings were uploaded to it.
-func (sel *selection) invalidateSpace(space string) {
-	sel.mu.Lock()
-	var ids []string
-	for id, slot := range sel.engines {
-		if slot.space == space {
-			ids = append(ids, id)
-		}
-	}
-	sel.mu.Unlock()
-	for _, id := range ids {
-		sel.invalidate(id)
 	}
 }
 

@@ -46,27 +46,68 @@ type StudyStore interface {
 	CountJudgments(ctx context.Context, study string) (int64, error)
 }
 
+// SettingsStore changes study settings.
+type SettingsStore interface {
+	// UpdateStudySettings replaces the settings of study id with what
+	// update returns for the current ones, atomically, and returns the
+	// updated study. An error from update is returned unchanged and
+	// nothing is written.
+	UpdateStudySettings(ctx context.Context, id string, update func(alignet.StudySettings) (alignet.StudySettings, error)) (alignet.Study, error)
+}
+
+// TeacherStore holds the studies' teachers, which the learner role writes,
+// for the /teacher routes.
+type TeacherStore interface {
+	// TeacherState returns the current teacher of a study; a study without
+	// one is alignet.ErrNotFound.
+	TeacherState(ctx context.Context, study string) (alignet.TeacherState, error)
+	// TeacherStateMeta is TeacherState without W and b.
+	TeacherStateMeta(ctx context.Context, study string) (alignet.TeacherState, error)
+	// TeacherVersions returns a study's versions, newest first, without
+	// W and b.
+	TeacherVersions(ctx context.Context, study string) ([]alignet.TeacherVersion, error)
+	// TeacherVersion returns version n of a study with its parameters.
+	TeacherVersion(ctx context.Context, study string, n int64) (alignet.TeacherVersion, error)
+	// InsertTeacherVersion stores v as the study's next version, keeping
+	// the newest keep, and returns it numbered.
+	InsertTeacherVersion(ctx context.Context, v alignet.TeacherVersion, keep int) (alignet.TeacherVersion, error)
+	// RequestRefit records that the learner owning a study should refit it.
+	RequestRefit(ctx context.Context, study string) error
+}
+
+// TeacherSource feeds the TeacherCache: what a study's teacher
+// representations are computed from, and stamps that tell cheaply when
+// that changed.
+type TeacherSource interface {
+	// GetStudy returns the study with the given id.
+	GetStudy(ctx context.Context, id string) (alignet.Study, error)
+	// GetSpace returns the named space.
+	GetSpace(ctx context.Context, name string) (alignet.Space, error)
+	// StudyItems returns a study's item pool.
+	StudyItems(ctx context.Context, study string) ([]string, error)
+	// LoadEmbeddings returns the vectors of ids in a space, back to back,
+	// and whether each was found (missing ones are zeros).
+	LoadEmbeddings(ctx context.Context, space string, ids []string) ([]float32, []bool, error)
+	// TeacherState returns the current teacher of a study; a study without
+	// one is alignet.ErrNotFound.
+	TeacherState(ctx context.Context, study string) (alignet.TeacherState, error)
+	// StudyStamps returns the stamps of the existing studies among studies.
+	StudyStamps(ctx context.Context, studies []string) (map[string]alignet.StudyStamp, error)
+}
+
 // JudgmentExporter streams stored judgments.
 type JudgmentExporter interface {
 	// ExportJudgments calls fn for every stored judgment matching f, in
 	// (received_at, id) order, and stops at fn's first error. A study that
 	// does not exist is alignet.ErrNotFound, reported before fn is called.
 	ExportJudgments(ctx context.Context, f alignet.JudgmentFilter, fn func(alignet.Judgment) error) error
-	// ExportJudgmentQueries is ExportJudgments joined to the query log: fn
-	// also gets the query each judgment answers, or nil.
+	// ExportJudgmentQueries is ExportJudgments joined to the queries the
+	// judgments answer: fn also gets each one's query, or nil.
 	ExportJudgmentQueries(ctx context.Context, f alignet.JudgmentFilter, fn func(alignet.Judgment, *alignet.Query) error) error
 }
 
-// EmbeddingLoader reads embedding vectors: the raw teacher of a study
-// before the learner published one.
-type EmbeddingLoader interface {
-	// LoadEmbeddings returns the vectors of ids in space back to back and
-	// whether each was found (missing ones are zeros).
-	LoadEmbeddings(ctx context.Context, space string, ids []string) ([]float32, []bool, error)
-}
-
-// SessionStore holds participant sessions, the query log and the repeat
-// sets of query selection.
+// SessionStore holds participant sessions, the query log, the answers'
+// bindings and the repeat sets of query selection.
 type SessionStore interface {
 	// OpenSession returns the worker's session with s.External, else
 	// their open session, else stores s (created=true).
@@ -77,7 +118,7 @@ type SessionStore interface {
 	CompleteSession(ctx context.Context, study, id string, at time.Time) error
 	// LogQueries stores served queries, skipping those stored already.
 	LogQueries(ctx context.Context, qs []alignet.Query) (int64, error)
-	// GetQuery returns a stored query of a study.
+	// GetQuery returns a stored query of a study with its answer, if any.
 	GetQuery(ctx context.Context, study, id string) (alignet.Query, error)
 	// WorkerQueries returns every stored query served to a worker in a
 	// study.
@@ -143,14 +184,20 @@ type Publisher interface {
 	Ping(ctx context.Context) error
 }
 
-// Deps are the dependencies of a Server. Every field is required except
-// Teachers and Components; a *db.DB fills all stores, a *stream.Producer
-// the Publisher.
+// Deps are the dependencies of a Server. Every field but Components,
+// QueryTeachers and Students is required; a *db.DB fills all stores and a
+// *stream.Producer the Publisher.
 type Deps struct {
 	// Spaces serves the /v1/spaces routes.
 	Spaces SpaceStore
 	// Studies serves the /v1/studies routes and the study cache.
 	Studies StudyStore
+	// Settings serves PATCH /v1/studies/{study}.
+	Settings SettingsStore
+	// Teachers serves the /teacher routes.
+	Teachers TeacherStore
+	// TeacherSource feeds the teacher cache behind predict and neighbours.
+	TeacherSource TeacherSource
 	// Judgments serves judgment exports.
 	Judgments JudgmentExporter
 	// Keys authenticates requests and serves the /v1/keys routes.
@@ -159,18 +206,16 @@ type Deps struct {
 	Workers WorkerStore
 	// Ready is the database check of /readyz.
 	Ready ReadinessChecker
-	// Embeddings serve the raw teacher when Teachers is nil.
-	Embeddings EmbeddingLoader
 	// Sessions serve participant sessions and the query log.
 	Sessions SessionStore
 	// Flags serve the workers route.
 	Flags FlagStore
 	// Publisher receives accepted judgments.
 	Publisher Publisher
-	// Teachers supply the teachers query selection scores with. Optional:
-	// nil means the raw embeddings of each study's items (identity
-	// transform, τ = 1), reloaded when this server adds items.
-	Teachers TeacherSource
+	// QueryTeachers supply the teachers query selection scores with.
+	// Optional: nil means the server's teacher cache (the learner's
+	// teacher, or the raw embeddings before it stored one).
+	QueryTeachers QueryTeachers
 	// Students supply the disagreement scorer's students. Optional: nil
 	// means none is registered yet.
 	Students StudentSource
@@ -181,8 +226,8 @@ type Deps struct {
 }
 
 func (d Deps) check() error {
-	if d.Spaces == nil || d.Studies == nil || d.Judgments == nil || d.Keys == nil ||
-		d.Workers == nil || d.Ready == nil || d.Publisher == nil || d.Embeddings == nil ||
+	if d.Spaces == nil || d.Studies == nil || d.Settings == nil || d.Teachers == nil || d.TeacherSource == nil ||
+		d.Judgments == nil || d.Keys == nil || d.Workers == nil || d.Ready == nil || d.Publisher == nil ||
 		d.Sessions == nil || d.Flags == nil {
 		return errors.New("api: every field of Deps is required")
 	}

@@ -2,24 +2,21 @@ package api
 
 import (
 	"context"
-	"fmt"
-	"sync"
-
-	"golang.org/x/sync/singleflight"
 
 	"github.com/alignet/alignet/learner"
 	"github.com/alignet/alignet/query"
 )
 
-// TeacherSource supplies query selection with each study's current
-// teacher: the teacher representations of the study's items. The API's
-// teacher cache implements it from the learner's published state; until
-// one is wired in (Deps.Teachers nil), the raw embeddings serve.
-type TeacherSource interface {
+// QueryTeachers supply query selection with each study's current teacher:
+// the teacher representations of the study's items. The server's teacher
+// cache implements it (cacheTeachers) unless Deps.QueryTeachers sets
+// another source.
+type QueryTeachers interface {
 	// Teacher returns the study's current teacher, loading it if need be.
 	Teacher(ctx context.Context, study string) (*query.Teacher, error)
 	// Changes delivers the id of each study whose teacher changed (a new
-	// version or state, or new items), so its candidates are rescored.
+	// version or state, new items or embeddings), so that its candidates
+	// are rescored.
 	Changes() <-chan string
 }
 
@@ -36,83 +33,52 @@ type StudentSource interface {
 	Student(ctx context.Context, study, name string, teacher *query.Teacher) (*query.Teacher, error)
 }
 
-// rawTeachers is the TeacherSource of studies without a learned teacher:
-// the raw embeddings of the study's items with the identity transform and
-// τ = 1. Items without an embedding are left out.
-type rawTeachers struct {
-	studies    StudyStore
-	embeddings EmbeddingLoader
-	changes    chan string
-	loads      singleflight.Group
-
-	mu    sync.Mutex
-	cache map[string]*query.Teacher
+// cacheTeachers is the QueryTeachers of the server's TeacherCache: its
+// snapshots as query teachers (the learner's teacher, or the raw
+// embeddings at τ = 1 before the learner stored one), and a change for
+// every snapshot it publishes.
+type cacheTeachers struct {
+	cache   *TeacherCache
+	changes chan string
+	cancel  func()
 }
 
-func newRawTeachers(studies StudyStore, embeddings EmbeddingLoader) *rawTeachers {
-	return &rawTeachers{studies: studies, embeddings: embeddings, changes: make(chan string, 1024), cache: map[string]*query.Teacher{}}
-}
-
-// Teacher returns the cached raw teacher of study or loads it.
-func (r *rawTeachers) Teacher(ctx context.Context, study string) (*query.Teacher, error) {
-	r.mu.Lock()
-	t, ok := r.cache[study]
-	r.mu.Unlock()
-	if ok {
-		return t, nil
-	}
-	v, err, _ := r.loads.Do(study, func() (any, error) {
-		t, err := r.load(ctx, study)
-		if err != nil {
-			return nil, err
+func newCacheTeachers(c *TeacherCache) *cacheTeachers {
+	t := &cacheTeachers{cache: c, changes: make(chan string, 1024)}
+	t.cancel = c.Subscribe(func(s *TeacherSnapshot) {
+		select {
+		case t.changes <- s.Study:
+		default: // the selection loop is far behind; it reads the newest snapshot anyway
 		}
-		r.mu.Lock()
-		r.cache[study] = t
-		r.mu.Unlock()
-		return t, nil
 	})
+	return t
+}
+
+// Teacher returns the cached snapshot of study as a query teacher.
+func (t *cacheTeachers) Teacher(ctx context.Context, study string) (*query.Teacher, error) {
+	s, err := t.cache.Get(ctx, study)
 	if err != nil {
 		return nil, err
 	}
-	return v.(*query.Teacher), nil
+	return queryTeacher(s), nil
 }
 
-func (r *rawTeachers) load(ctx context.Context, study string) (*query.Teacher, error) {
-	st, err := r.studies.GetStudy(ctx, study)
-	if err != nil {
-		return nil, fmt.Errorf("load raw teacher of %q: %w", study, err)
+// Changes delivers the studies whose snapshot the cache rebuilt.
+func (t *cacheTeachers) Changes() <-chan string { return t.changes }
+
+// queryTeacher views a snapshot as a query teacher over the items that
+// have an embedding (the others cannot be scored, so they are not asked).
+func queryTeacher(s *TeacherSnapshot) *query.Teacher {
+	t := &query.Teacher{Version: s.Version, Task: learner.Task(s.Task), Tau: s.Tau, P: s.P, Items: s.Items, Z: s.Z}
+	if s.Missing == 0 {
+		return t
 	}
-	items, err := r.studies.StudyItems(ctx, study)
-	if err != nil {
-		return nil, fmt.Errorf("load raw teacher of %q: %w", study, err)
-	}
-	vecs, found, err := r.embeddings.LoadEmbeddings(ctx, st.Space, items)
-	if err != nil {
-		return nil, fmt.Errorf("load raw teacher of %q: %w", study, err)
-	}
-	t := &query.Teacher{Task: learner.Task(st.Task), Tau: 1}
-	if len(items) > 0 {
-		t.P = len(vecs) / len(items)
-	}
-	for i, it := range items {
-		if found[i] {
+	t.Items, t.Z = nil, make([]float32, 0, (len(s.Items)-s.Missing)*s.P)
+	for i, it := range s.Items {
+		if s.Embedded[i] {
 			t.Items = append(t.Items, it)
-			t.Z = append(t.Z, vecs[i*t.P:(i+1)*t.P]...)
+			t.Z = append(t.Z, s.Z[i*s.P:(i+1)*s.P]...)
 		}
 	}
-	return t, nil
-}
-
-// Changes delivers studies whose items changed on this server.
-func (r *rawTeachers) Changes() <-chan string { return r.changes }
-
-// Invalidate drops the study's cached teacher and announces the change.
-func (r *rawTeachers) Invalidate(study string) {
-	r.mu.Lock()
-	delete(r.cache, study)
-	r.mu.Unlock()
-	select {
-	case r.changes <- study:
-	default: // the consumer is far behind; the next load sees the items anyway
-	}
+	return t
 }

@@ -11,24 +11,6 @@ import (
 	"github.com/alignet/alignet"
 )
 
-func testLoadEmbeddings(t *testing.T, s Store) {
-	ctx := context.Background()
-	if _, _, err := s.LoadEmbeddings(ctx, "nope", []string{"a"}); !errors.Is(err, alignet.ErrNotFound) {
-		t.Fatalf("LoadEmbeddings from a missing space: err = %v, want ErrNotFound", err)
-	}
-	if _, _, err := s.PutSpace(ctx, "sp", 2); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.UpsertEmbeddings(ctx, "sp", []string{"a", "b"}, []float32{1, 2, 3, 4}); err != nil {
-		t.Fatal(err)
-	}
-	vecs, found, err := s.LoadEmbeddings(ctx, "sp", []string{"b", "x", "a", "b"})
-	if err != nil || !slices.Equal(found, []bool{true, false, true, true}) ||
-		!slices.Equal(vecs, []float32{3, 4, 0, 0, 1, 2, 3, 4}) {
-		t.Fatalf("LoadEmbeddings = %v, %v, %v", vecs, found, err)
-	}
-}
-
 func session(study, id, worker, external string) alignet.Session {
 	return alignet.Session{ID: id, Study: study, Worker: worker, Platform: alignet.PlatformProlific, External: external,
 		Params: map[string]string{"STUDY_ID": "st", "SESSION_ID": external}, Trials: 50, CreatedAt: t0}

@@ -620,3 +620,72 @@ func TestDisagreementNeedsAStudent(t *testing.T) {
 		}
 	}
 }
+
+// TestQueriesFollowTheLearnersTeacher goes through the server's teacher
+// cache: queries are first scored by the raw embeddings, and once the
+// learner stores a teacher state the candidates are rescored under it and
+// every served score is the entropy of that teacher's probabilities.
+func TestQueriesFollowTheLearnersTeacher(t *testing.T) {
+	t.Parallel()
+	e := queryEnv(t, 60, func(s *alignet.StudySettings) {
+		s.Queries.Mix = alignet.QueryMix{Active: 1}
+		s.Queries.Repeats = 0
+	}, func(c *Config) { c.TeacherPollInterval = 5 * time.Millisecond })
+	e.serve()
+	items, _ := e.store.StudyItems(context.Background(), "qs")
+	x, _, _ := e.store.LoadEmbeddings(context.Background(), "emb", items)
+	index := map[string]int32{}
+	for i, it := range items {
+		index[it] = int32(i)
+	}
+	// entropyUnder is the served score a teacher with representation z
+	// (rows in the order of items) and temperature tau gives q.
+	entropyUnder := func(z []float32, p int, tau float64, q alignet.Query) float64 {
+		tr := learner.Triplet{I: index[q.Items[0]], J: index[q.Items[1]], K: index[q.Items[2]]}
+		pr := learner.TaskProbs(learner.TaskOddOneOut, learner.Logits(z, p, tr), tau)
+		h := 0.0
+		for _, v := range pr {
+			h -= v * math.Log(v)
+		}
+		return h
+	}
+	served := func(worker string) alignet.Query {
+		s := e.openSession("qs", `{"worker":"`+worker+`"}`, http.StatusCreated)
+		b := e.next("qs", s.ID, 1)
+		eng, _ := e.s.sel.loaded("qs")
+		q, ok := eng.Lookup(b.Queries[0].QueryID)
+		if !ok {
+			t.Fatalf("query %s not held", b.Queries[0].QueryID)
+		}
+		return q
+	}
+	raw := served("before")
+	if raw.TeacherVersion != 0 || math.Abs(raw.Score-entropyUnder(x, 8, 1, raw)) > 1e-4 {
+		t.Fatalf("raw query %+v: want version 0 and the entropy of the raw embeddings", raw)
+	}
+	rng := rand.New(rand.NewPCG(4, 4))
+	params := alignet.TeacherParams{Task: alignet.TaskOddOneOut, D: 8, P: 8, W: make([]float32, 64), B: make([]float32, 8),
+		Mean: 0.1, Std: 1.3, Tau: 0.6, Lambda: 0.1}
+	for i := range params.W {
+		params.W[i] = float32(rng.NormFloat64())
+	}
+	st := e.testState("qs", alignet.TaskOddOneOut)
+	st.Params, st.Version = params, 3
+	e.store.setState(st)
+	eventually(t, "the engine rescored under the stored teacher", func() bool {
+		eng, ok := e.s.sel.loaded("qs")
+		return ok && eng.Snapshot().TeacherVersion == 3
+	})
+	lt := &learner.Teacher{D: 8, P: 8, W: make([]float64, 64), B: make([]float64, 8), Mean: params.Mean, Std: params.Std,
+		Tau: params.Tau, Task: learner.TaskOddOneOut}
+	for i, v := range params.W {
+		lt.W[i] = float64(v)
+	}
+	z := lt.Transform(x, len(items))
+	for i := range 10 {
+		q := served("after" + strconv.Itoa(i))
+		if want := entropyUnder(z, 8, params.Tau, q); q.TeacherVersion != 3 || math.Abs(q.Score-want) > 1e-4 {
+			t.Fatalf("query %+v: want version 3 and score %g, the entropy of the stored teacher's probabilities", q, want)
+		}
+	}
+}

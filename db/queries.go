@@ -221,11 +221,11 @@ func (d *DB) AnswerQueries(ctx context.Context, study string, as []alignet.Answe
 		ptrs := make([]*alignet.Query, len(fresh))
 		jid, at := make([]string, len(fresh)), make([]time.Time, len(fresh))
 		rt, fast, passed := make([]int32, len(fresh)), make([]bool, len(fresh)), make([]*bool, len(fresh))
-		var workers []string
+		ds := make([]countDelta, len(fresh))
 		for k, i := range fresh {
 			a := &as[i]
 			ptrs[k], jid[k], at[k], rt[k], fast[k], passed[k] = &a.Query, a.JudgmentID, a.At, a.RTMillis, a.Fast, a.CheckPassed
-			workers = append(workers, a.Query.Worker)
+			ds[k] = countDelta{worker: a.Query.Worker, fast: a.Fast, passed: a.CheckPassed}
 		}
 		args := append(servedArrays(ptrs), jid, at, rt, fast, passed)
 		// A concurrent binding of the same query wins the primary key: its
@@ -261,7 +261,7 @@ func (d *DB) AnswerQueries(ctx context.Context, study string, as []alignet.Answe
 			}
 			return errRefused
 		}
-		return updateWorkerFlags(ctx, tx, study, workers, flags)
+		return addWorkerCounts(ctx, tx, study, ds, 1, flags)
 	})
 	if errors.Is(err, errRefused) {
 		return outcomes, nil
@@ -322,22 +322,36 @@ func (d *DB) UnanswerQueries(ctx context.Context, study string, as []alignet.Ans
 		return nil
 	}
 	ids, jids := make([]string, len(as)), make([]string, len(as))
-	var workers []string
 	for i, a := range as {
 		ids[i], jids[i] = a.Query.ID, a.JudgmentID
-		workers = append(workers, a.Query.Worker)
 	}
 	err := d.inTx(ctx, "unanswer_queries", func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `WITH gone AS (
+		rows, err := tx.Query(ctx, `WITH gone AS (
 				DELETE FROM query_answers a USING unnest($2::text[], $3::text[]) AS u(id, jid)
 				WHERE a.study = $1 AND a.query_id = u.id AND a.judgment_id = u.jid
-				RETURNING a.*)
-			INSERT INTO queries (study, id, `+servedColumns+`)
-			SELECT study, query_id, `+servedColumns+` FROM gone
-			ON CONFLICT (study, id) DO NOTHING`, study, ids, jids); err != nil {
+				RETURNING a.*),
+			logged AS (
+				INSERT INTO queries (study, id, `+servedColumns+`)
+				SELECT study, query_id, `+servedColumns+` FROM gone
+				ON CONFLICT (study, id) DO NOTHING)
+			SELECT worker, fast, check_passed FROM gone`, study, ids, jids)
+		if err != nil {
 			return err
 		}
-		return updateWorkerFlags(ctx, tx, study, workers, flags)
+		var ds []countDelta
+		var c countDelta
+		if _, err := pgx.ForEachRow(rows, []any{&c.worker, &c.fast, &c.passed}, func() error {
+			d := c
+			if c.passed != nil { // the scan target is reused
+				v := *c.passed
+				d.passed = &v
+			}
+			ds = append(ds, d)
+			return nil
+		}); err != nil {
+			return err
+		}
+		return addWorkerCounts(ctx, tx, study, ds, -1, flags)
 	})
 	return wrapErr(fmt.Sprintf("unanswer %d queries of study %q", len(as), study), err)
 }

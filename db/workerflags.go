@@ -10,52 +10,65 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// updateWorkerFlags recomputes the counts of the given workers in study
-// from their answered queries and stores them with their flag reasons.
+// countDelta is one answer's contribution to its worker's counts.
+type countDelta struct {
+	worker string
+	fast   bool
+	passed *bool
+}
+
+// addWorkerCounts adds the answers (sign +1) or takes them back (−1) in
+// the counts of their workers in study, in one statement, and stores the
+// flag reasons of the workers whose reasons changed. Each binding is
+// counted once: AnswerQueries adds only the answers it bound and
+// UnanswerQueries takes back only the bindings it deleted, both in the
+// transaction that changes the binding.
 //
 // Flag times come from the database clock (now()), the clock
 // FlagChangesSince answers with.
-func updateWorkerFlags(ctx context.Context, tx pgx.Tx, study string, workers []string, flags alignet.FlagSettings) error {
-	slices.Sort(workers)
-	workers = slices.Compact(workers)
-	if len(workers) == 0 {
+func addWorkerCounts(ctx context.Context, tx pgx.Tx, study string, ds []countDelta, sign int, flags alignet.FlagSettings) error {
+	if len(ds) == 0 {
 		return nil
 	}
-	// LATERAL makes each worker one index lookup (study, worker), whatever
-	// the planner estimates for the join.
-	rows, err := tx.Query(ctx, `SELECT u.w, c.n, c.fast, c.passed, c.failed
-		FROM unnest($2::text[]) AS u(w) CROSS JOIN LATERAL (
-			SELECT count(*) AS n, count(*) FILTER (WHERE q.fast) AS fast,
-				count(*) FILTER (WHERE q.check_passed) AS passed, count(*) FILTER (WHERE NOT q.check_passed) AS failed
-			FROM query_answers q WHERE q.study = $1 AND q.worker = u.w) c
-		ORDER BY u.w`, study, workers)
+	workers, fast, passed := make([]string, len(ds)), make([]bool, len(ds)), make([]*bool, len(ds))
+	for i, d := range ds {
+		workers[i], fast[i], passed[i] = d.worker, d.fast, d.passed
+	}
+	rows, err := tx.Query(ctx, `INSERT INTO worker_flags AS f (study, worker, trials, fast, checks_passed, checks_failed, updated_at)
+		SELECT $1, w, $5 * count(*), $5 * count(*) FILTER (WHERE fa), $5 * count(*) FILTER (WHERE pa), $5 * count(*) FILTER (WHERE NOT pa), now()
+		FROM unnest($2::text[], $3::bool[], $4::bool[]) AS u(w, fa, pa) GROUP BY w ORDER BY w
+		ON CONFLICT (study, worker) DO UPDATE SET trials = f.trials + excluded.trials, fast = f.fast + excluded.fast,
+			checks_passed = f.checks_passed + excluded.checks_passed, checks_failed = f.checks_failed + excluded.checks_failed,
+			updated_at = excluded.updated_at
+		RETURNING worker, trials, fast, checks_passed, checks_failed, reasons`, study, workers, fast, passed, sign)
 	if err != nil {
 		return err
 	}
-	var counts []alignet.WorkerFlags
+	var changed []alignet.WorkerFlags
 	var w alignet.WorkerFlags
-	if _, err := pgx.ForEachRow(rows, []any{&w.Worker, &w.Trials, &w.Fast, &w.ChecksPassed, &w.ChecksFailed}, func() error {
-		counts = append(counts, w)
+	var stored []string
+	if _, err := pgx.ForEachRow(rows, []any{&w.Worker, &w.Trials, &w.Fast, &w.ChecksPassed, &w.ChecksFailed, &stored}, func() error {
+		w.Reasons = flags.Reasons(w)
+		if !slices.Equal(w.Reasons, stored) {
+			changed = append(changed, w)
+		}
 		return nil
 	}); err != nil {
 		return err
 	}
+	if len(changed) == 0 {
+		return nil
+	}
 	batch := &pgx.Batch{}
-	for _, c := range counts {
-		reasons := flags.Reasons(c)
+	for _, c := range changed {
+		reasons := c.Reasons
 		if reasons == nil {
 			reasons = []string{}
 		}
-		batch.Queue(`INSERT INTO worker_flags AS f (study, worker, trials, fast, checks_passed, checks_failed, reasons, flagged_at, flag_changed_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN cardinality($7::text[]) > 0 THEN now() END,
-				CASE WHEN cardinality($7::text[]) > 0 THEN now() END, now())
-			ON CONFLICT (study, worker) DO UPDATE SET trials = excluded.trials, fast = excluded.fast,
-				checks_passed = excluded.checks_passed, checks_failed = excluded.checks_failed, reasons = excluded.reasons,
-				flagged_at = CASE WHEN cardinality(excluded.reasons) = 0 THEN NULL ELSE coalesce(f.flagged_at, excluded.updated_at) END,
-				flag_changed_at = CASE WHEN (cardinality(f.reasons) > 0) <> (cardinality(excluded.reasons) > 0)
-					THEN excluded.updated_at ELSE f.flag_changed_at END,
-				updated_at = excluded.updated_at`,
-			study, c.Worker, c.Trials, c.Fast, c.ChecksPassed, c.ChecksFailed, reasons)
+		batch.Queue(`UPDATE worker_flags SET reasons = $3,
+				flagged_at = CASE WHEN cardinality($3::text[]) = 0 THEN NULL ELSE coalesce(flagged_at, now()) END,
+				flag_changed_at = CASE WHEN (cardinality(reasons) > 0) <> (cardinality($3::text[]) > 0) THEN now() ELSE flag_changed_at END
+			WHERE study = $1 AND worker = $2`, study, c.Worker, reasons)
 	}
 	return tx.SendBatch(ctx, batch).Close()
 }

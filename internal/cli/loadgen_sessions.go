@@ -164,6 +164,9 @@ func runSessionLoad(ctx context.Context, c *client.Client, cfg sessionLoad, stdo
 	var wg sync.WaitGroup
 	for p := range cfg.participants {
 		wg.Go(func() {
+			// Arrivals are spread over the warm-up, so that sessions do not
+			// open and complete in lockstep.
+			time.Sleep(time.Duration(p) * cfg.warmup / time.Duration(cfg.participants))
 			prng := rand.New(rand.NewPCG(cfg.seed, uint64(p)+1))
 			for k := 0; time.Now().Before(end) && ctx.Err() == nil; k++ {
 				worker := fmt.Sprintf("lg-%s-%d-%d", runID, p, k)

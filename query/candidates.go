@@ -1,6 +1,7 @@
 package query
 
 import (
+	"cmp"
 	"hash/fnv"
 	"math/rand/v2"
 	"slices"
@@ -45,6 +46,15 @@ func unpackKey(k uint64) learner.Triplet {
 	return learner.Triplet{I: int32(k >> 42), J: int32(k >> 21 & m), K: int32(k & m)}
 }
 
+// tileBits is the log2 of the item block size rescoring works in.
+const tileBits = 6
+
+// blockKey is the triple of item blocks of a packed key.
+func blockKey(k uint64) uint64 {
+	tr := unpackKey(k)
+	return uint64(tr.I>>tileBits)<<42 | uint64(tr.J>>tileBits)<<21 | uint64(tr.K>>tileBits)
+}
+
 // distinctTriplets returns how many distinct triplets n items form for the
 // task (odd-one-out: n choose 3; anchor: a head and an unordered pair).
 func distinctTriplets(task learner.Task, n int) float64 {
@@ -59,9 +69,11 @@ func distinctTriplets(task learner.Task, n int) float64 {
 }
 
 // Candidates returns min(size, all) distinct triplets over n items, drawn
-// uniformly without replacement with the seeded generator, in canonical
-// order (see TripletKey). When the items form few triplets, all of them
-// are enumerated and a random subset taken.
+// uniformly without replacement with the seeded generator, each in
+// canonical order (see TripletKey), sorted by blocks of their item
+// indices. When the
+// items form few triplets, all of them are enumerated and a random subset
+// taken.
 func Candidates(task learner.Task, n, size int, seed uint64) []learner.Triplet {
 	rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
 	total := distinctTriplets(task, n)
@@ -96,6 +108,12 @@ func Candidates(task learner.Task, n, size int, seed uint64) []learner.Triplet {
 	}
 	rng.Shuffle(len(keys), func(a, b int) { keys[a], keys[b] = keys[b], keys[a] })
 	keys = keys[:min(size, len(keys))]
+	// Sorted by blocks of item indices, rescoring reads each group of
+	// candidates' rows of Z (or entries of the Gram matrix) from a few
+	// cache-resident tiles instead of all over memory.
+	slices.SortFunc(keys, func(a, b uint64) int {
+		return cmp.Or(cmp.Compare(blockKey(a), blockKey(b)), cmp.Compare(a, b))
+	})
 	out := make([]learner.Triplet, len(keys))
 	for i, k := range keys {
 		out[i] = unpackKey(k)

@@ -147,11 +147,21 @@ func (sc *scorer) batch(ts []learner.Triplet, minConf float64, maxConfident int)
 			if student != nil {
 				ls = student[a]
 			}
-			scores[a] = float32(sc.value(ts[a], logits[a], ls))
-			if !want {
+			var slot int
+			var p float64
+			switch {
+			case !want:
+				scores[a] = float32(sc.value(ts[a], logits[a], ls))
 				continue
+			case sc.s.Scorer == alignet.ScorerEntropy:
+				var h float64
+				h, slot, p = entropyTop(t.Task, logits[a], t.Tau)
+				scores[a] = float32(h)
+			default:
+				scores[a] = float32(sc.value(ts[a], logits[a], ls))
+				slot, p = topOutcome(t.Task, logits[a], t.Tau)
 			}
-			if slot, p := topOutcome(t.Task, logits[a], t.Tau); p >= minConf {
+			if p >= minConf {
 				mine = append(mine, Confident{Index: a, Slot: slot, Prob: p})
 			}
 		}
@@ -204,6 +214,35 @@ func topOutcome(task learner.Task, l [3]float32, tau float64) (int, float64) {
 		s += expOrOne((float64(v) - m) / tau)
 	}
 	return best, 1 / s
+}
+
+// entropyTop returns entropy(task, l, tau) and topOutcome(task, l, tau)
+// from one set of exponentials.
+func entropyTop(task learner.Task, l [3]float32, tau float64) (float64, int, float64) {
+	if task == learner.TaskAnchor {
+		d := (float64(l[0]) - float64(l[1])) / tau
+		e := math.Exp(-math.Abs(d))
+		h := math.Log1p(e) + math.Abs(d)*e/(1+e)
+		if d >= 0 {
+			return h, 0, 1 / (1 + e)
+		}
+		return h, 1, 1 / (1 + e)
+	}
+	best := 0
+	for c := 1; c < 3; c++ {
+		if l[c] > l[best] {
+			best = c
+		}
+	}
+	m := float64(l[best]) / tau
+	var s, dot float64
+	for _, v := range l {
+		x := float64(v)/tau - m
+		e := expOrOne(x)
+		s += e
+		dot += x * e
+	}
+	return math.Log(s) - dot/s, best, 1 / s
 }
 
 // entropy returns the entropy in nats of the task's outcome distribution

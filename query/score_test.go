@@ -185,3 +185,18 @@ func TestInfoGainMatchesMonteCarlo(t *testing.T) {
 		}
 	}
 }
+
+func TestEntropyTopMatches(t *testing.T) {
+	for _, task := range []learner.Task{learner.TaskOddOneOut, learner.TaskAnchor} {
+		teacher := randomTeacher(25, 5, 1.2, 8, 0)
+		for _, tr := range Candidates(task, 25, 1000, 4) {
+			l := learner.Logits(teacher.Z, teacher.P, tr)
+			l32 := [3]float32{float32(l[0]), float32(l[1]), float32(l[2])}
+			h, slot, p := entropyTop(task, l32, 0.8)
+			wslot, wp := topOutcome(task, l32, 0.8)
+			if math.Abs(h-entropy(task, l32, 0.8)) > 1e-12 || slot != wslot || math.Abs(p-wp) > 1e-12 {
+				t.Fatalf("%s: entropyTop = %g, %d, %g; want %g, %d, %g", task, h, slot, p, entropy(task, l32, 0.8), wslot, wp)
+			}
+		}
+	}
+}

@@ -689,3 +689,30 @@ func TestQueriesFollowTheLearnersTeacher(t *testing.T) {
 		}
 	}
 }
+
+// TestSettingsPatchReachesTheEngine changes the mix through PATCH: the
+// queries served afterwards follow the new shares, and a bad mix is
+// refused naming its path.
+func TestSettingsPatchReachesTheEngine(t *testing.T) {
+	t.Parallel()
+	e := queryEnv(t, 40, nil)
+	s := e.openSession("qs", `{"worker":"w"}`, http.StatusCreated)
+	e.next("qs", s.ID, 1)
+	rec := e.req("PATCH", "/v1/studies/qs", e.admin, `{"settings":{"queries":{"mix":{"active":0.5}}}}`)
+	if rec.Code != http.StatusUnprocessableEntity || apiErr(t, rec).Field != "settings.queries.mix" {
+		t.Fatalf("PATCH with a mix summing to 1.25: %d %s", rec.Code, rec.Body)
+	}
+	e.must(http.StatusOK, "PATCH", "/v1/studies/qs", e.admin, `{"settings":{"queries":{"mix":{"active":0,"random":1,"repeat":0,"check":0},"trials":20}}}`)
+	s2 := e.openSession("qs", `{"worker":"w2"}`, http.StatusCreated)
+	if s2.Trials != 20 {
+		t.Fatalf("new session after PATCH has %d trials, want 20", s2.Trials)
+	}
+	b := e.next("qs", s2.ID, 10)
+	eng, _ := e.s.sel.loaded("qs")
+	for _, q := range b.Queries {
+		got, ok := eng.Lookup(q.QueryID)
+		if !ok || got.Kind != alignet.QueryRandom {
+			t.Fatalf("query %+v after the mix became random only", got)
+		}
+	}
+}

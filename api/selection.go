@@ -28,6 +28,24 @@ type engineSlot struct {
 	mu       sync.Mutex
 	entry    *studyEntry // the study cache entry last applied
 	settings alignet.StudySettings
+	scored   teacherKey // the teacher the engine's scores come from
+}
+
+// teacherKey identifies a teacher view cheaply: views of one snapshot
+// share their representation matrix.
+type teacherKey struct {
+	z       *float32
+	n       int
+	version int64
+	tau     float64
+}
+
+func keyOf(t *query.Teacher) teacherKey {
+	k := teacherKey{n: t.N(), version: t.Version, tau: t.Tau}
+	if len(t.Z) > 0 {
+		k.z = &t.Z[0]
+	}
+	return k
 }
 
 // selection is the API's query selection: one in-memory engine per study
@@ -118,6 +136,7 @@ func (sel *selection) load(slot *engineSlot, st alignet.Study) {
 		slot.err = err
 		return
 	}
+	slot.scored = keyOf(t)
 	if n := st.Settings.Queries.Repeats; n > 0 {
 		set, err := sel.s.deps.Sessions.RepeatSet(ctx, st.ID)
 		if err == nil && len(set) == 0 {
@@ -176,12 +195,13 @@ func (sel *selection) applySettings(slot *engineSlot, st *studyEntry) {
 		return
 	}
 	if slot.e.SetSettings(st.study.Settings.Queries, st.study.Settings.Checks) {
-		go sel.refresh(st.study.ID)
+		go sel.refresh(st.study.ID, true)
 	}
 }
 
-// refresh rescores a loaded study under its current teacher.
-func (sel *selection) refresh(study string) {
+// refresh rescores a loaded study under its current teacher: when the
+// teacher changed, or always with force (the scorer or pool changed).
+func (sel *selection) refresh(study string, force bool) {
 	sel.mu.Lock()
 	slot, ok := sel.engines[study]
 	sel.mu.Unlock()
@@ -195,11 +215,18 @@ func (sel *selection) refresh(study string) {
 	ctx, cancel := context.WithTimeout(context.Background(), engineLoadTimeout)
 	defer cancel()
 	slot.mu.Lock()
-	settings := slot.settings.Queries
+	settings, scored := slot.settings.Queries, slot.scored
 	slot.mu.Unlock()
 	t, err := sel.teachers.Teacher(ctx, study)
+	if err == nil && !force && keyOf(t) == scored {
+		return // a snapshot the engine was scored with (its first load)
+	}
 	if err == nil && t.N() >= 3 {
-		err = sel.rescore(ctx, slot.e, study, settings, t)
+		if err = sel.rescore(ctx, slot.e, study, settings, t); err == nil {
+			slot.mu.Lock()
+			slot.scored = keyOf(t)
+			slot.mu.Unlock()
+		}
 	}
 	if err != nil {
 		sel.s.log.Warn("rescoring queries failed", "study", study, "err", err)
@@ -232,7 +259,7 @@ func (sel *selection) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case study := <-sel.teachers.Changes():
-			sel.refresh(study)
+			sel.refresh(study, false)
 		case <-t.C:
 			now := sel.s.cfg.Now()
 			sel.mu.Lock()

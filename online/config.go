@@ -51,6 +51,8 @@ const (
 	// for again, and DefaultEmbeddingsRetry the least time between two
 	// look-ups caused by a judgment.
 	DefaultEmbeddingsInterval, DefaultEmbeddingsRetry = time.Minute, 3 * time.Second
+	// DefaultRefitWait bounds how long a refit waits for the persister.
+	DefaultRefitWait = 30 * time.Second
 	// DefaultShutdownTimeout bounds the final flush of a partition.
 	DefaultShutdownTimeout = 10 * time.Second
 	// DefaultSeed seeds refit splits, the human model and batch sampling.
@@ -115,6 +117,10 @@ type Config struct {
 	// EmbeddingsRetry is the least time between two look-ups caused by a
 	// judgment whose items lack embeddings. Default 3s.
 	EmbeddingsRetry time.Duration
+	// RefitWait is how long a refit waits for Postgres to hold at least as
+	// many of the study's judgments as the learner has seen (the persister
+	// may lag behind), so that it fits on the complete record. Default 30s.
+	RefitWait time.Duration
 	// ShutdownTimeout bounds the final flush when a partition is released.
 	// Default 10s.
 	ShutdownTimeout time.Duration
@@ -184,6 +190,9 @@ func (c Config) withDefaults() Config {
 	if c.EmbeddingsRetry <= 0 {
 		c.EmbeddingsRetry = DefaultEmbeddingsRetry
 	}
+	if c.RefitWait <= 0 {
+		c.RefitWait = DefaultRefitWait
+	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
@@ -217,6 +226,8 @@ type Store interface {
 	StudyItems(ctx context.Context, study string) ([]string, error)
 	// LoadEmbeddings returns the vectors of ids and whether each was found.
 	LoadEmbeddings(ctx context.Context, space string, ids []string) ([]float32, []bool, error)
+	// CountJudgments returns the number of stored judgments of a study.
+	CountJudgments(ctx context.Context, study string) (int64, error)
 	// ExportJudgments streams the stored judgments matching f.
 	ExportJudgments(ctx context.Context, f alignet.JudgmentFilter, fn func(alignet.Judgment) error) error
 	// TeacherState returns a study's current teacher (alignet.ErrNotFound

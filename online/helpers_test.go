@@ -126,6 +126,16 @@ func newSynth(n, d int, seed uint64) *synth {
 	return s
 }
 
+// index returns the row of item it.
+func (s *synth) index(it string) int {
+	for r, v := range s.items {
+		if v == it {
+			return r
+		}
+	}
+	return -1
+}
+
 func (s *synth) sim(i, j int) float64 {
 	var v float64
 	for c := range s.d {

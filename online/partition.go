@@ -677,7 +677,7 @@ func (p *partition) maybeRefits() {
 // startJob reads the study's record in the background and, for a refit,
 // fits the teacher; refits wait for a free refit slot.
 func (p *partition) startJob(s *study, fit bool) {
-	j := job{study: s.id, task: s.meta.Task, settings: s.meta.Settings.Learner, sp: s.sp, fit: fit}
+	j := job{study: s.id, task: s.meta.Task, settings: s.meta.Settings.Learner, sp: s.sp, fit: fit, seen: s.st.JudgmentsSeen}
 	s.job = &jobRun{fit: fit, seenAtStart: s.st.JudgmentsSeen}
 	if fit {
 		s.job.asked, s.refitAsked = s.refitAsked, false

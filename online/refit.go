@@ -30,6 +30,9 @@ type job struct {
 	settings alignet.LearnerSettings
 	sp       *space
 	fit      bool
+	// seen is the learner's judgment count of the study when the job
+	// started.
+	seen int64
 }
 
 // jobResult is what a job hands back to the study's actor.
@@ -97,6 +100,9 @@ func readRecord(ctx context.Context, store Store, j job) (*record, error) {
 func (l *Learner) runJob(ctx context.Context, j job) jobResult {
 	start := time.Now()
 	res := jobResult{study: j.study, fit: j.fit}
+	if j.fit {
+		l.awaitRecord(ctx, j)
+	}
 	rec, err := readRecord(ctx, l.store, j)
 	if err != nil {
 		res.err = err
@@ -108,6 +114,22 @@ func (l *Learner) runJob(ctx context.Context, j job) jobResult {
 	}
 	res.duration = time.Since(start)
 	return res
+}
+
+// awaitRecord waits, up to RefitWait, until Postgres holds at least as
+// many of the study's judgments as the learner had seen.
+func (l *Learner) awaitRecord(ctx context.Context, j job) {
+	deadline := time.Now().Add(l.cfg.RefitWait)
+	for time.Now().Before(deadline) {
+		n, err := l.store.CountJudgments(ctx, j.study)
+		if err == nil && n >= j.seen {
+			return
+		}
+		if !sleep(ctx, 250*time.Millisecond) {
+			return
+		}
+	}
+	l.log.Warn("refit reads an incomplete record: the persister lags", "study", j.study, "seen", j.seen)
 }
 
 // fit is the exact path: it splits the training judgments into training

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,7 +36,7 @@ type DevConfig struct {
 
 // RunDev starts a local Postgres unless a database URL is given, an
 // in-process Kafka-protocol broker (franz-go kfake) unless brokers are given,
-// and then every role. It prints the URLs and the admin key to out.
+// and then every role (api, persister and learner unless --roles is given). It prints the URLs and the admin key to out.
 func RunDev(ctx context.Context, dc DevConfig, out io.Writer, log *slog.Logger, reg *prometheus.Registry) error {
 	if dc.DataDir == "" {
 		dc.DataDir = "alignet-data"
@@ -53,7 +54,7 @@ func RunDev(ctx context.Context, dc DevConfig, out io.Writer, log *slog.Logger, 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	cfg := dc.Serve
+	cfg := withDevRoles(dc.Serve)
 	if cfg.fileKeys != nil {
 		if err := cfg.fileKeys(); err != nil {
 			return err
@@ -120,6 +121,15 @@ Try:
 
 `, base, redactURL(cfg.DatabaseURL), strings.Join(cfg.KafkaBrokers, ","), dir, cfg.AdminKey)
 	return Run(ctx, cfg, log, reg)
+}
+
+// withDevRoles adds the learner to the default roles: dev runs everything
+// in one process unless ALIGNET_ROLES or --roles says otherwise.
+func withDevRoles(cfg Config) Config {
+	if !cfg.rolesSet && !cfg.has(RoleLearner) {
+		cfg.Roles = append(slices.Clone(cfg.Roles), RoleLearner)
+	}
+	return cfg
 }
 
 // loadOrCreateSecret returns the secret stored in path, creating a random

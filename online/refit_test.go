@@ -1,0 +1,102 @@
+package online
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/alignet/alignet"
+)
+
+// recordStore serves a fixed record of judgments.
+type recordStore struct {
+	Store
+	js []alignet.Judgment
+}
+
+func (r recordStore) CountJudgments(context.Context, string) (int64, error) {
+	return int64(len(r.js)), nil
+}
+
+func (r recordStore) ExportJudgments(_ context.Context, _ alignet.JudgmentFilter, fn func(alignet.Judgment) error) error {
+	for _, j := range r.js {
+		if err := fn(j); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestRefitSplitsAndDistils runs refits on a record: held-out judgments
+// are kept for evaluation only, and the teacher is uncertainty-distilled
+// exactly when the study has item sets answered by several workers and
+// distillation is on (odd-one-out only).
+func TestRefitSplitsAndDistils(t *testing.T) {
+	s := newSynth(25, 6, 9)
+	js := s.judgments("r", alignet.TaskOddOneOut, "r", 1200, 10)
+	// Repeated triplets: the first 40 item sets answered again by others.
+	for i := range 40 {
+		for w := range 3 {
+			j := js[i]
+			j.ID, j.Worker = fmt.Sprintf("rep-%d-%d", i, w), fmt.Sprintf("other%d", w)
+			js = append(js, j)
+		}
+	}
+	// One worker only: item sets drawn twice are not repeated triplets.
+	single := append([]alignet.Judgment(nil), js[:1200]...)
+	for i := range single {
+		single[i].Worker = "w0"
+	}
+	anchor := s.judgments("a", alignet.TaskAnchor, "a", 600, 11)
+	for _, c := range []struct {
+		name, study string
+		task        alignet.Task
+		js          []alignet.Judgment
+		distill     bool
+		want        string
+	}{
+		{"repeats distilled", "r", alignet.TaskOddOneOut, js, true, "distilled"},
+		{"distill off", "r", alignet.TaskOddOneOut, js, false, "hard"},
+		{"no repeats", "r", alignet.TaskOddOneOut, single, true, "hard"},
+		{"anchor", "a", alignet.TaskAnchor, anchor, true, "hard"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			l := memLearner(t, Config{})
+			l.store = recordStore{js: c.js}
+			_, st := memStudy(t, l, s, c.study, c.task, "")
+			set := st.meta.Settings.Learner
+			set.Distill, set.MaxIter = c.distill, 30
+			res := l.runJob(context.Background(), job{study: c.study, task: c.task, settings: set, sp: st.sp, fit: true, seen: int64(len(c.js))})
+			if res.err != nil {
+				t.Fatal(res.err)
+			}
+			if res.targets != c.want {
+				t.Errorf("targets %q, want %q", res.targets, c.want)
+			}
+			if res.count != int64(len(c.js)) || res.read.len() != len(c.js) {
+				t.Errorf("read %d (%d ids), want %d", res.count, res.read.len(), len(c.js))
+			}
+			train := map[uint64]bool{}
+			for _, smp := range res.train {
+				train[smp.hash] = true
+			}
+			held := 0
+			for _, j := range c.js {
+				h := alignet.HeldOut(c.study, j.ID, set.HeldOutShare)
+				if h {
+					held++
+				}
+				if train[alignet.IDHash(j.ID)] == h {
+					t.Fatalf("judgment %s: held out %v, in the training set %v", j.ID, h, !h)
+				}
+			}
+			if len(res.held) != held || len(res.train)+held != len(c.js) {
+				t.Errorf("%d training + %d held-out judgments of %d (want %d held out)", len(res.train), len(res.held), len(c.js), held)
+			}
+			e := evaluate(res.teacher, st.sp.x, st.sp.dim, c.task, res.held)
+			if !(e.Teacher.NLL < e.Raw.NLL) {
+				t.Errorf("held-out NLL %v of the refit is not below the raw embeddings' %v", e.Teacher.NLL, e.Raw.NLL)
+			}
+		})
+	}
+}

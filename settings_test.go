@@ -1,8 +1,8 @@
 package alignet
 
 import (
-	"fmt"
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"

@@ -123,3 +123,8 @@ var ErrConflict = errors.New("conflict")
 // ErrUnavailable is returned when a dependency (Kafka, Postgres) cannot be
 // reached, so the request should be retried later.
 var ErrUnavailable = errors.New("unavailable")
+
+// ErrTooLarge is returned when a batch of judgments, once encoded, exceeds
+// what the stream accepts in one message. Retrying cannot help: the client
+// must split the batch (HTTP 413).
+var ErrTooLarge = errors.New("too large")

@@ -6,11 +6,9 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"errors"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/alignet/alignet"
@@ -22,17 +20,15 @@ import (
 const KeyPrefix = "alg_"
 
 // validScope reports whether s is a known scope.
-func validScope(s string) bool { return s == scopeCollect || s == scopeRead || s == scopeAdmin }
+func validScope(s string) bool {
+	return s == alignet.ScopeCollect || s == alignet.ScopeRead || s == alignet.ScopeAdmin
+}
 
 const ctxKeyPrincipal = "alignet.key"
 const ctxKeyAPIError = "alignet.error"
 
 // maxKeyLen bounds the bearer token that is hashed.
 const maxKeyLen = 256
-
-// keyCacheMax bounds the number of cached key lookups, so random keys cannot
-// grow memory without limit.
-const keyCacheMax = 10000
 
 // GenerateKey returns a new random API key: "alg_" followed by 32 random
 // bytes in unpadded base64url.
@@ -64,62 +60,7 @@ func hasScope(scopes []string, need string) bool {
 	if need == scopeAny {
 		return true
 	}
-	return slices.Contains(scopes, scopeAdmin) || slices.Contains(scopes, need)
-}
-
-type keyEntry struct {
-	key     alignet.APIKey
-	valid   bool
-	expires time.Time
-}
-
-// keyCache caches key lookups by hash, including misses.
-type keyCache struct {
-	ttl time.Duration
-	mu  sync.RWMutex
-	m   map[[sha256.Size]byte]keyEntry
-}
-
-func newKeyCache(ttl time.Duration) *keyCache {
-	return &keyCache{ttl: ttl, m: make(map[[sha256.Size]byte]keyEntry)}
-}
-
-func (kc *keyCache) get(h [sha256.Size]byte, now time.Time) (keyEntry, bool) {
-	kc.mu.RLock()
-	e, ok := kc.m[h]
-	kc.mu.RUnlock()
-	if !ok || now.After(e.expires) {
-		return keyEntry{}, false
-	}
-	return e, true
-}
-
-func (kc *keyCache) put(h [sha256.Size]byte, e keyEntry) {
-	kc.mu.Lock()
-	defer kc.mu.Unlock()
-	if len(kc.m) >= keyCacheMax {
-		now := time.Now()
-		for k, v := range kc.m {
-			if now.After(v.expires) {
-				delete(kc.m, k)
-			}
-		}
-		if len(kc.m) >= keyCacheMax {
-			clear(kc.m)
-		}
-	}
-	kc.m[h] = e
-}
-
-// forget drops every cached entry of the key with the given id.
-func (kc *keyCache) forget(id string) {
-	kc.mu.Lock()
-	defer kc.mu.Unlock()
-	for k, v := range kc.m {
-		if v.valid && v.key.ID == id {
-			delete(kc.m, k)
-		}
-	}
+	return slices.Contains(scopes, alignet.ScopeAdmin) || slices.Contains(scopes, need)
 }
 
 func unauthorized(msg string) *Error {
@@ -144,35 +85,10 @@ func (s *Server) authenticate(c echo.Context) (alignet.APIKey, error) {
 	if s.hasAdmin && subtle.ConstantTimeCompare(hash[:], s.adminHash[:]) == 1 {
 		return s.adminKeyRecord(), nil
 	}
-	now := time.Now()
-	if e, ok := s.keys.get(hash, now); ok {
-		if !e.valid {
-			return alignet.APIKey{}, unauthorized("invalid API key")
-		}
-		return e.key, nil
-	}
-	v, err, _ := s.sf.Do("key:"+string(hash[:]), func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request().Context()), 5*time.Second)
-		defer cancel()
-		k, err := s.store.APIKeyByHash(ctx, hash[:])
-		switch {
-		case errors.Is(err, alignet.ErrNotFound):
-			s.keys.put(hash, keyEntry{expires: time.Now().Add(s.cfg.KeyCacheTTL)})
-			return keyEntry{}, nil
-		case err != nil:
-			return nil, err
-		case k.RevokedAt != nil:
-			s.keys.put(hash, keyEntry{expires: time.Now().Add(s.cfg.KeyCacheTTL)})
-			return keyEntry{}, nil
-		}
-		e := keyEntry{key: k, valid: true, expires: time.Now().Add(s.cfg.KeyCacheTTL)}
-		s.keys.put(hash, e)
-		return e, nil
-	})
+	e, err := s.keys.Get(c.Request().Context(), hash)
 	if err != nil {
 		return alignet.APIKey{}, unavailable(err)
 	}
-	e := v.(keyEntry)
 	if !e.valid {
 		return alignet.APIKey{}, unauthorized("invalid API key")
 	}
@@ -204,7 +120,7 @@ func (s *Server) adminKeyID() string {
 }
 
 func (s *Server) adminKeyRecord() alignet.APIKey {
-	return alignet.APIKey{ID: s.adminKeyID(), Name: "bootstrap-admin", Scopes: []string{scopeAdmin},
+	return alignet.APIKey{ID: s.adminKeyID(), Name: "bootstrap-admin", Scopes: []string{alignet.ScopeAdmin},
 		Prefix: keyPrefix(s.cfg.AdminKey)}
 }
 
@@ -219,36 +135,7 @@ func (s *Server) ensureAdminKey(ctx context.Context) {
 	defer cancel()
 	k := s.adminKeyRecord()
 	k.CreatedAt = time.Now().UTC()
-	if err := s.store.EnsureAPIKey(ctx, k, s.adminHash[:]); err != nil {
+	if err := s.deps.Keys.EnsureAPIKey(ctx, k, s.adminHash[:]); err != nil {
 		s.log.Warn("could not store the bootstrap admin key; it still works", "err", err)
-	}
-}
-
-// corsMiddleware answers CORS preflights and marks responses readable by
-// the allowed browser origins.
-func corsMiddleware(origins []string) echo.MiddlewareFunc {
-	anyOrigin := slices.Contains(origins, "*")
-	return func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error {
-			req := c.Request()
-			origin := req.Header.Get("Origin")
-			if origin == "" || (!anyOrigin && !slices.Contains(origins, origin)) {
-				return next(c)
-			}
-			h := c.Response().Header()
-			h.Add("Vary", "Origin")
-			if anyOrigin {
-				h.Set("Access-Control-Allow-Origin", "*")
-			} else {
-				h.Set("Access-Control-Allow-Origin", origin)
-			}
-			if req.Method == http.MethodOptions && req.Header.Get("Access-Control-Request-Method") != "" {
-				h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE")
-				h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
-				h.Set("Access-Control-Max-Age", "600")
-				return c.NoContent(http.StatusNoContent)
-			}
-			return next(c)
-		}
 	}
 }

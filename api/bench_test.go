@@ -15,7 +15,7 @@ import (
 func BenchmarkPostJudgment(b *testing.B) {
 	e := newEnv(b)
 	s, err := New(Config{PseudonymKey: []byte(testPseudonymKey), AdminKey: testAdminKey,
-		Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)}, e.store, nopPublisher{})
+		Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)}, e.store.deps(nopPublisher{}))
 	if err != nil {
 		b.Fatal(err)
 	}

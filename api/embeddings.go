@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/alignet/alignet"
 	"github.com/alignet/alignet/npy"
 	"github.com/labstack/echo/v4"
 )
@@ -26,6 +27,7 @@ const maxIDsPart = 64 << 20
 // with an "ids" part (JSON array or newline-separated text) followed by a
 // "vectors" part holding an n×dim float32 or float64 .npy matrix.
 func (s *Server) postEmbeddings(c echo.Context) error {
+	s.extendDeadlines(c)
 	ctx := c.Request().Context()
 	mt, params, err := mime.ParseMediaType(c.Request().Header.Get(echo.HeaderContentType))
 	if err != nil {
@@ -40,7 +42,7 @@ func (s *Server) postEmbeddings(c echo.Context) error {
 		return newErr(http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "",
 			"Content-Type must be application/json or multipart/form-data")
 	}
-	sp, err := s.store.GetSpace(ctx, c.Param("space"))
+	sp, err := s.deps.Spaces.GetSpace(ctx, c.Param("space"))
 	if err != nil {
 		return storeErr(err, "space", "")
 	}
@@ -49,31 +51,42 @@ func (s *Server) postEmbeddings(c echo.Context) error {
 	var aerr *Error
 	if mt == echo.MIMEApplicationJSON {
 		body := http.MaxBytesReader(c.Response(), c.Request().Body, s.cfg.MaxEmbeddingJSONBody)
-		ids, vecs, aerr = parseEmbeddingsJSON(body, sp.Dim)
+		ids, vecs, aerr = parseEmbeddingsJSON(newTextReader(body), sp.Dim)
 	} else {
 		body := http.MaxBytesReader(c.Response(), c.Request().Body, s.cfg.MaxEmbeddingBody)
 		ids, vecs, aerr = parseEmbeddingsMultipart(body, params["boundary"], sp.Dim, s.cfg.MaxEmbeddingBody)
+		if aerr == nil {
+			// Read the epilogue too, so the body ends and its read
+			// deadline is lifted while the vectors are stored.
+			if _, err := io.Copy(io.Discard, body); err != nil {
+				aerr = partErr("", err)
+			}
+		}
 	}
 	if aerr != nil {
 		return aerr
 	}
-	n, err := s.store.UpsertEmbeddings(ctx, sp.Name, ids, vecs)
+	n, err := s.deps.Spaces.UpsertEmbeddings(ctx, sp.Name, ids, vecs)
 	if err != nil {
 		return storeErr(err, "space", "")
 	}
 	return c.JSON(http.StatusOK, map[string]int64{"upserted": n})
 }
 
-// idSet validates item ids as they arrive: non-empty, at most 128
-// characters, unique.
+// idSet validates item ids as they arrive: non-empty text as
+// alignet.CheckText accepts it, at most alignet.MaxItemIDLen characters,
+// unique.
 type idSet map[string]struct{}
 
 func (s idSet) add(id, field string) *Error {
-	if !validItemID(id) {
-		return invalid(field, "ids are 1-%d characters without control characters", maxItemIDLen)
+	if id == "" {
+		return invalid(field, "ids must not be empty")
+	}
+	if msg := alignet.CheckText(id, alignet.MaxItemIDLen); msg != "" {
+		return invalid(field, "id %s", msg)
 	}
 	if _, dup := s[id]; dup {
-		return invalid(field, "id %q appears twice", truncate(id, maxItemIDLen))
+		return invalid(field, "id %q appears twice", truncate(id, alignet.MaxItemIDLen))
 	}
 	s[id] = struct{}{}
 	return nil
@@ -144,9 +157,8 @@ func parseEmbeddingsJSON(r io.Reader, dim int) ([]string, []float32, *Error) {
 		return nil, nil, err
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, nil, toAPIError(err)
+		if e := readErr(err); e != nil {
+			return nil, nil, e
 		}
 		return nil, nil, badJSON("", "unexpected data after the JSON value")
 	}
@@ -229,9 +241,8 @@ func parseEmbeddingsMultipart(body io.Reader, boundary string, dim int, limit in
 }
 
 func partErr(field string, err error) *Error {
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		return toAPIError(err)
+	if e := readErr(err); e != nil {
+		return e
 	}
 	e := badBody(field, "malformed multipart body: %v", err)
 	e.Err = err
@@ -250,6 +261,9 @@ func parseIDs(r io.Reader) ([]string, *Error) {
 	var ids []string
 	trimmed := bytes.TrimSpace(b)
 	if len(trimmed) > 0 && trimmed[0] == '[' {
+		if err := checkText(trimmed); err != nil {
+			return nil, err.withPrefix("ids")
+		}
 		if err := json.Unmarshal(trimmed, &ids); err != nil {
 			return nil, jsonDecodeErr(err).withPrefix("ids")
 		}
@@ -280,9 +294,8 @@ func readVectors(r io.Reader, n, dim int, limit int64) ([]float32, *Error) {
 	br := bufio.NewReaderSize(r, 1<<16)
 	h, err := npy.ReadHeader(br)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, toAPIError(err)
+		if e := readErr(err); e != nil {
+			return nil, e
 		}
 		return nil, badBody("vectors", "vectors is not a valid .npy file: %v", err)
 	}
@@ -308,9 +321,8 @@ func readVectors(r io.Reader, n, dim int, limit int64) ([]float32, *Error) {
 	for done := 0; done < len(out); {
 		k := min(len(buf)/size, len(out)-done)
 		if _, err := io.ReadFull(br, buf[:k*size]); err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				return nil, toAPIError(err)
+			if e := readErr(err); e != nil {
+				return nil, e
 			}
 			return nil, badBody("vectors", "vectors ends after %d of %d values", done, len(out))
 		}

@@ -59,6 +59,7 @@ func (e *env) upload(body io.Reader, ctype string) *httptest.ResponseRecorder {
 }
 
 func TestEmbeddingsNPYMultipart(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	vec := []float32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
 	body, ct := multipartBody(t, [2]any{"ids", "e1\ne2\r\ne3\n"}, [2]any{"vectors", npy.FromFloat32(vec, 3, 4)})
@@ -133,6 +134,7 @@ func TestEmbeddingsNPYMultipart(t *testing.T) {
 }
 
 func TestEmbeddingsBodyCap(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, func(c *Config) { c.MaxEmbeddingBody = 4 << 10; c.MaxEmbeddingJSONBody = 1 << 10 })
 	vec := make([]float32, 400*4)
 	ids := make([]string, 400)
@@ -154,6 +156,7 @@ func TestEmbeddingsBodyCap(t *testing.T) {
 }
 
 func TestEmbeddingsJSON(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	rec := e.upload(strings.NewReader(`{"items":[{"id":"c1","vector":[1,2,3,4]},{"id":"c2","vector":[-1,0.5,3e10,4]}]}`), "application/json")
 	if rec.Code != http.StatusOK || strings.TrimSpace(rec.Body.String()) != `{"upserted":2}` {
@@ -191,6 +194,7 @@ func TestEmbeddingsJSON(t *testing.T) {
 // under the race detector (where it takes over a minute); run it with
 // go test -run TestEmbeddingsNPYLarge ./api/.
 func TestEmbeddingsNPYLarge(t *testing.T) {
+	t.Parallel()
 	if testing.Short() || raceEnabled {
 		t.Skip("large upload: run without -short and -race")
 	}
@@ -224,7 +228,9 @@ func TestEmbeddingsNPYLarge(t *testing.T) {
 			got = len(ids)
 		}
 	}}
-	s, err := New(Config{PseudonymKey: []byte(testPseudonymKey), AdminKey: testAdminKey}, store, e.pub)
+	deps := e.store.deps(e.pub)
+	deps.Spaces = store
+	s, err := New(Config{PseudonymKey: []byte(testPseudonymKey), AdminKey: testAdminKey}, deps)
 	if err != nil {
 		t.Fatal(err)
 	}

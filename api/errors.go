@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 
@@ -35,15 +36,19 @@ const (
 	CodeNotFound = "not_found"
 	// CodeConflict (409) marks an entity that exists with another definition.
 	CodeConflict = "conflict"
-	// CodeTooLarge (413) marks a body or batch over its cap.
+	// CodeTooLarge (413) marks a body or batch over its cap, or a batch too
+	// large for the stream once encoded.
 	CodeTooLarge = "too_large"
+	// CodeTimeout (408) marks a request body not received in time.
+	CodeTimeout = "timeout"
 	// CodeUnsupportedMedia (415) marks a wrong Content-Type.
 	CodeUnsupportedMedia = "unsupported_media_type"
 	// CodeUnauthorized (401) marks a missing or invalid API key.
 	CodeUnauthorized = "unauthorized"
 	// CodeForbidden (403) marks a key without the route's scope.
 	CodeForbidden = "forbidden"
-	// CodeUnavailable (503) marks an unreachable Kafka or Postgres.
+	// CodeUnavailable (503) marks an unreachable Kafka or Postgres, or too
+	// many exports at once.
 	CodeUnavailable = "unavailable"
 	// CodeMethodNotAllowed (405) marks a method the route does not serve.
 	CodeMethodNotAllowed = "method_not_allowed"
@@ -65,6 +70,8 @@ type Error struct {
 	Field string `json:"field,omitempty"`
 	// Err is the underlying cause; it is logged but never sent.
 	Err error `json:"-"`
+	// retryAfter is the Retry-After of a 503 in seconds; 0 means 1.
+	retryAfter int
 }
 
 // Error returns the message, prefixed by the field when there is one.
@@ -107,6 +114,20 @@ func invalid(field, format string, args ...any) *Error {
 	return newErr(http.StatusUnprocessableEntity, CodeInvalidField, field, format, args...)
 }
 
+// fieldErr turns a validation error of package alignet into a 422.
+func fieldErr(fe *alignet.FieldError) *Error {
+	return &Error{Status: http.StatusUnprocessableEntity, Code: CodeInvalidField, Field: fe.Field, Message: fe.Message}
+}
+
+// badText checks s as free text of at most max characters with
+// alignet.CheckText and returns a 422 naming field, or nil.
+func badText(field, s string, max int) *Error {
+	if msg := alignet.CheckText(s, max); msg != "" {
+		return invalid(field, "%s %s", field, msg)
+	}
+	return nil
+}
+
 func missing(field string) *Error {
 	return newErr(http.StatusUnprocessableEntity, CodeMissingField, field, "required field is missing")
 }
@@ -144,6 +165,18 @@ func storeErr(err error, what, field string) *Error {
 		e := newErr(http.StatusConflict, CodeConflict, field, "%s already exists with a different definition", what)
 		e.Err = err
 		return e
+	case errors.Is(err, alignet.ErrTooLarge):
+		return tooLargeForStream(err)
+	case errors.Is(err, alignet.ErrInvalid):
+		// A value the API let through but the database refused; the client
+		// must change it, so it is a 422 rather than a 500.
+		var fe *alignet.FieldError
+		if errors.As(err, &fe) && fe.Field != "" {
+			field = fe.Field
+		}
+		e := newErr(http.StatusUnprocessableEntity, CodeInvalidField, field, "%s has an invalid value", what)
+		e.Err = err
+		return e
 	case errors.Is(err, alignet.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		return unavailable(err)
 	}
@@ -155,16 +188,40 @@ func unavailable(err error) *Error {
 		Message: "a backing service is unavailable; retry later", Err: err}
 }
 
+// tooLargeForStream is the 413 for a batch that passed validation but is
+// too large for one stream message once encoded.
+func tooLargeForStream(err error) *Error {
+	return &Error{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge,
+		Message: "the batch is too large once encoded for the stream; split it into smaller batches", Err: err}
+}
+
+// readErr translates a failure to read the request body (too large, too
+// slow, or not acceptable text) into its API error, or returns nil for
+// other errors.
+func readErr(err error) *Error {
+	var mbe *http.MaxBytesError
+	var te *textError
+	switch {
+	case errors.As(err, &mbe):
+		return &Error{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge,
+			Message: "request body exceeds " + strconv.FormatInt(mbe.Limit, 10) + " bytes", Err: err}
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return &Error{Status: http.StatusRequestTimeout, Code: CodeTimeout,
+			Message: "the request body was not received in time", Err: err}
+	case errors.As(err, &te):
+		return badJSON("", "%s", te.Error())
+	}
+	return nil
+}
+
 // toAPIError converts any handler error into an *Error.
 func toAPIError(err error) *Error {
 	var ae *Error
 	if errors.As(err, &ae) {
 		return ae
 	}
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		return &Error{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge,
-			Message: "request body exceeds " + strconv.FormatInt(mbe.Limit, 10) + " bytes", Err: err}
+	if e := readErr(err); e != nil {
+		return e
 	}
 	var he *echo.HTTPError
 	if errors.As(err, &he) {
@@ -202,9 +259,8 @@ func toAPIError(err error) *Error {
 // jsonDecodeErr translates an encoding/json error into a 400 (or 413 when
 // the body limit was hit) naming the JSON path when known.
 func jsonDecodeErr(err error) *Error {
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		return toAPIError(err)
+	if e := readErr(err); e != nil {
+		return e
 	}
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
@@ -238,8 +294,10 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 	switch ae.Status {
 	case http.StatusUnauthorized:
 		h.Set("WWW-Authenticate", `Bearer realm="alignet"`)
+	case http.StatusRequestTimeout:
+		h.Set("Connection", "close")
 	case http.StatusServiceUnavailable:
-		h.Set("Retry-After", "1")
+		h.Set("Retry-After", strconv.Itoa(max(ae.retryAfter, 1)))
 	}
 	// A handler may have set headers for the body it meant to send.
 	h.Del(echo.HeaderContentDisposition)

@@ -42,7 +42,8 @@ func parseTimeParam(c echo.Context, name string) (time.Time, error) {
 	return t, nil
 }
 
-// exportJudgments streams a study's judgments as CSV or JSON lines.
+// exportJudgments streams a study's judgments as CSV or JSON lines. At
+// most MaxExports run at once.
 func (s *Server) exportJudgments(c echo.Context) error {
 	ctx := c.Request().Context()
 	id := c.Param("study")
@@ -64,10 +65,16 @@ func (s *Server) exportJudgments(c echo.Context) error {
 	if !since.IsZero() && !until.IsZero() && until.Before(since) {
 		return invalid("until", "until is before since")
 	}
-	if _, err := s.store.GetStudy(ctx, id); err != nil {
-		return storeErr(err, "study", "")
+	worker := c.QueryParam("worker")
+	if msg := alignet.CheckText(worker, alignet.MaxWorkerLen); msg != "" {
+		return badParam("worker", "worker %s", msg)
 	}
-	f := alignet.JudgmentFilter{Study: id, Since: since, Until: until, Worker: c.QueryParam("worker")}
+	f := alignet.JudgmentFilter{Study: id, Since: since, Until: until, Worker: worker}
+	release, err := s.acquireExport()
+	if err != nil {
+		return err
+	}
+	defer release()
 
 	res := c.Response()
 	h := res.Header()
@@ -78,7 +85,9 @@ func (s *Server) exportJudgments(c echo.Context) error {
 		h.Set(echo.HeaderContentType, "application/x-ndjson")
 	}
 	h.Set("Cache-Control", "no-store")
-	bw := bufio.NewWriterSize(res, 64<<10)
+	// Every chunk must be taken by the client within WriteTimeout, or the
+	// export fails and frees its database connection.
+	bw := bufio.NewWriterSize(chunkDeadlineWriter{w: res, rc: http.NewResponseController(res), d: s.cfg.WriteTimeout}, 64<<10)
 	var cw *csv.Writer
 	var enc *json.Encoder
 	if format == "csv" {
@@ -96,7 +105,7 @@ func (s *Server) exportJudgments(c echo.Context) error {
 	}
 	rows := 0
 	var rec []string
-	err = s.store.ExportJudgments(ctx, f, func(j alignet.Judgment) error {
+	err = s.deps.Judgments.ExportJudgments(ctx, f, func(j alignet.Judgment) error {
 		start()
 		if cw != nil {
 			rec = csvRecord(j, rec)

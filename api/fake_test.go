@@ -1,35 +1,70 @@
 package api
 
 import (
+	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
+	"strings"
 	"sync"
+	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/alignet/alignet"
+	"github.com/alignet/alignet/internal/storetest"
 )
 
-// fakeStore is an in-memory Store with the documented semantics of *db.DB.
+// fakePoolSize is the fake's connection pool, the size of db's default.
+const fakePoolSize = 16
+
+// fakeStore is an in-memory store with the documented semantics of *db.DB;
+// TestFakeStoreSuite holds it to the suite *db.DB passes. It models the
+// connection pool: each call holds one of fakePoolSize connections while
+// it runs (an export for as long as it streams) and waits for one when all
+// are taken, as pgxpool does.
 type fakeStore struct {
+	conns chan struct{}
+
 	mu         sync.Mutex
 	spaces     map[string]alignet.Space
 	embeddings map[string]map[string][]float32
 	studies    map[string]alignet.Study
 	items      map[string]map[string]bool
-	judgments  []alignet.Judgment
-	keys       map[string]alignet.APIKey // by hex hash
+	judgments  []alignet.Judgment        // sorted by (received_at, id, study); replaced, never modified
+	keys       map[string]alignet.APIKey // by hash
 	keyHash    map[string]string         // id -> hash
 	down       error                     // returned by every method when set
 	exportErr  error                     // returned by ExportJudgments after exportOK rows
 	exportOK   int
 	calls      map[string]int
+	inUse      int // connections held now
+	peak       int // most connections held at once
+}
+
+// The fake and *db.DB implement every interface the API consumes, and the
+// suite's Store covers them all.
+var (
+	_ storetest.Store  = (*fakeStore)(nil)
+	_ SpaceStore       = storetest.Store(nil)
+	_ StudyStore       = storetest.Store(nil)
+	_ JudgmentExporter = storetest.Store(nil)
+	_ KeyStore         = storetest.Store(nil)
+	_ WorkerStore      = storetest.Store(nil)
+	_ ReadinessChecker = storetest.Store(nil)
+)
+
+func TestFakeStoreSuite(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(*testing.T) storetest.Store { return newFakeStore() })
 }
 
 func newFakeStore() *fakeStore {
 	return &fakeStore{
+		conns:      make(chan struct{}, fakePoolSize),
 		spaces:     map[string]alignet.Space{},
 		embeddings: map[string]map[string][]float32{},
 		studies:    map[string]alignet.Study{},
@@ -40,10 +75,34 @@ func newFakeStore() *fakeStore {
 	}
 }
 
-func (f *fakeStore) enter(op string) error {
+// deps returns Deps with every store role filled by f.
+func (f *fakeStore) deps(pub Publisher) Deps {
+	return Deps{Spaces: f, Studies: f, Judgments: f, Keys: f, Workers: f, Ready: f, Publisher: pub}
+}
+
+// enter counts a call of op, fails when the store is down, takes a pool
+// connection and locks the store. The caller must call the returned func.
+func (f *fakeStore) enter(ctx context.Context, op string) (func(), error) {
 	f.mu.Lock()
 	f.calls[op]++
-	return f.down
+	down := f.down
+	f.mu.Unlock()
+	if down != nil {
+		return nil, down
+	}
+	select {
+	case f.conns <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("fake pool: acquire connection: %w", ctx.Err())
+	}
+	f.mu.Lock()
+	f.inUse++
+	f.peak = max(f.peak, f.inUse)
+	return func() {
+		f.inUse--
+		f.mu.Unlock()
+		<-f.conns
+	}, nil
 }
 
 func (f *fakeStore) setDown(err error) {
@@ -58,9 +117,31 @@ func (f *fakeStore) callCount(op string) int {
 	return f.calls[op]
 }
 
-func (f *fakeStore) PutSpace(ctx context.Context, name string, dim int) (alignet.Space, bool, error) {
+// connStats returns the connections held now and the most held at once.
+func (f *fakeStore) connStats() (inUse, peak int) {
+	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.enter("PutSpace"); err != nil {
+	return f.inUse, f.peak
+}
+
+// pgText fails like Postgres does for text it cannot take, whether to
+// store it or to look it up.
+func pgText(ss ...string) error {
+	for _, s := range ss {
+		if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+			return fmt.Errorf("fake: invalid byte sequence for encoding UTF8 in %q", s)
+		}
+	}
+	return nil
+}
+
+func (f *fakeStore) PutSpace(ctx context.Context, name string, dim int) (alignet.Space, bool, error) {
+	done, err := f.enter(ctx, "PutSpace")
+	if err != nil {
+		return alignet.Space{}, false, err
+	}
+	defer done()
+	if err := pgText(name); err != nil {
 		return alignet.Space{}, false, err
 	}
 	if sp, ok := f.spaces[name]; ok {
@@ -76,8 +157,12 @@ func (f *fakeStore) PutSpace(ctx context.Context, name string, dim int) (alignet
 }
 
 func (f *fakeStore) GetSpace(ctx context.Context, name string) (alignet.Space, error) {
-	defer f.mu.Unlock()
-	if err := f.enter("GetSpace"); err != nil {
+	done, err := f.enter(ctx, "GetSpace")
+	if err != nil {
+		return alignet.Space{}, err
+	}
+	defer done()
+	if err := pgText(name); err != nil {
 		return alignet.Space{}, err
 	}
 	sp, ok := f.spaces[name]
@@ -88,8 +173,12 @@ func (f *fakeStore) GetSpace(ctx context.Context, name string) (alignet.Space, e
 }
 
 func (f *fakeStore) UpsertEmbeddings(ctx context.Context, space string, ids []string, vectors []float32) (int64, error) {
-	defer f.mu.Unlock()
-	if err := f.enter("UpsertEmbeddings"); err != nil {
+	done, err := f.enter(ctx, "UpsertEmbeddings")
+	if err != nil {
+		return 0, err
+	}
+	defer done()
+	if err := pgText(space); err != nil {
 		return 0, err
 	}
 	sp, ok := f.spaces[space]
@@ -99,6 +188,16 @@ func (f *fakeStore) UpsertEmbeddings(ctx context.Context, space string, ids []st
 	if len(vectors) != len(ids)*sp.Dim {
 		return 0, fmt.Errorf("fake: %d vectors for %d ids of dim %d", len(vectors), len(ids), sp.Dim)
 	}
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if id == "" || seen[id] {
+			return 0, fmt.Errorf("fake: empty or duplicate id %q", id)
+		}
+		if err := pgText(id); err != nil {
+			return 0, err
+		}
+		seen[id] = true
+	}
 	for i, id := range ids {
 		f.embeddings[space][id] = slices.Clone(vectors[i*sp.Dim : (i+1)*sp.Dim])
 	}
@@ -106,8 +205,12 @@ func (f *fakeStore) UpsertEmbeddings(ctx context.Context, space string, ids []st
 }
 
 func (f *fakeStore) CountEmbeddings(ctx context.Context, space string) (int64, error) {
-	defer f.mu.Unlock()
-	if err := f.enter("CountEmbeddings"); err != nil {
+	done, err := f.enter(ctx, "CountEmbeddings")
+	if err != nil {
+		return 0, err
+	}
+	defer done()
+	if err := pgText(space); err != nil {
 		return 0, err
 	}
 	if _, ok := f.spaces[space]; !ok {
@@ -117,8 +220,12 @@ func (f *fakeStore) CountEmbeddings(ctx context.Context, space string) (int64, e
 }
 
 func (f *fakeStore) CreateStudy(ctx context.Context, s alignet.Study) (alignet.Study, bool, error) {
-	defer f.mu.Unlock()
-	if err := f.enter("CreateStudy"); err != nil {
+	done, err := f.enter(ctx, "CreateStudy")
+	if err != nil {
+		return alignet.Study{}, false, err
+	}
+	defer done()
+	if err := pgText(s.ID, s.Space); err != nil {
 		return alignet.Study{}, false, err
 	}
 	if _, ok := f.spaces[s.Space]; !ok {
@@ -137,8 +244,12 @@ func (f *fakeStore) CreateStudy(ctx context.Context, s alignet.Study) (alignet.S
 }
 
 func (f *fakeStore) GetStudy(ctx context.Context, id string) (alignet.Study, error) {
-	defer f.mu.Unlock()
-	if err := f.enter("GetStudy"); err != nil {
+	done, err := f.enter(ctx, "GetStudy")
+	if err != nil {
+		return alignet.Study{}, err
+	}
+	defer done()
+	if err := pgText(id); err != nil {
 		return alignet.Study{}, err
 	}
 	st, ok := f.studies[id]
@@ -149,32 +260,42 @@ func (f *fakeStore) GetStudy(ctx context.Context, id string) (alignet.Study, err
 }
 
 func (f *fakeStore) ListStudies(ctx context.Context) ([]alignet.Study, error) {
-	defer f.mu.Unlock()
-	if err := f.enter("ListStudies"); err != nil {
+	done, err := f.enter(ctx, "ListStudies")
+	if err != nil {
 		return nil, err
 	}
+	defer done()
 	out := []alignet.Study{}
 	for _, st := range f.studies {
 		out = append(out, st)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	slices.SortFunc(out, func(a, b alignet.Study) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
 }
 
 func (f *fakeStore) AddStudyItems(ctx context.Context, study string, items []string) (int64, error) {
-	defer f.mu.Unlock()
-	if err := f.enter("AddStudyItems"); err != nil {
+	done, err := f.enter(ctx, "AddStudyItems")
+	if err != nil {
+		return 0, err
+	}
+	defer done()
+	if err := pgText(study); err != nil {
 		return 0, err
 	}
 	pool, ok := f.items[study]
 	if !ok {
 		return 0, fmt.Errorf("study %q: %w", study, alignet.ErrNotFound)
 	}
-	var n int64
 	for _, it := range items {
 		if it == "" {
 			return 0, errors.New("fake: empty item")
 		}
+		if err := pgText(it); err != nil {
+			return 0, err
+		}
+	}
+	var n int64
+	for _, it := range items {
 		if !pool[it] {
 			pool[it] = true
 			n++
@@ -184,8 +305,12 @@ func (f *fakeStore) AddStudyItems(ctx context.Context, study string, items []str
 }
 
 func (f *fakeStore) StudyItems(ctx context.Context, study string) ([]string, error) {
-	defer f.mu.Unlock()
-	if err := f.enter("StudyItems"); err != nil {
+	done, err := f.enter(ctx, "StudyItems")
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	if err := pgText(study); err != nil {
 		return nil, err
 	}
 	pool, ok := f.items[study]
@@ -196,54 +321,111 @@ func (f *fakeStore) StudyItems(ctx context.Context, study string) ([]string, err
 	for it := range pool {
 		out = append(out, it)
 	}
-	sort.Strings(out)
+	slices.Sort(out)
 	return out, nil
 }
 
-// addJudgments stores judgments as the consumer would.
+// judgmentOrder is the export order: (received_at, id, study).
+func judgmentOrder(a, b alignet.Judgment) int {
+	return cmp.Or(a.ReceivedAt.Compare(b.ReceivedAt), strings.Compare(a.ID, b.ID), strings.Compare(a.Study, b.Study))
+}
+
+func (f *fakeStore) InsertJudgments(ctx context.Context, js []alignet.Judgment) (int64, error) {
+	done, err := f.enter(ctx, "InsertJudgments")
+	if err != nil {
+		return 0, err
+	}
+	defer done()
+	return f.insertLocked(js)
+}
+
+func (f *fakeStore) insertLocked(js []alignet.Judgment) (int64, error) {
+	stored := make(map[[2]string]bool, len(f.judgments))
+	for _, j := range f.judgments {
+		stored[[2]string{j.Study, j.ID}] = true
+	}
+	var add []alignet.Judgment
+	for _, j := range js {
+		if j.Study == "" || j.ID == "" {
+			return 0, errors.New("fake: empty study or id")
+		}
+		if _, ok := f.studies[j.Study]; !ok {
+			return 0, fmt.Errorf("study %q: %w", j.Study, alignet.ErrNotFound)
+		}
+		if err := pgText(j.ID, j.Worker, j.Items[0], j.Items[1], j.Items[2], j.Odd, j.QueryID); err != nil {
+			return 0, err
+		}
+		if k := [2]string{j.Study, j.ID}; !stored[k] {
+			stored[k] = true
+			add = append(add, j)
+		}
+	}
+	// A new slice, so exports iterating the old one are not disturbed.
+	all := slices.Concat(f.judgments, add)
+	slices.SortStableFunc(all, judgmentOrder)
+	f.judgments = all
+	return int64(len(add)), nil
+}
+
+// addJudgments stores judgments as the persister would.
 func (f *fakeStore) addJudgments(js []alignet.Judgment) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.judgments = append(f.judgments, js...)
+	if _, err := f.insertLocked(js); err != nil {
+		panic(err)
+	}
 }
 
 func (f *fakeStore) ExportJudgments(ctx context.Context, jf alignet.JudgmentFilter, fn func(alignet.Judgment) error) error {
-	f.mu.Lock()
-	if err := f.down; err != nil {
-		f.mu.Unlock()
+	done, err := f.enter(ctx, "ExportJudgments")
+	if err != nil {
+		return err
+	}
+	// The connection is held until the export ends; the lock only while
+	// reading the state.
+	unlocked := false
+	defer func() {
+		if unlocked {
+			f.mu.Lock()
+		}
+		done()
+	}()
+	if err := pgText(jf.Study, jf.Worker); err != nil {
 		return err
 	}
 	if _, ok := f.studies[jf.Study]; jf.Study != "" && !ok {
-		f.mu.Unlock()
 		return fmt.Errorf("study %q: %w", jf.Study, alignet.ErrNotFound)
 	}
-	var sel []alignet.Judgment
-	for _, j := range f.judgments {
+	all, failErr, failAfter := f.judgments, f.exportErr, f.exportOK
+	f.mu.Unlock()
+	unlocked = true
+	n := 0
+	for _, j := range all {
 		if jf.Study != "" && j.Study != jf.Study || !jf.Since.IsZero() && j.ReceivedAt.Before(jf.Since) ||
 			!jf.Until.IsZero() && !j.ReceivedAt.Before(jf.Until) || jf.Worker != "" && j.Worker != jf.Worker {
 			continue
 		}
-		sel = append(sel, j)
-	}
-	failErr, failAfter := f.exportErr, f.exportOK
-	f.mu.Unlock()
-	for i, j := range sel {
-		if failErr != nil && i == failAfter {
+		if failErr != nil && n == failAfter {
 			return failErr
+		}
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 		if err := fn(j); err != nil {
 			return fmt.Errorf("export: %w", err)
 		}
+		n++
 	}
-	if failErr != nil {
-		return failErr
-	}
-	return nil
+	return failErr
 }
 
 func (f *fakeStore) CountJudgments(ctx context.Context, study string) (int64, error) {
-	defer f.mu.Unlock()
-	if err := f.enter("CountJudgments"); err != nil {
+	done, err := f.enter(ctx, "CountJudgments")
+	if err != nil {
+		return 0, err
+	}
+	defer done()
+	if err := pgText(study); err != nil {
 		return 0, err
 	}
 	if _, ok := f.studies[study]; !ok {
@@ -259,8 +441,12 @@ func (f *fakeStore) CountJudgments(ctx context.Context, study string) (int64, er
 }
 
 func (f *fakeStore) WorkerSummary(ctx context.Context, worker string) ([]alignet.WorkerStudy, error) {
-	defer f.mu.Unlock()
-	if err := f.enter("WorkerSummary"); err != nil {
+	done, err := f.enter(ctx, "WorkerSummary")
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	if err := pgText(worker); err != nil {
 		return nil, err
 	}
 	by := map[string]*alignet.WorkerStudy{}
@@ -285,48 +471,76 @@ func (f *fakeStore) WorkerSummary(ctx context.Context, worker string) ([]alignet
 	for _, w := range by {
 		out = append(out, *w)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Study < out[j].Study })
+	slices.SortFunc(out, func(a, b alignet.WorkerStudy) int { return strings.Compare(a.Study, b.Study) })
 	return out, nil
 }
 
+// checkKeyLocked checks k and hash as *db.DB does and fills k's defaults.
+func (f *fakeStore) checkKeyLocked(k *alignet.APIKey, hash []byte) error {
+	if len(hash) != sha256.Size {
+		return fmt.Errorf("fake: hash has %d bytes", len(hash))
+	}
+	if err := pgText(k.ID, k.Name, k.Prefix); err != nil {
+		return err
+	}
+	if k.ID == "" {
+		k.ID = fmt.Sprintf("fake-key-%d", len(f.keyHash)+1)
+	}
+	if k.Scopes == nil {
+		k.Scopes = []string{}
+	}
+	k.CreatedAt, k.RevokedAt = time.Now().UTC(), nil
+	return nil
+}
+
 func (f *fakeStore) CreateAPIKey(ctx context.Context, k alignet.APIKey, hash []byte) (alignet.APIKey, error) {
-	defer f.mu.Unlock()
-	if err := f.enter("CreateAPIKey"); err != nil {
+	done, err := f.enter(ctx, "CreateAPIKey")
+	if err != nil {
+		return alignet.APIKey{}, err
+	}
+	defer done()
+	if err := f.checkKeyLocked(&k, hash); err != nil {
 		return alignet.APIKey{}, err
 	}
 	h := string(hash)
 	if _, ok := f.keys[h]; ok {
-		return alignet.APIKey{}, alignet.ErrConflict
+		return alignet.APIKey{}, fmt.Errorf("api key: %w", alignet.ErrConflict)
 	}
 	if _, ok := f.keyHash[k.ID]; ok {
-		return alignet.APIKey{}, alignet.ErrConflict
+		return alignet.APIKey{}, fmt.Errorf("api key %q: %w", k.ID, alignet.ErrConflict)
 	}
-	k.CreatedAt = time.Now().UTC()
 	f.keys[h] = k
 	f.keyHash[k.ID] = h
 	return k, nil
 }
 
 func (f *fakeStore) EnsureAPIKey(ctx context.Context, k alignet.APIKey, hash []byte) error {
-	defer f.mu.Unlock()
-	if err := f.enter("EnsureAPIKey"); err != nil {
+	done, err := f.enter(ctx, "EnsureAPIKey")
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := f.checkKeyLocked(&k, hash); err != nil {
 		return err
 	}
 	h := string(hash)
 	if _, ok := f.keys[h]; ok {
 		return nil
 	}
-	k.CreatedAt = time.Now().UTC()
+	if _, ok := f.keyHash[k.ID]; ok {
+		return fmt.Errorf("api key %q: %w", k.ID, alignet.ErrConflict)
+	}
 	f.keys[h] = k
 	f.keyHash[k.ID] = h
 	return nil
 }
 
 func (f *fakeStore) APIKeyByHash(ctx context.Context, hash []byte) (alignet.APIKey, error) {
-	defer f.mu.Unlock()
-	if err := f.enter("APIKeyByHash"); err != nil {
+	done, err := f.enter(ctx, "APIKeyByHash")
+	if err != nil {
 		return alignet.APIKey{}, err
 	}
+	defer done()
 	k, ok := f.keys[string(hash)]
 	if !ok || k.RevokedAt != nil {
 		return alignet.APIKey{}, fmt.Errorf("api key: %w", alignet.ErrNotFound)
@@ -335,21 +549,28 @@ func (f *fakeStore) APIKeyByHash(ctx context.Context, hash []byte) (alignet.APIK
 }
 
 func (f *fakeStore) ListAPIKeys(ctx context.Context) ([]alignet.APIKey, error) {
-	defer f.mu.Unlock()
-	if err := f.enter("ListAPIKeys"); err != nil {
+	done, err := f.enter(ctx, "ListAPIKeys")
+	if err != nil {
 		return nil, err
 	}
+	defer done()
 	out := []alignet.APIKey{}
 	for _, k := range f.keys {
 		out = append(out, k)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	slices.SortFunc(out, func(a, b alignet.APIKey) int {
+		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.ID, b.ID))
+	})
 	return out, nil
 }
 
 func (f *fakeStore) RevokeAPIKey(ctx context.Context, id string) error {
-	defer f.mu.Unlock()
-	if err := f.enter("RevokeAPIKey"); err != nil {
+	done, err := f.enter(ctx, "RevokeAPIKey")
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := pgText(id); err != nil {
 		return err
 	}
 	h, ok := f.keyHash[id]
@@ -365,28 +586,48 @@ func (f *fakeStore) RevokeAPIKey(ctx context.Context, id string) error {
 	return nil
 }
 
+func (f *fakeStore) KeysRevokedSince(ctx context.Context, since time.Time) ([]string, time.Time, error) {
+	done, err := f.enter(ctx, "KeysRevokedSince")
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	defer done()
+	ids := []string{}
+	for _, k := range f.keys {
+		if k.RevokedAt != nil && !k.RevokedAt.Before(since) {
+			ids = append(ids, k.ID)
+		}
+	}
+	slices.Sort(ids)
+	return ids, time.Now().UTC(), nil
+}
+
 func (f *fakeStore) Ready(ctx context.Context) error {
-	defer f.mu.Unlock()
-	if err := f.enter("Ready"); err != nil {
+	done, err := f.enter(ctx, "Ready")
+	if err != nil {
 		return err
 	}
+	done()
 	return nil
 }
 
 // fakePublisher records published batches. It can fail with
-// alignet.ErrUnavailable, or block each Publish until released.
+// alignet.ErrUnavailable, or block each Publish until released. With
+// maxBytes set it refuses batches whose JSON encoding is larger, with
+// alignet.ErrTooLarge, as the stream producer does.
 type fakePublisher struct {
-	mu      sync.Mutex
-	batches [][]alignet.Judgment
-	fail    bool
-	gate    chan struct{} // when non-nil, Publish waits for a receive on it
-	entered chan struct{} // when non-nil, Publish signals entry
-	pingErr error
+	mu       sync.Mutex
+	batches  [][]alignet.Judgment
+	fail     bool
+	gate     chan struct{} // when non-nil, Publish waits for a receive on it
+	entered  chan struct{} // when non-nil, Publish signals entry
+	pingErr  error
+	maxBytes int
 }
 
 func (p *fakePublisher) Publish(ctx context.Context, study string, js []alignet.Judgment) error {
 	p.mu.Lock()
-	gate, entered, fail := p.gate, p.entered, p.fail
+	gate, entered, fail, maxBytes := p.gate, p.entered, p.fail, p.maxBytes
 	p.mu.Unlock()
 	if entered != nil {
 		entered <- struct{}{}
@@ -404,6 +645,18 @@ func (p *fakePublisher) Publish(ctx context.Context, study string, js []alignet.
 	for _, j := range js {
 		if j.Study != study {
 			return fmt.Errorf("fake: judgment of study %q published to %q", j.Study, study)
+		}
+		if err := j.Validate(); err != nil {
+			return fmt.Errorf("fake: invalid judgment published: %w", err)
+		}
+	}
+	if maxBytes > 0 {
+		b, err := json.Marshal(js)
+		if err != nil {
+			return err
+		}
+		if len(b) > maxBytes {
+			return fmt.Errorf("fake: batch encodes to %d bytes, limit %d: %w", len(b), maxBytes, alignet.ErrTooLarge)
 		}
 	}
 	p.mu.Lock()

@@ -67,7 +67,7 @@ func FuzzDecodeJudgments(f *testing.F) {
 		}
 		ids := map[string]bool{}
 		for i, j := range out {
-			if !validID(j.ID) || ids[j.ID] {
+			if !alignet.ValidID(j.ID) || ids[j.ID] {
 				t.Fatalf("judgment %d: bad or duplicate id %q", i, j.ID)
 			}
 			ids[j.ID] = true
@@ -93,7 +93,7 @@ func FuzzDecodeJudgments(f *testing.F) {
 			if task == alignet.TaskAnchor && j.Odd != "" {
 				t.Fatalf("judgment %d: anchor with odd %q", i, j.Odd)
 			}
-			if j.RTMillis < 0 || int64(j.RTMillis) > DefaultMaxRTMillis || len([]rune(j.QueryID)) > maxQueryIDLen {
+			if j.RTMillis < 0 || int64(j.RTMillis) > DefaultMaxRTMillis || len([]rune(j.QueryID)) > alignet.MaxQueryIDLen {
 				t.Fatalf("judgment %d: rt %d query %q", i, j.RTMillis, j.QueryID)
 			}
 		}
@@ -123,7 +123,7 @@ func FuzzEmbeddingsJSON(f *testing.F) {
 		}
 		seen := map[string]bool{}
 		for _, id := range ids {
-			if !validItemID(id) || seen[id] {
+			if !alignet.ValidItemID(id) || seen[id] {
 				t.Fatalf("bad or duplicate id %q", id)
 			}
 			seen[id] = true

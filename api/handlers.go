@@ -8,9 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/alignet/alignet"
 	"github.com/labstack/echo/v4"
@@ -21,34 +19,11 @@ var openAPIDoc []byte
 
 func itoa(i int) string { return strconv.Itoa(i) }
 
-// maxNameLen bounds space and study names.
-const maxNameLen = 64
-
 // maxDim bounds embedding dimensions.
 const maxDim = 1 << 16
 
-// validName reports whether s is 1-64 characters of [A-Za-z0-9._-].
-func validName(s string) bool {
-	if len(s) == 0 || len(s) > maxNameLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-// validItemID reports whether s is a valid item (embedding) id: 1-128
-// characters without control characters.
-func validItemID(s string) bool {
-	if s == "" || utf8.RuneCountInString(s) > maxItemIDLen {
-		return false
-	}
-	return !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
-}
+// maxKeyNameLen bounds API key names, in characters.
+const maxKeyNameLen = 128
 
 // bindJSON decodes a JSON request body of at most limit bytes into v,
 // rejecting unknown fields and trailing data.
@@ -56,7 +31,7 @@ func bindJSON(c echo.Context, limit int64, v any) error {
 	if err := requireJSON(c); err != nil {
 		return err
 	}
-	r := http.MaxBytesReader(c.Response(), c.Request().Body, limit)
+	r := newTextReader(http.MaxBytesReader(c.Response(), c.Request().Body, limit))
 	dec := json.NewDecoder(r)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -66,9 +41,8 @@ func bindJSON(c echo.Context, limit int64, v any) error {
 		return jsonDecodeErr(err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return toAPIError(err)
+		if e := readErr(err); e != nil {
+			return e
 		}
 		return badJSON("", "unexpected data after the JSON value")
 	}
@@ -85,8 +59,8 @@ type spaceBody struct {
 
 func (s *Server) putSpace(c echo.Context) error {
 	name := c.Param("space")
-	if !validName(name) {
-		return invalid("space", "space names are 1-%d characters of [A-Za-z0-9._-]", maxNameLen)
+	if !alignet.ValidName(name) {
+		return invalid("space", "space names are 1-%d characters of [A-Za-z0-9._-]", alignet.MaxNameLen)
 	}
 	var req struct {
 		Dim *int `json:"dim"`
@@ -100,7 +74,7 @@ func (s *Server) putSpace(c echo.Context) error {
 	if *req.Dim < 1 || *req.Dim > maxDim {
 		return invalid("dim", "dim must be between 1 and %d", maxDim)
 	}
-	sp, created, err := s.store.PutSpace(c.Request().Context(), name, *req.Dim)
+	sp, created, err := s.deps.Spaces.PutSpace(c.Request().Context(), name, *req.Dim)
 	if err != nil {
 		return storeErr(err, "space", "dim")
 	}
@@ -113,11 +87,11 @@ func (s *Server) putSpace(c echo.Context) error {
 
 func (s *Server) getSpace(c echo.Context) error {
 	ctx := c.Request().Context()
-	sp, err := s.store.GetSpace(ctx, c.Param("space"))
+	sp, err := s.deps.Spaces.GetSpace(ctx, c.Param("space"))
 	if err != nil {
 		return storeErr(err, "space", "")
 	}
-	n, err := s.store.CountEmbeddings(ctx, sp.Name)
+	n, err := s.deps.Spaces.CountEmbeddings(ctx, sp.Name)
 	if err != nil {
 		return storeErr(err, "space", "")
 	}
@@ -150,18 +124,18 @@ func (s *Server) postStudy(c echo.Context) error {
 	switch {
 	case req.ID == nil:
 		return missing("id")
-	case !validName(*req.ID):
-		return invalid("id", "study ids are 1-%d characters of [A-Za-z0-9._-]", maxNameLen)
+	case !alignet.ValidName(*req.ID):
+		return invalid("id", "study ids are 1-%d characters of [A-Za-z0-9._-]", alignet.MaxNameLen)
 	case req.Task == nil:
 		return missing("task")
 	case !alignet.Task(*req.Task).Valid():
 		return invalid("task", "task must be %q or %q", alignet.TaskOddOneOut, alignet.TaskAnchor)
 	case req.Space == nil:
 		return missing("space")
-	case !validName(*req.Space):
-		return invalid("space", "space names are 1-%d characters of [A-Za-z0-9._-]", maxNameLen)
+	case !alignet.ValidName(*req.Space):
+		return invalid("space", "space names are 1-%d characters of [A-Za-z0-9._-]", alignet.MaxNameLen)
 	}
-	st, created, err := s.store.CreateStudy(c.Request().Context(),
+	st, created, err := s.deps.Studies.CreateStudy(c.Request().Context(),
 		alignet.Study{ID: *req.ID, Task: alignet.Task(*req.Task), Space: *req.Space, CreatedAt: time.Now().UTC()})
 	switch {
 	case errors.Is(err, alignet.ErrNotFound):
@@ -171,7 +145,7 @@ func (s *Server) postStudy(c echo.Context) error {
 	case err != nil:
 		return storeErr(err, "study", "")
 	}
-	s.studies.forget(st.ID)
+	s.studies.Invalidate(st.ID)
 	status := http.StatusOK
 	if created {
 		status = http.StatusCreated
@@ -181,15 +155,15 @@ func (s *Server) postStudy(c echo.Context) error {
 
 func (s *Server) getStudy(c echo.Context) error {
 	ctx := c.Request().Context()
-	st, err := s.store.GetStudy(ctx, c.Param("study"))
+	st, err := s.deps.Studies.GetStudy(ctx, c.Param("study"))
 	if err != nil {
 		return storeErr(err, "study", "")
 	}
-	items, err := s.store.StudyItems(ctx, st.ID)
+	items, err := s.deps.Studies.StudyItems(ctx, st.ID)
 	if err != nil {
 		return storeErr(err, "study", "")
 	}
-	n, err := s.store.CountJudgments(ctx, st.ID)
+	n, err := s.deps.Studies.CountJudgments(ctx, st.ID)
 	if err != nil {
 		return storeErr(err, "study", "")
 	}
@@ -200,7 +174,7 @@ func (s *Server) getStudy(c echo.Context) error {
 }
 
 func (s *Server) listStudies(c echo.Context) error {
-	sts, err := s.store.ListStudies(c.Request().Context())
+	sts, err := s.deps.Studies.ListStudies(c.Request().Context())
 	if err != nil {
 		return storeErr(err, "study", "")
 	}
@@ -212,6 +186,7 @@ func (s *Server) listStudies(c echo.Context) error {
 }
 
 func (s *Server) postItems(c echo.Context) error {
+	s.extendDeadlines(c)
 	ctx := c.Request().Context()
 	id := c.Param("study")
 	var req struct {
@@ -229,25 +204,29 @@ func (s *Server) postItems(c echo.Context) error {
 	seen := make(map[string]struct{}, len(req.Items))
 	for i, it := range req.Items {
 		field := "items[" + itoa(i) + "]"
-		if !validItemID(it) {
-			return invalid(field, "item ids are 1-%d characters without control characters", maxItemIDLen)
+		if it == "" {
+			return invalid(field, "item ids must not be empty")
+		}
+		if err := badText(field, it, alignet.MaxItemIDLen); err != nil {
+			return err
 		}
 		if _, dup := seen[it]; dup {
 			return invalid(field, "item %q appears twice", it)
 		}
 		seen[it] = struct{}{}
 	}
-	if _, err := s.store.GetStudy(ctx, id); err != nil {
+	if _, err := s.deps.Studies.GetStudy(ctx, id); err != nil {
 		return storeErr(err, "study", "")
 	}
-	added, err := s.store.AddStudyItems(ctx, id, req.Items)
+	added, err := s.deps.Studies.AddStudyItems(ctx, id, req.Items)
 	if err != nil {
 		return storeErr(err, "study", "")
 	}
-	s.studies.forget(id)
-	st, err := s.loadStudy(ctx, id)
+	// Make the new items usable at once on this server.
+	s.studies.Invalidate(id)
+	st, err := s.study(ctx, id)
 	if err != nil {
-		return storeErr(err, "study", "")
+		return err
 	}
 	return c.JSON(http.StatusOK, map[string]int64{"added": added, "total": int64(len(st.items))})
 }
@@ -255,10 +234,10 @@ func (s *Server) postItems(c echo.Context) error {
 func (s *Server) getItems(c echo.Context) error {
 	ctx := c.Request().Context()
 	id := c.Param("study")
-	if _, err := s.store.GetStudy(ctx, id); err != nil {
+	if _, err := s.deps.Studies.GetStudy(ctx, id); err != nil {
 		return storeErr(err, "study", "")
 	}
-	items, err := s.store.StudyItems(ctx, id)
+	items, err := s.deps.Studies.StudyItems(ctx, id)
 	if err != nil {
 		return storeErr(err, "study", "")
 	}
@@ -298,8 +277,11 @@ func (s *Server) postKey(c echo.Context) error {
 	if req.Name == nil {
 		return missing("name")
 	}
-	if n := utf8.RuneCountInString(*req.Name); n == 0 || n > 128 {
-		return invalid("name", "name must be 1-128 characters")
+	if *req.Name == "" {
+		return invalid("name", "name must not be empty")
+	}
+	if err := badText("name", *req.Name, maxKeyNameLen); err != nil {
+		return err
 	}
 	if len(req.Scopes) == 0 {
 		return missing("scopes")
@@ -319,7 +301,7 @@ func (s *Server) postKey(c echo.Context) error {
 	if err != nil {
 		return &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "cannot generate key id", Err: err}
 	}
-	k, err := s.store.CreateAPIKey(c.Request().Context(), alignet.APIKey{
+	k, err := s.deps.Keys.CreateAPIKey(c.Request().Context(), alignet.APIKey{
 		ID: id, Name: *req.Name, Scopes: req.Scopes, Prefix: keyPrefix(key), CreatedAt: time.Now().UTC(),
 	}, HashKey(key))
 	if err != nil {
@@ -331,7 +313,7 @@ func (s *Server) postKey(c echo.Context) error {
 }
 
 func (s *Server) listKeys(c echo.Context) error {
-	ks, err := s.store.ListAPIKeys(c.Request().Context())
+	ks, err := s.deps.Keys.ListAPIKeys(c.Request().Context())
 	if err != nil {
 		return storeErr(err, "key", "")
 	}
@@ -348,10 +330,10 @@ func (s *Server) deleteKey(c echo.Context) error {
 		return newErr(http.StatusConflict, CodeConflict, "id",
 			"the bootstrap admin key comes from the configuration; change it there")
 	}
-	if err := s.store.RevokeAPIKey(c.Request().Context(), id); err != nil {
+	if err := s.deps.Keys.RevokeAPIKey(c.Request().Context(), id); err != nil {
 		return storeErr(err, "key", "")
 	}
-	s.keys.forget(id)
+	s.forgetKey(id)
 	return c.NoContent(http.StatusNoContent)
 }
 
@@ -373,11 +355,14 @@ func (s *Server) lookupWorker(c echo.Context) error {
 	if req.Worker == nil {
 		return missing("worker")
 	}
-	if n := utf8.RuneCountInString(*req.Worker); n == 0 || n > maxWorkerLen {
-		return invalid("worker", "worker must be 1-%d characters", maxWorkerLen)
+	if *req.Worker == "" {
+		return invalid("worker", "worker must not be empty")
+	}
+	if err := badText("worker", *req.Worker, alignet.MaxWorkerLen); err != nil {
+		return err
 	}
 	p := s.pseudonym(*req.Worker)
-	ws, err := s.store.WorkerSummary(c.Request().Context(), p)
+	ws, err := s.deps.Workers.WorkerSummary(c.Request().Context(), p)
 	if err != nil {
 		return storeErr(err, "worker", "")
 	}

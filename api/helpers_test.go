@@ -2,14 +2,17 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -23,16 +26,19 @@ const (
 // odd-one-out study "s1" and an anchor study "a1", both over items c1..c6,
 // and keys for every scope.
 type env struct {
-	t       testing.TB
-	s       *Server
-	h       http.Handler
-	store   *fakeStore
-	pub     *fakePublisher
-	reg     *prometheus.Registry
-	logs    *syncBuffer
-	admin   string
-	collect string
-	read    string
+	t     testing.TB
+	s     *Server
+	h     http.Handler
+	store *fakeStore
+	pub   *fakePublisher
+	clock *testClock
+	// components become Deps.Components of the servers the env builds.
+	components map[string]ReadinessChecker
+	reg        *prometheus.Registry
+	logs       *syncBuffer
+	admin      string
+	collect    string
+	read       string
 }
 
 // syncBuffer is a goroutine-safe log sink.
@@ -53,23 +59,70 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// testClock is a manual clock for the caches, starting at the real time.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newTestClock() *testClock { return &testClock{t: time.Now()} }
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
 func newEnv(t testing.TB, mods ...func(*Config)) *env {
 	t.Helper()
-	e := &env{t: t, store: newFakeStore(), pub: &fakePublisher{}, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	e := &env{t: t, store: newFakeStore(), pub: &fakePublisher{}, clock: newTestClock(),
+		reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	return e.start(mods...)
+}
+
+// newEnvOn is newEnv on an existing store, as a second server would be;
+// the study and key setup is not repeated.
+func newEnvOn(t testing.TB, store *fakeStore, mods ...func(*Config)) *env {
+	t.Helper()
+	e := &env{t: t, store: store, pub: &fakePublisher{}, clock: newTestClock(),
+		reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	e.s = e.newServer(mods...)
+	e.h, e.admin = e.s.Handler(), testAdminKey
+	return e
+}
+
+func (e *env) newServer(mods ...func(*Config)) *Server {
+	e.t.Helper()
 	cfg := Config{
 		AdminKey:        testAdminKey,
 		PseudonymKey:    []byte(testPseudonymKey),
 		MaxJudgmentBody: 256 << 10,
 		Registerer:      e.reg,
 		Logger:          slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Now:             e.clock.Now,
 	}
 	for _, m := range mods {
 		m(&cfg)
 	}
-	s, err := New(cfg, e.store, e.pub)
+	deps := e.store.deps(e.pub)
+	deps.Components = e.components
+	s, err := New(cfg, deps)
 	if err != nil {
-		t.Fatalf("New: %v", err)
+		e.t.Fatalf("New: %v", err)
 	}
+	e.t.Cleanup(s.close)
+	return s
+}
+
+func (e *env) start(mods ...func(*Config)) *env {
+	e.t.Helper()
+	s := e.newServer(mods...)
 	e.s, e.h, e.admin = s, s.Handler(), testAdminKey
 	e.must(http.StatusCreated, "PUT", "/v1/spaces/clip", e.admin, `{"dim":4}`)
 	e.must(http.StatusCreated, "POST", "/v1/studies", e.admin, `{"id":"s1","task":"odd-one-out","space":"clip"}`)
@@ -80,6 +133,26 @@ func newEnv(t testing.TB, mods ...func(*Config)) *env {
 	e.collect = e.newKey("collect")
 	e.read = e.newKey("read")
 	return e
+}
+
+// serve runs the server on a loopback listener until the test ends and
+// returns its base URL.
+func (e *env) serve() string {
+	e.t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.s.Serve(ctx, ln) }()
+	e.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			e.t.Errorf("Serve: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String()
 }
 
 func (e *env) newKey(scopes ...string) string {

@@ -2,7 +2,6 @@ package api
 
 import (
 	"bytes"
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,22 +13,12 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
 	"github.com/alignet/alignet"
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
-)
-
-// Field limits for judgments.
-const (
-	maxWorkerLen  = 128
-	maxQueryIDLen = 64
-	maxIDLen      = 64
-	maxItemIDLen  = 128
 )
 
 // Pseudonym returns the pseudonym of a raw platform worker id under key: the
@@ -118,21 +107,6 @@ type judgmentRules struct {
 	receive time.Time
 }
 
-// validID reports whether id is a valid client idempotency id.
-func validID(id string) bool {
-	if len(id) == 0 || len(id) > maxIDLen {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-			c == '.' || c == '_' || c == ':' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
 // buildJudgments validates decoded judgments against the study and turns
 // them into domain judgments. The whole batch fails if one element does.
 func buildJudgments(in []judgmentIn, batch bool, r judgmentRules) ([]alignet.Judgment, *Error) {
@@ -141,7 +115,15 @@ func buildJudgments(in []judgmentIn, batch bool, r judgmentRules) ([]alignet.Jud
 	if len(in) > 1 {
 		seen = make(map[string]int, len(in))
 	}
-	var lastRaw, lastPseudo string
+	// Batches usually come from one worker: hash each run of equal raw ids
+	// once.
+	pseudo, lastRaw, lastPseudo := r.pseudo, "", ""
+	r.pseudo = func(raw string) string {
+		if raw != lastRaw || lastPseudo == "" {
+			lastRaw, lastPseudo = raw, pseudo(raw)
+		}
+		return lastPseudo
+	}
 	for i := range in {
 		j, err := buildJudgment(&in[i], r)
 		if err == nil && seen != nil && in[i].ID != "" {
@@ -157,44 +139,26 @@ func buildJudgments(in []judgmentIn, batch bool, r judgmentRules) ([]alignet.Jud
 			}
 			return nil, err
 		}
-		raw := *in[i].Worker
-		if raw != lastRaw || lastPseudo == "" {
-			lastRaw, lastPseudo = raw, r.pseudo(raw)
-		}
-		j.Worker = lastPseudo
 		out[i] = j
-	}
-	for i := range out {
-		if out[i].ID == "" {
-			id, err := r.newID()
-			if err != nil {
-				return nil, &Error{Status: http.StatusInternalServerError, Code: CodeInternal,
-					Message: "cannot generate judgment id", Err: err}
-			}
-			out[i].ID = id
-		}
 	}
 	return out, nil
 }
 
+// buildJudgment checks what only the API knows (the request's shape, the
+// raw worker id, the response time cap and the study's pool), fills in the
+// pseudonym and a generated id, and leaves the invariants of every stored
+// judgment to alignet.Judgment.Validate.
 func buildJudgment(in *judgmentIn, r judgmentRules) (alignet.Judgment, *Error) {
-	j := alignet.Judgment{Study: r.study.ID, Task: r.study.Task, ReceivedAt: r.receive}
-	if in.ID != "" {
-		if !validID(in.ID) {
-			return j, invalid("id", "id must be 1-%d characters of [A-Za-z0-9._:-]", maxIDLen)
-		}
-		j.ID = in.ID
-	}
+	j := alignet.Judgment{ID: in.ID, Study: r.study.ID, Task: r.study.Task, QueryID: in.QueryID, ReceivedAt: r.receive}
 	if in.Worker == nil {
 		return j, missing("worker")
 	}
-	if n := utf8.RuneCountInString(*in.Worker); n == 0 || n > maxWorkerLen {
-		return j, invalid("worker", "worker must be 1-%d characters", maxWorkerLen)
+	if *in.Worker == "" {
+		return j, invalid("worker", "worker must not be empty")
 	}
-	if utf8.RuneCountInString(in.QueryID) > maxQueryIDLen {
-		return j, invalid("query_id", "query_id must be at most %d characters", maxQueryIDLen)
+	if err := badText("worker", *in.Worker, alignet.MaxWorkerLen); err != nil {
+		return j, err
 	}
-	j.QueryID = in.QueryID
 	if in.RTMillis != nil {
 		rt := *in.RTMillis
 		if math.IsNaN(rt) || rt < 0 || rt > float64(r.maxRT) {
@@ -202,6 +166,7 @@ func buildJudgment(in *judgmentIn, r judgmentRules) (alignet.Judgment, *Error) {
 		}
 		j.RTMillis = int32(math.Round(rt))
 	}
+	var names [3]string
 	switch r.study.Task {
 	case alignet.TaskOddOneOut:
 		switch {
@@ -215,25 +180,12 @@ func buildJudgment(in *judgmentIn, r judgmentRules) (alignet.Judgment, *Error) {
 			return j, missing("items")
 		case len(in.Items) != 3:
 			return j, invalid("items", "items must hold exactly 3 items, got %d", len(in.Items))
-		}
-		for k, it := range in.Items {
-			if err := r.checkItem(it, "items["+strconv.Itoa(k)+"]"); err != nil {
-				return j, err
-			}
-			for l := 0; l < k; l++ {
-				if in.Items[l] == it {
-					return j, invalid("items["+strconv.Itoa(k)+"]", "item %q appears twice", it)
-				}
-			}
-			j.Items[k] = it
-		}
-		if in.Odd == nil {
+		case in.Odd == nil:
 			return j, missing("odd")
 		}
-		if *in.Odd != j.Items[0] && *in.Odd != j.Items[1] && *in.Odd != j.Items[2] {
-			return j, invalid("odd", "odd must be one of the three items")
-		}
+		copy(j.Items[:], in.Items)
 		j.Odd = *in.Odd
+		names = [3]string{"items[0]", "items[1]", "items[2]"}
 	case alignet.TaskAnchor:
 		switch {
 		case in.Items != nil:
@@ -241,19 +193,10 @@ func buildJudgment(in *judgmentIn, r judgmentRules) (alignet.Judgment, *Error) {
 		case in.Odd != nil:
 			return j, invalid("odd", "anchor studies take head, close and far, not odd")
 		}
-		names := [3]string{"head", "close", "far"}
-		vals := [3]*string{in.Head, in.Close, in.Far}
-		for k, v := range vals {
+		names = [3]string{"head", "close", "far"}
+		for k, v := range [3]*string{in.Head, in.Close, in.Far} {
 			if v == nil {
 				return j, missing(names[k])
-			}
-			if err := r.checkItem(*v, names[k]); err != nil {
-				return j, err
-			}
-			for l := 0; l < k; l++ {
-				if *vals[l] == *v {
-					return j, invalid(names[k], "%s repeats %s", names[k], names[l])
-				}
 			}
 			j.Items[k] = *v
 		}
@@ -261,18 +204,29 @@ func buildJudgment(in *judgmentIn, r judgmentRules) (alignet.Judgment, *Error) {
 		return j, &Error{Status: http.StatusInternalServerError, Code: CodeInternal,
 			Message: fmt.Sprintf("study has unknown task %q", r.study.Task)}
 	}
-	return j, nil
-}
-
-func (r judgmentRules) checkItem(it, field string) *Error {
-	if _, ok := r.pool[it]; !ok {
-		if it == "" {
-			return invalid(field, "item must not be empty")
+	j.Worker = r.pseudo(*in.Worker)
+	if j.ID == "" {
+		id, err := r.newID()
+		if err != nil {
+			return j, &Error{Status: http.StatusInternalServerError, Code: CodeInternal,
+				Message: "cannot generate judgment id", Err: err}
 		}
-		return newErr(http.StatusUnprocessableEntity, CodeUnknownItem, field,
-			"item %q is not in the study's pool", truncate(it, maxItemIDLen))
+		j.ID = id
 	}
-	return nil
+	if err := j.Validate(); err != nil {
+		var fe *alignet.FieldError
+		if errors.As(err, &fe) {
+			return j, fieldErr(fe)
+		}
+		return j, invalid("", "%v", err)
+	}
+	for k, it := range j.Items {
+		if _, ok := r.pool[it]; !ok {
+			return j, newErr(http.StatusUnprocessableEntity, CodeUnknownItem, names[k],
+				"item %q is not in the study's pool", truncate(it, alignet.MaxItemIDLen))
+		}
+	}
+	return j, nil
 }
 
 // truncate shortens s for error messages.
@@ -309,9 +263,8 @@ func readBody(c echo.Context, limit int64, buf *bytes.Buffer) error {
 	}
 	_, err := buf.ReadFrom(http.MaxBytesReader(c.Response(), req.Body, limit))
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return toAPIError(err)
+		if e := readErr(err); e != nil {
+			return e
 		}
 		return badJSON("", "cannot read request body: %v", err)
 	}
@@ -330,9 +283,12 @@ func (s *Server) postJudgments(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	buf := s.getBuf()
-	defer s.putBuf(buf)
+	buf := s.bufs.get()
+	defer s.bufs.put(buf)
 	if err := readBody(c, s.cfg.MaxJudgmentBody, buf); err != nil {
+		return err
+	}
+	if err := checkText(buf.Bytes()); err != nil {
 		return err
 	}
 	in, batch, aerr := decodeJudgments(buf.Bytes(), s.cfg.MaxBatch)
@@ -345,7 +301,7 @@ func (s *Server) postJudgments(c echo.Context) error {
 		maxRT:   s.cfg.MaxRTMillis,
 		pseudo:  s.pseudonym,
 		newID:   newJudgmentID,
-		receive: time.Now().UTC().Truncate(time.Microsecond),
+		receive: s.cfg.Now().UTC().Truncate(time.Microsecond),
 	}
 	js, aerr := buildJudgments(in, batch, rules)
 	if aerr != nil && aerr.Code == CodeUnknownItem {
@@ -358,7 +314,10 @@ func (s *Server) postJudgments(c echo.Context) error {
 	if aerr != nil {
 		return aerr
 	}
-	if err := s.pub.Publish(ctx, id, js); err != nil {
+	if err := s.deps.Publisher.Publish(ctx, id, js); err != nil {
+		if errors.Is(err, alignet.ErrTooLarge) {
+			return tooLargeForStream(err)
+		}
 		s.log.Warn("publish judgments failed", "study", id, "n", len(js), "err", err)
 		return unavailable(fmt.Errorf("publish judgments: %w", err))
 	}
@@ -379,140 +338,3 @@ func newJudgmentID() (string, error) {
 }
 
 func (s *Server) pseudonym(raw string) string { return Pseudonym(s.cfg.PseudonymKey, raw) }
-
-func (s *Server) getBuf() *bytes.Buffer {
-	if b, ok := s.bufs.Get().(*bytes.Buffer); ok {
-		return b
-	}
-	return new(bytes.Buffer)
-}
-
-func (s *Server) putBuf(b *bytes.Buffer) {
-	if b.Cap() > 256<<10 {
-		return
-	}
-	b.Reset()
-	s.bufs.Put(b)
-}
-
-// studyEntry is a cached study definition and item pool.
-type studyEntry struct {
-	study  alignet.Study
-	items  map[string]struct{}
-	found  bool
-	loaded time.Time
-	// refreshing is set while a background reload of this entry runs.
-	refreshing atomic.Bool
-}
-
-// studyCache holds study entries, including misses.
-type studyCache struct {
-	mu sync.RWMutex
-	m  map[string]*studyEntry
-}
-
-// studyCacheMax bounds cached misses.
-const studyCacheMax = 10000
-
-func newStudyCache() *studyCache {
-	return &studyCache{m: make(map[string]*studyEntry)}
-}
-
-func (sc *studyCache) get(id string) *studyEntry {
-	sc.mu.RLock()
-	defer sc.mu.RUnlock()
-	return sc.m[id]
-}
-
-func (sc *studyCache) put(id string, e *studyEntry) {
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	if len(sc.m) >= studyCacheMax {
-		for k, v := range sc.m {
-			if !v.found {
-				delete(sc.m, k)
-			}
-		}
-	}
-	sc.m[id] = e
-}
-
-func (sc *studyCache) forget(id string) {
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	delete(sc.m, id)
-}
-
-// loadStudy reads a study and its pool from the store into the cache.
-func (s *Server) loadStudy(ctx context.Context, id string) (*studyEntry, error) {
-	ch := s.sf.DoChan("study:"+id, func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		now := time.Now()
-		st, err := s.store.GetStudy(ctx, id)
-		if errors.Is(err, alignet.ErrNotFound) {
-			e := &studyEntry{loaded: now}
-			s.studies.put(id, e)
-			return e, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("get study %q: %w", id, err)
-		}
-		items, err := s.store.StudyItems(ctx, id)
-		if err != nil {
-			return nil, fmt.Errorf("get items of study %q: %w", id, err)
-		}
-		e := &studyEntry{study: st, found: true, loaded: now, items: make(map[string]struct{}, len(items))}
-		for _, it := range items {
-			e.items[it] = struct{}{}
-		}
-		s.studies.put(id, e)
-		return e, nil
-	})
-	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return nil, r.Err
-		}
-		return r.Val.(*studyEntry), nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("load study %q: %w", id, ctx.Err())
-	}
-}
-
-// study returns the cached study, loading it on a miss and refreshing it in
-// the background once it is older than PoolCacheTTL. Unknown studies are 404.
-func (s *Server) study(ctx context.Context, id string) (*studyEntry, error) {
-	e := s.studies.get(id)
-	if e == nil || !e.found && time.Since(e.loaded) > s.cfg.PoolCacheTTL {
-		var err error
-		if e, err = s.loadStudy(ctx, id); err != nil {
-			return nil, storeErr(err, "study", "")
-		}
-	} else if time.Since(e.loaded) > s.cfg.PoolCacheTTL && e.refreshing.CompareAndSwap(false, true) {
-		go func() {
-			if _, err := s.loadStudy(context.Background(), id); err != nil {
-				e.refreshing.Store(false)
-				s.log.Warn("refresh study pool failed", "study", id, "err", err)
-			}
-		}()
-	}
-	if !e.found {
-		return nil, notFound("", "study %q not found", id)
-	}
-	return e, nil
-}
-
-// refreshStudy reloads a study synchronously unless it was loaded within the
-// last second (bounding reloads caused by bad requests). It reports whether
-// a newer entry is available.
-func (s *Server) refreshStudy(ctx context.Context, id string, old *studyEntry) (*studyEntry, bool) {
-	if time.Since(old.loaded) < min(time.Second, s.cfg.PoolCacheTTL) {
-		return nil, false
-	}
-	e, err := s.loadStudy(ctx, id)
-	if err != nil || !e.found || e == old {
-		return nil, false
-	}
-	return e, true
-}

@@ -29,6 +29,7 @@ func decodeAccepted(t *testing.T, rec *httptest.ResponseRecorder) acceptedBody {
 }
 
 func TestPostJudgmentAccepted(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	rec := e.must(http.StatusAccepted, "POST", "/v1/studies/s1/judgments", e.collect,
 		`{"id":"client-1","worker":"w1","items":["c1","c2","c3"],"odd":"c2","rt_ms":1500.4,"query_id":"q9"}`)
@@ -79,6 +80,7 @@ func repeatBatch(n int) string {
 }
 
 func TestPostJudgmentBadInputs(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	// A previously accepted batch must survive every bad request.
 	e.must(http.StatusAccepted, "POST", "/v1/studies/s1/judgments", e.collect, "["+okOdd+","+okOdd+"]")
@@ -167,6 +169,7 @@ func TestPostJudgmentBadInputs(t *testing.T) {
 }
 
 func TestPostJudgmentMaxBatchAccepted(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	rec := e.must(http.StatusAccepted, "POST", "/v1/studies/s1/judgments", e.collect, repeatBatch(1000))
 	if b := decodeAccepted(t, rec); b.Accepted != 1000 || len(e.pub.published()) != 1000 {
@@ -175,6 +178,7 @@ func TestPostJudgmentMaxBatchAccepted(t *testing.T) {
 }
 
 func TestPostJudgmentWaitsForPublish(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	gate, entered := make(chan struct{}), make(chan struct{}, 1)
 	e.pub.mu.Lock()
@@ -199,6 +203,7 @@ func TestPostJudgmentWaitsForPublish(t *testing.T) {
 }
 
 func TestPostJudgmentKafkaDown(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.must(http.StatusAccepted, "POST", "/v1/studies/s1/judgments", e.collect, okOdd)
 	e.pub.setFail(true)
@@ -222,8 +227,9 @@ func TestPostJudgmentKafkaDown(t *testing.T) {
 }
 
 func TestPostJudgmentStoreDownOnColdCache(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
-	e.s.studies.forget("s1")
+	e.s.studies.Invalidate("s1")
 	e.store.setDown(fmt.Errorf("pg: %w", alignet.ErrUnavailable))
 	rec := e.req("POST", "/v1/studies/s1/judgments", e.collect, okOdd)
 	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
@@ -235,6 +241,7 @@ func TestPostJudgmentStoreDownOnColdCache(t *testing.T) {
 }
 
 func TestPostJudgmentHotPathUsesCache(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.must(http.StatusAccepted, "POST", "/v1/studies/s1/judgments", e.collect, okOdd)
 	gets, keys := e.store.callCount("GetStudy"), e.store.callCount("APIKeyByHash")
@@ -248,6 +255,7 @@ func TestPostJudgmentHotPathUsesCache(t *testing.T) {
 }
 
 func TestPoolRefresh(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	// Items added through this server are usable at once.
 	e.must(http.StatusOK, "POST", "/v1/studies/s1/items", e.admin, `{"items":["c7"]}`)
@@ -258,11 +266,12 @@ func TestPoolRefresh(t *testing.T) {
 	if _, err := e2.store.AddStudyItems(context.Background(), "s1", []string{"c8"}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(5 * time.Millisecond)
+	e2.clock.Advance(5 * time.Millisecond)
 	e2.must(http.StatusAccepted, "POST", "/v1/studies/s1/judgments", e2.collect, `{"worker":"w","items":["c1","c2","c8"],"odd":"c8"}`)
 }
 
 func TestPseudonymisation(t *testing.T) {
+	t.Parallel()
 	const raw = "PROLIFIC-5f1e2d3c4b5a"
 	e := newEnv(t)
 	body := `{"worker":"` + raw + `","items":["c1","c2","c3"],"odd":"c3"}`
@@ -310,6 +319,7 @@ func TestPseudonymisation(t *testing.T) {
 }
 
 func TestGracefulShutdown(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	gate, entered := make(chan struct{}), make(chan struct{}, 1)
 	e.pub.mu.Lock()
@@ -356,5 +366,51 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	if _, err := http.Get(url + "/healthz"); err == nil {
 		t.Fatal("server still accepts connections after shutdown")
+	}
+}
+
+// TestPostJudgmentEncodedTooLarge posts a batch within the body cap whose
+// stream encoding is over the publisher's limit: long ids of characters
+// that encoding/json escapes (six bytes each) and non-ASCII ones. It must
+// get 413 telling the client to split the batch, not a 503 that it would
+// retry for ever.
+func TestPostJudgmentEncodedTooLarge(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *Config) { c.MaxJudgmentBody = DefaultMaxJudgmentBody })
+	e.pub.maxBytes = 1 << 20
+	var items [3]string
+	for k := range items {
+		items[k] = strings.Repeat("<\u2028", alignet.MaxItemIDLen/2-1) + "&" + string(rune('a'+k))
+	}
+	// Written by hand: encoding/json would escape the characters here too.
+	e.must(http.StatusOK, "POST", "/v1/studies/s1/items", e.admin,
+		`{"items":["`+items[0]+`","`+items[1]+`","`+items[2]+`"]}`)
+	one := `{"worker":"w1","items":["` + items[0] + `","` + items[1] + `","` + items[2] + `"],"odd":"` + items[2] + `"}`
+	batch := func(n int) string { return "[" + strings.Repeat(one+",", n-1) + one + "]" }
+
+	body := batch(1000)
+	if len(body) > DefaultMaxJudgmentBody {
+		t.Fatalf("test body of %d bytes is over the body cap", len(body))
+	}
+	rec := e.req("POST", "/v1/studies/s1/judgments", e.collect, body)
+	if rec.Code != http.StatusRequestEntityTooLarge || rec.Header().Get("Retry-After") != "" {
+		t.Fatalf("status %d, Retry-After %q: %s", rec.Code, rec.Header().Get("Retry-After"), rec.Body)
+	}
+	if got := apiErr(t, rec); got.Code != CodeTooLarge || !strings.Contains(got.Message, "split") {
+		t.Fatalf("error %+v", got)
+	}
+	if len(e.pub.published()) != 0 {
+		t.Fatal("an oversized batch was published")
+	}
+	var m dto.Metric
+	if err := e.s.metrics.rejected.WithLabelValues(reasonTooLarge).Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
+		t.Fatalf("rejected{too_large} = %v (%v)", m.GetCounter().GetValue(), err)
+	}
+	// Split, the same judgments go through.
+	for range 10 {
+		e.must(http.StatusAccepted, "POST", "/v1/studies/s1/judgments", e.collect, batch(100))
+	}
+	if n := len(e.pub.published()); n != 1000 {
+		t.Fatalf("%d published after splitting, want 1000", n)
 	}
 }

@@ -26,6 +26,7 @@ const (
 	reasonUnknownItem  = "unknown_item"
 	reasonUnknownStudy = "unknown_study"
 	reasonTooLarge     = "too_large"
+	reasonTimeout      = "timeout"
 	reasonUnavailable  = "unavailable"
 	reasonUnauthorized = "unauthorized"
 	reasonForbidden    = "forbidden"
@@ -68,6 +69,8 @@ func rejectReason(e *Error) string {
 		return reasonInvalidJSON
 	case http.StatusRequestEntityTooLarge:
 		return reasonTooLarge
+	case http.StatusRequestTimeout:
+		return reasonTimeout
 	case http.StatusUnprocessableEntity:
 		if e.Code == CodeUnknownItem {
 			return reasonUnknownItem

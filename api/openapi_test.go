@@ -19,6 +19,7 @@ type openAPIDocument struct {
 }
 
 func TestOpenAPICoversRoutes(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	rec := e.must(http.StatusOK, "GET", "/v1/openapi.json", e.collect, "")
 	var doc openAPIDocument

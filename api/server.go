@@ -3,9 +3,9 @@
 // training pipelines export the collected data.
 //
 // Accepted judgments are validated against an in-memory copy of the study's
-// item pool, pseudonymised and published to the stream; the API answers 202
-// only after the broker acknowledged them, so an accepted judgment is never
-// lost.
+// item pool and against alignet.Judgment.Validate, pseudonymised and
+// published to the stream; the API answers 202 only after the broker
+// acknowledged them, so an accepted judgment is never lost.
 //
 // Every error response has the body
 //
@@ -14,26 +14,34 @@
 // where field is the JSON path of the offending value when one is to blame;
 // elements of a batch are prefixed with their index. Status codes:
 //
-//   - 400 malformed JSON, wrong JSON types, unknown JSON fields, bad query
-//     parameters (field names the member or parameter when known);
+//   - 400 malformed JSON, wrong JSON types, unknown JSON fields, a body that
+//     is not valid UTF-8 or holds an unpaired surrogate escape (the message
+//     gives the byte offset), bad query parameters (field names the member
+//     or parameter when known);
 //   - 401 missing or invalid API key (with WWW-Authenticate: Bearer);
 //   - 403 valid key without the route's scope;
 //   - 404 unknown route, study, space or key;
+//   - 408 a request body not received within Config.ReadTimeout;
 //   - 409 an entity exists with a different definition;
-//   - 413 body over the configured cap or batch over MaxBatch;
+//   - 413 body over the configured cap, batch over MaxBatch, or a batch too
+//     large for one stream message once encoded (split it; retrying the
+//     same batch cannot succeed);
 //   - 415 wrong Content-Type;
 //   - 422 well-formed JSON with semantically invalid values (missing or
-//     out-of-range fields, unknown or duplicate items, a choice that is not
-//     among the items, fields of the other task, duplicate ids in a batch);
-//   - 503 with Retry-After when Kafka or Postgres is unavailable.
+//     out-of-range fields, control characters in text, unknown or duplicate
+//     items, a choice that is not among the items, fields of the other
+//     task, duplicate ids in a batch);
+//   - 503 with Retry-After when Kafka or Postgres is unavailable, or when
+//     Config.MaxExports exports are already running.
 //
 // Authentication uses "Authorization: Bearer <key>". Keys are stored only as
-// SHA-256 hashes. Lookups are cached for Config.KeyCacheTTL: a key revoked
-// through this server stops working at once, a key revoked elsewhere within
-// KeyCacheTTL. Scopes are "collect" (post judgments), "read" (read data,
-// export, worker lookup) and "admin" (everything). GET /v1/openapi.json takes
-// any valid key; /healthz, /readyz and /metrics take none (serve /metrics on
-// an internal network only).
+// SHA-256 hashes. Lookups are cached for Config.KeyCacheTTL. A key revoked
+// through this server stops working at once; Run polls the store every
+// Config.RevocationPollInterval for keys revoked through other servers.
+// Scopes are "collect" (post judgments), "read" (read data, export, worker
+// lookup) and "admin" (everything). GET /v1/openapi.json takes any valid
+// key; /healthz, /readyz and /metrics take none (serve /metrics on an
+// internal network only, or set Config.OmitMetrics and serve it elsewhere).
 //
 // The judgment hot path does no database query: study definitions and item
 // pools are cached in memory, refreshed in the background once older than
@@ -41,9 +49,23 @@
 // studies added through another server become usable within PoolCacheTTL
 // (an unknown item triggers at most one synchronous reload per second).
 //
+// A Postgres outage does not stop collection: keys and studies seen before
+// keep being served from the caches, stale if need be, and each is reloaded
+// at most once per second until Postgres answers again; only a key or study
+// never seen gets 503. /readyz follows: it answers 200 "ok" when Kafka and
+// Postgres answer, 200 "degraded" when only Kafka does but the caches hold
+// a key and a study (so collection goes on), and 503 otherwise.
+//
+// Slow clients are bounded: Run holds at most Config.MaxConns connections;
+// a request body must arrive within Config.ReadTimeout, with or without a
+// key; each chunk of an export must be taken within Config.WriteTimeout;
+// and at most Config.MaxExports exports hold a database connection at once.
+//
 // The server is wired as
 //
-//	srv, err := api.New(cfg, store, producer) // *db.DB, *stream.Producer
+//	srv, err := api.New(cfg, api.Deps{Spaces: database, Studies: database,
+//		Judgments: database, Keys: database, Workers: database,
+//		Ready: database, Publisher: producer}) // *db.DB, *stream.Producer
 //	err = srv.Run(ctx)
 package api
 
@@ -56,12 +78,17 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/singleflight"
+	"golang.org/x/net/netutil"
+
+	"github.com/alignet/alignet"
+	"github.com/alignet/alignet/internal/ttlcache"
 )
 
 // Defaults applied by New to zero Config fields.
@@ -85,7 +112,27 @@ const (
 	DefaultPoolCacheTTL = 5 * time.Second
 	// DefaultKeyCacheTTL is the default lifetime of cached key lookups.
 	DefaultKeyCacheTTL = 30 * time.Second
+	// DefaultRevocationPollInterval is how often revocations made through
+	// other servers are picked up by default.
+	DefaultRevocationPollInterval = time.Second
+	// DefaultMaxConns is the default cap on open client connections.
+	DefaultMaxConns = 1024
+	// DefaultReadTimeout is the default time allowed to send a request body.
+	DefaultReadTimeout = 30 * time.Second
+	// DefaultWriteTimeout is the default time allowed to take each chunk of
+	// a response.
+	DefaultWriteTimeout = 30 * time.Second
+	// DefaultUploadTimeout is the default time allowed for an embedding
+	// upload or item list, from reading it to answering.
+	DefaultUploadTimeout = time.Hour
+	// DefaultMaxExports is the default number of exports that may run at
+	// once, each holding one database connection.
+	DefaultMaxExports = 4
 )
+
+// reloadInterval is the least time between two reloads of one study or key
+// after a failed one, or of one study for unknown items.
+const reloadInterval = time.Second
 
 // Config configures a Server. Zero fields take the documented defaults.
 type Config struct {
@@ -121,19 +168,51 @@ type Config struct {
 	PoolCacheTTL time.Duration
 	// KeyCacheTTL is how long API key lookups are cached. Default 30s.
 	KeyCacheTTL time.Duration
+	// RevocationPollInterval is how often Run asks the key store for keys
+	// revoked through other servers and drops them from the key cache.
+	// Default 1s.
+	RevocationPollInterval time.Duration
+	// MaxConns caps the client connections Run holds open at once; further
+	// connections wait in the listen backlog. Default 1024.
+	MaxConns int
+	// ReadTimeout bounds the time a client takes to send a request body,
+	// from the end of its headers, whether or not it is authenticated.
+	// Embedding uploads and item lists get UploadTimeout once
+	// authenticated. Default 30s.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing each chunk of an export to the client;
+	// any other response must be complete within ReadTimeout+WriteTimeout
+	// of the end of the request headers. Default 30s.
+	WriteTimeout time.Duration
+	// UploadTimeout bounds an authenticated embedding upload or item list,
+	// from the end of the request headers to the response. Default 1h.
+	UploadTimeout time.Duration
+	// MaxExports is the number of exports that may run at once; each holds
+	// one database connection, so the rest of the pool stays free for the
+	// persister. Further exports get 503 with Retry-After. Default 4.
+	MaxExports int
 	// Registerer receives the API's metrics. Default: a new private registry.
 	Registerer prometheus.Registerer
 	// Gatherer is served on /metrics. Default: Registerer if it is also a
 	// Gatherer, otherwise an empty set.
 	Gatherer prometheus.Gatherer
-	// AllowOrigins lists origins allowed to call the API from browsers
-	// (CORS); "*" allows any. Default: none, so no CORS headers are sent.
+	// OmitMetrics leaves /metrics off this router, for a process that
+	// serves its metrics on a separate, internal listener. Default false:
+	// /metrics is served here.
+	OmitMetrics bool
+	// AllowOrigins lists the origins (scheme://host[:port]) allowed to call
+	// the API from browsers (CORS); "*" allows any. Default: none, so no
+	// CORS headers are sent.
 	AllowOrigins []string
 	// Logger receives the request log and errors. Default slog.Default().
 	Logger *slog.Logger
+	// Now is the clock of the caches and of judgments' received_at.
+	// Default time.Now.
+	Now func() time.Time
 }
 
-func (c *Config) setDefaults() {
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
 	if c.Listen == "" {
 		c.Listen = DefaultListen
 	}
@@ -162,6 +241,24 @@ func (c *Config) setDefaults() {
 	if c.KeyCacheTTL <= 0 {
 		c.KeyCacheTTL = DefaultKeyCacheTTL
 	}
+	if c.RevocationPollInterval <= 0 {
+		c.RevocationPollInterval = DefaultRevocationPollInterval
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = DefaultReadTimeout
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.UploadTimeout <= 0 {
+		c.UploadTimeout = DefaultUploadTimeout
+	}
+	if c.MaxExports <= 0 {
+		c.MaxExports = DefaultMaxExports
+	}
 	if c.Registerer == nil {
 		r := prometheus.NewRegistry()
 		c.Registerer = r
@@ -179,31 +276,55 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// checkOrigins reports the first entry of AllowOrigins that is neither "*"
+// nor a bare http(s) origin, as browsers send it in the Origin header.
+func checkOrigins(origins []string) error {
+	for _, o := range origins {
+		if o == "*" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+			u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return fmt.Errorf("api: CORS origin %q must be \"*\" or scheme://host[:port] without a path", o)
+		}
+	}
+	return nil
 }
 
 // Server is the HTTP API. Create it with New.
 type Server struct {
 	cfg     Config
-	store   Store
-	pub     Publisher
+	deps    Deps
 	log     *slog.Logger
 	e       *echo.Echo
 	metrics *metrics
-	keys    *keyCache
-	studies *studyCache
+	keys    *ttlcache.Cache[[sha256.Size]byte, keyEntry]
+	studies *ttlcache.Cache[string, *studyEntry]
+	exports chan struct{} // one token per running export
 	routes  map[string]bool
+	bufs    bufPool
 
 	adminHash [sha256.Size]byte
 	hasAdmin  bool
-	sf        singleflight.Group
-	bufs      sync.Pool
+	// warmKeys and warmStudies are set once a key and a study were loaded,
+	// so the caches can serve collection through a database outage.
+	warmKeys, warmStudies atomic.Bool
+	closeOnce             sync.Once
 }
 
-// New returns a Server that stores data in store and publishes judgments
-// with pub. It registers the API's metrics on cfg.Registerer.
-func New(cfg Config, store Store, pub Publisher) (*Server, error) {
-	if store == nil || pub == nil {
-		return nil, errors.New("api: store and publisher are required")
+// New returns a Server that stores data in and reads it from deps and
+// publishes judgments with deps.Publisher. It registers the API's metrics
+// on cfg.Registerer.
+func New(cfg Config, deps Deps) (*Server, error) {
+	if err := deps.check(); err != nil {
+		return nil, err
 	}
 	if len(cfg.PseudonymKey) < 16 {
 		return nil, errors.New("api: pseudonym key must be at least 16 bytes")
@@ -211,7 +332,10 @@ func New(cfg Config, store Store, pub Publisher) (*Server, error) {
 	if cfg.AdminKey != "" && len(cfg.AdminKey) < 16 {
 		return nil, errors.New("api: admin key must be at least 16 characters")
 	}
-	cfg.setDefaults()
+	if err := checkOrigins(cfg.AllowOrigins); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
 	cfg.PseudonymKey = append([]byte(nil), cfg.PseudonymKey...)
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
@@ -219,12 +343,16 @@ func New(cfg Config, store Store, pub Publisher) (*Server, error) {
 	}
 	s := &Server{
 		cfg:     cfg,
-		store:   store,
-		pub:     pub,
+		deps:    deps,
 		log:     cfg.Logger,
 		metrics: m,
-		keys:    newKeyCache(cfg.KeyCacheTTL),
-		studies: newStudyCache(),
+		exports: make(chan struct{}, cfg.MaxExports),
+	}
+	if s.keys, err = s.newKeyCache(); err != nil {
+		return nil, err
+	}
+	if s.studies, err = s.newStudyCache(); err != nil {
+		return nil, err
 	}
 	if cfg.AdminKey != "" {
 		s.adminHash = sha256.Sum256([]byte(cfg.AdminKey))
@@ -239,7 +367,7 @@ func (s *Server) Handler() http.Handler { return s.e }
 
 // Run listens on Config.Listen and serves until ctx is cancelled; then it
 // stops accepting connections, drains in-flight requests for up to
-// Config.ShutdownTimeout and returns.
+// Config.ShutdownTimeout and returns. A Server runs once.
 func (s *Server) Run(ctx context.Context) error {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
@@ -249,8 +377,12 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.Serve(ctx, ln)
 }
 
-// Serve is Run on an existing listener, which it closes.
+// Serve is Run on an existing listener, which it closes. It holds at most
+// Config.MaxConns connections open and polls for revocations while it runs;
+// when it returns, the caches stop refreshing.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	defer s.close()
+	ln = netutil.LimitListener(ln, s.cfg.MaxConns)
 	s.ensureAdminKey(ctx)
 	srv := &http.Server{
 		Handler:           s.e,
@@ -258,6 +390,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	var bg sync.WaitGroup
+	bgCtx, stopBG := context.WithCancel(ctx)
+	defer func() { stopBG(); bg.Wait() }()
+	bg.Go(func() { s.pollRevocations(bgCtx) })
+
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	s.log.Info("api listening", "addr", ln.Addr().String())
@@ -278,16 +415,25 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
+// close stops the caches' loads; the server must not be used afterwards.
+func (s *Server) close() {
+	s.closeOnce.Do(func() {
+		s.keys.Close()
+		s.studies.Close()
+	})
+}
+
 // newEcho builds the router.
 func (s *Server) newEcho() *echo.Echo {
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = s.errorHandler
-	e.Use(s.observe, s.recoverPanic)
+	e.Pre(s.deadlines)
 	if len(s.cfg.AllowOrigins) > 0 {
 		e.Pre(corsMiddleware(s.cfg.AllowOrigins))
 	}
+	e.Use(s.observe, s.recoverPanic)
 	s.registerRoutes(e)
 	s.routes = make(map[string]bool)
 	for _, r := range e.Routes() {
@@ -296,38 +442,60 @@ func (s *Server) newEcho() *echo.Echo {
 	return e
 }
 
-const (
-	scopeCollect = "collect"
-	scopeRead    = "read"
-	scopeAdmin   = "admin"
-	scopeAny     = ""
-)
+// scopeAny is granted to every valid key.
+const scopeAny = ""
 
 func (s *Server) registerRoutes(e *echo.Echo) {
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
-	e.GET("/metrics", s.metricsHandler())
+	if !s.cfg.OmitMetrics {
+		e.GET("/metrics", s.metricsHandler())
+	}
 
 	v1 := e.Group("/v1")
+	// Routes with an entity in their path reject ids that no entity can
+	// have before they reach the store (checkParams).
 	v1.GET("/openapi.json", s.openAPI, s.auth(scopeAny))
 
-	v1.PUT("/spaces/:space", s.putSpace, s.auth(scopeAdmin))
-	v1.GET("/spaces/:space", s.getSpace, s.auth(scopeRead))
-	v1.POST("/spaces/:space/embeddings", s.postEmbeddings, s.auth(scopeAdmin))
+	v1.PUT("/spaces/:space", s.putSpace, s.auth(alignet.ScopeAdmin))
+	v1.GET("/spaces/:space", s.getSpace, s.auth(alignet.ScopeRead), checkParams)
+	v1.POST("/spaces/:space/embeddings", s.postEmbeddings, s.auth(alignet.ScopeAdmin), checkParams)
 
-	v1.POST("/studies", s.postStudy, s.auth(scopeAdmin))
-	v1.GET("/studies", s.listStudies, s.auth(scopeRead))
-	v1.GET("/studies/:study", s.getStudy, s.auth(scopeRead))
-	v1.POST("/studies/:study/items", s.postItems, s.auth(scopeAdmin))
-	v1.GET("/studies/:study/items", s.getItems, s.auth(scopeRead))
-	v1.POST("/studies/:study/judgments", s.postJudgments, s.countRejected, s.auth(scopeCollect))
-	v1.GET("/studies/:study/judgments", s.exportJudgments, s.auth(scopeRead))
+	v1.POST("/studies", s.postStudy, s.auth(alignet.ScopeAdmin))
+	v1.GET("/studies", s.listStudies, s.auth(alignet.ScopeRead))
+	v1.GET("/studies/:study", s.getStudy, s.auth(alignet.ScopeRead), checkParams)
+	v1.POST("/studies/:study/items", s.postItems, s.auth(alignet.ScopeAdmin), checkParams)
+	v1.GET("/studies/:study/items", s.getItems, s.auth(alignet.ScopeRead), checkParams)
+	v1.POST("/studies/:study/judgments", s.postJudgments, s.countRejected, s.auth(alignet.ScopeCollect), checkParams)
+	v1.GET("/studies/:study/judgments", s.exportJudgments, s.auth(alignet.ScopeRead), checkParams)
 
-	v1.POST("/keys", s.postKey, s.auth(scopeAdmin))
-	v1.GET("/keys", s.listKeys, s.auth(scopeAdmin))
-	v1.DELETE("/keys/:id", s.deleteKey, s.auth(scopeAdmin))
+	v1.POST("/keys", s.postKey, s.auth(alignet.ScopeAdmin))
+	v1.GET("/keys", s.listKeys, s.auth(alignet.ScopeAdmin))
+	v1.DELETE("/keys/:id", s.deleteKey, s.auth(alignet.ScopeAdmin), checkParams)
 
-	v1.POST("/workers/lookup", s.lookupWorker, s.auth(scopeRead))
+	v1.POST("/workers/lookup", s.lookupWorker, s.auth(alignet.ScopeRead))
+}
+
+// checkParams answers 404 for a path naming a space or study by a string
+// that is not a valid name, or a key by one that is not valid text: no
+// such entity can exist, and the store need not be asked.
+func checkParams(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		for _, name := range c.ParamNames() {
+			v := c.Param(name)
+			switch name {
+			case "space", "study":
+				if !alignet.ValidName(v) {
+					return notFound("", "%s %q not found", name, truncate(v, alignet.MaxNameLen))
+				}
+			case "id":
+				if v == "" || alignet.CheckText(v, alignet.MaxIDLen) != "" {
+					return notFound("", "key %q not found", truncate(v, alignet.MaxIDLen))
+				}
+			}
+		}
+		return next(c)
+	}
 }
 
 // observe records the request metric and log line and renders errors.
@@ -390,43 +558,72 @@ func (s *Server) healthz(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// readyz reports 200 only if the store and the publisher answer within 2s.
+// readyTimeout bounds each readiness check.
+const readyTimeout = 2 * time.Second
+
+// readyz reports whether this process can collect judgments. Kafka must
+// answer within 2s: without it nothing can be accepted. Postgres may be
+// down as long as the caches hold a key and a study loaded before: then
+// collection goes on for known keys and studies, and the answer is 200
+// with status "degraded". A process that never reached Postgres cannot
+// authenticate anyone but the bootstrap admin and answers 503.
 func (s *Server) readyz(c echo.Context) error {
-	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(c.Request().Context(), readyTimeout)
 	defer cancel()
+	probes := map[string]func(context.Context) error{
+		"postgres": s.deps.Ready.Ready,
+		"kafka":    s.deps.Publisher.Ping,
+	}
+	for name, comp := range s.deps.Components {
+		probes[name] = comp.Ready
+	}
 	type result struct {
 		name string
 		err  error
 	}
-	ch := make(chan result, 2)
-	go func() { ch <- result{"postgres", s.store.Ready(ctx)} }()
-	go func() { ch <- result{"kafka", s.pub.Ping(ctx)} }()
+	ch := make(chan result, len(probes))
+	for name, probe := range probes {
+		go func() { ch <- result{name, probe(ctx)} }()
+	}
 	checks := map[string]string{}
-	pending := map[string]bool{"postgres": true, "kafka": true}
-	ok := true
-	for len(pending) > 0 {
+	failed := map[string]bool{}
+wait:
+	for range probes {
 		select {
 		case r := <-ch:
-			delete(pending, r.name)
 			if r.err != nil {
-				ok = false
+				failed[r.name] = true
 				checks[r.name] = r.err.Error()
-				s.log.Warn("readiness check failed", "dependency", r.name, "err", r.err)
+				s.log.Warn("readiness check failed", "check", r.name, "err", r.err)
 			} else {
 				checks[r.name] = "ok"
 			}
 		case <-ctx.Done():
-			for name := range pending {
-				ok = false
-				checks[name] = "no answer within 2s"
-				s.log.Warn("readiness check timed out", "dependency", name)
+			for name := range probes {
+				if _, ok := checks[name]; !ok {
+					failed[name] = true
+					checks[name] = "no answer within " + readyTimeout.String()
+					s.log.Warn("readiness check timed out", "check", name)
+				}
 			}
-			pending = nil
+			break wait
 		}
 	}
-	if !ok {
+	warm := s.warmKeys.Load() && s.warmStudies.Load()
+	degraded := false
+	for name := range s.deps.Components {
+		degraded = degraded || failed[name]
+	}
+	switch {
+	case failed["kafka"] || failed["postgres"] && !warm:
 		c.Response().Header().Set("Retry-After", "1")
 		return c.JSON(http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "checks": checks})
+	case failed["postgres"]:
+		checks["cache"] = "serving known keys and studies from memory"
+		degraded = true
+	}
+	if degraded {
+		return c.JSON(http.StatusOK, map[string]any{"status": "degraded", "checks": checks})
 	}
 	return c.JSON(http.StatusOK, map[string]any{"status": "ok", "checks": checks})
 }

@@ -13,7 +13,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,23 +28,24 @@ var authRoutes = []struct {
 	method, path, body, scope string
 }{
 	{"GET", "/v1/openapi.json", "", scopeAny},
-	{"PUT", "/v1/spaces/clip", `{"dim":4}`, scopeAdmin},
-	{"GET", "/v1/spaces/clip", "", scopeRead},
-	{"POST", "/v1/spaces/clip/embeddings", `{"items":[{"id":"c1","vector":[1,2,3,4]}]}`, scopeAdmin},
-	{"POST", "/v1/studies", `{"id":"s1","task":"odd-one-out","space":"clip"}`, scopeAdmin},
-	{"GET", "/v1/studies", "", scopeRead},
-	{"GET", "/v1/studies/s1", "", scopeRead},
-	{"POST", "/v1/studies/s1/items", `{"items":["c1"]}`, scopeAdmin},
-	{"GET", "/v1/studies/s1/items", "", scopeRead},
-	{"POST", "/v1/studies/s1/judgments", okOdd, scopeCollect},
-	{"GET", "/v1/studies/s1/judgments", "", scopeRead},
-	{"POST", "/v1/keys", `{"name":"k","scopes":["read"]}`, scopeAdmin},
-	{"GET", "/v1/keys", "", scopeAdmin},
-	{"DELETE", "/v1/keys/no-such-key", "", scopeAdmin},
-	{"POST", "/v1/workers/lookup", `{"worker":"w1"}`, scopeRead},
+	{"PUT", "/v1/spaces/clip", `{"dim":4}`, alignet.ScopeAdmin},
+	{"GET", "/v1/spaces/clip", "", alignet.ScopeRead},
+	{"POST", "/v1/spaces/clip/embeddings", `{"items":[{"id":"c1","vector":[1,2,3,4]}]}`, alignet.ScopeAdmin},
+	{"POST", "/v1/studies", `{"id":"s1","task":"odd-one-out","space":"clip"}`, alignet.ScopeAdmin},
+	{"GET", "/v1/studies", "", alignet.ScopeRead},
+	{"GET", "/v1/studies/s1", "", alignet.ScopeRead},
+	{"POST", "/v1/studies/s1/items", `{"items":["c1"]}`, alignet.ScopeAdmin},
+	{"GET", "/v1/studies/s1/items", "", alignet.ScopeRead},
+	{"POST", "/v1/studies/s1/judgments", okOdd, alignet.ScopeCollect},
+	{"GET", "/v1/studies/s1/judgments", "", alignet.ScopeRead},
+	{"POST", "/v1/keys", `{"name":"k","scopes":["read"]}`, alignet.ScopeAdmin},
+	{"GET", "/v1/keys", "", alignet.ScopeAdmin},
+	{"DELETE", "/v1/keys/no-such-key", "", alignet.ScopeAdmin},
+	{"POST", "/v1/workers/lookup", `{"worker":"w1"}`, alignet.ScopeRead},
 }
 
 func TestAuthMatrix(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	keys := map[string]string{"collect": e.collect, "read": e.read, "admin": e.admin, "admin2": e.newKey("admin"),
 		"read+collect": e.newKey("read", "collect")}
@@ -100,6 +103,7 @@ func newReq(method, path, body string) *http.Request {
 }
 
 func TestKeys(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	rec := e.must(http.StatusCreated, "POST", "/v1/keys", e.admin, `{"name":"prolific-pages","scopes":["collect","collect"]}`)
 	var k keyBody
@@ -129,7 +133,7 @@ func TestKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.must(http.StatusOK, "GET", "/v1/studies", e.read, "")
-	e.s.keys.forget(readID) // as if the TTL had passed
+	e.s.forgetKey(readID) // as if the TTL had passed
 	if rec := e.req("GET", "/v1/studies", e.read, ""); rec.Code != http.StatusUnauthorized {
 		t.Fatalf("revoked key after cache expiry: %d", rec.Code)
 	}
@@ -150,6 +154,7 @@ func keyIDOf(t *testing.T, e *env, key string) string {
 }
 
 func TestAdminKeyEnsuredOnServe(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -177,6 +182,7 @@ func TestAdminKeyEnsuredOnServe(t *testing.T) {
 }
 
 func TestSpacesAndStudies(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.must(http.StatusOK, "PUT", "/v1/spaces/clip", e.admin, `{"dim":4}`)
 	rec := e.must(http.StatusConflict, "PUT", "/v1/spaces/clip", e.admin, `{"dim":8}`)
@@ -239,6 +245,7 @@ func TestSpacesAndStudies(t *testing.T) {
 }
 
 func TestReadyz(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.must(http.StatusOK, "GET", "/readyz", "", "")
 	e.store.setDown(fmt.Errorf("pg: %w", alignet.ErrUnavailable))
@@ -258,6 +265,7 @@ func TestReadyz(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.must(http.StatusAccepted, "POST", "/v1/studies/s1/judgments", e.collect, "["+okOdd+","+okOdd+"]")
 	e.req("POST", "/v1/studies/s1/judgments", e.collect, `{`)
@@ -279,24 +287,32 @@ func TestMetrics(t *testing.T) {
 		t.Error("metrics use raw paths")
 	}
 	// A second server on the same registerer must fail, not panic.
-	if _, err := New(Config{PseudonymKey: []byte(testPseudonymKey), Registerer: e.reg}, e.store, e.pub); err == nil {
+	if _, err := New(Config{PseudonymKey: []byte(testPseudonymKey), Registerer: e.reg}, e.store.deps(e.pub)); err == nil {
 		t.Error("duplicate registration accepted")
 	}
 }
 
 func TestNewValidatesConfig(t *testing.T) {
+	t.Parallel()
 	st, pub := newFakeStore(), &fakePublisher{}
-	for _, cfg := range []Config{{}, {PseudonymKey: []byte("short")}, {PseudonymKey: []byte(testPseudonymKey), AdminKey: "short"}} {
-		if _, err := New(cfg, st, pub); err == nil {
+	for _, cfg := range []Config{{}, {PseudonymKey: []byte("short")}, {PseudonymKey: []byte(testPseudonymKey), AdminKey: "short"},
+		{PseudonymKey: []byte(testPseudonymKey), AllowOrigins: []string{"https://app.example.com/"}},
+		{PseudonymKey: []byte(testPseudonymKey), AllowOrigins: []string{"app.example.com"}}} {
+		if _, err := New(cfg, st.deps(pub)); err == nil {
 			t.Errorf("config %+v accepted", cfg)
 		}
 	}
-	s, err := New(Config{PseudonymKey: []byte(testPseudonymKey), Logger: slog.New(slog.DiscardHandler)}, st, pub)
+	if _, err := New(Config{PseudonymKey: []byte(testPseudonymKey)}, Deps{Spaces: st, Publisher: pub}); err == nil {
+		t.Error("incomplete Deps accepted")
+	}
+	s, err := New(Config{PseudonymKey: []byte(testPseudonymKey), Logger: slog.New(slog.DiscardHandler)}, st.deps(pub))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s.cfg.Listen != ":8080" || s.cfg.MaxBatch != 1000 || s.cfg.MaxJudgmentBody != 2<<20 || s.cfg.MaxRTMillis != 600000 ||
-		s.cfg.KeyCacheTTL != 30*time.Second || s.cfg.PoolCacheTTL != 5*time.Second || s.cfg.MaxEmbeddingBody != 2<<30 {
+		s.cfg.KeyCacheTTL != 30*time.Second || s.cfg.PoolCacheTTL != 5*time.Second || s.cfg.MaxEmbeddingBody != 2<<30 ||
+		s.cfg.MaxConns != 1024 || s.cfg.MaxExports != 4 || s.cfg.ReadTimeout != 30*time.Second ||
+		s.cfg.WriteTimeout != 30*time.Second || s.cfg.RevocationPollInterval != time.Second {
 		t.Fatalf("defaults %+v", s.cfg)
 	}
 	if _, ok := s.cfg.Gatherer.(*prometheus.Registry); !ok {
@@ -304,8 +320,8 @@ func TestNewValidatesConfig(t *testing.T) {
 	}
 }
 
-func exportSetup(t *testing.T) (*env, []alignet.Judgment) {
-	e := newEnv(t)
+func exportSetup(t *testing.T, mods ...func(*Config)) (*env, []alignet.Judgment) {
+	e := newEnv(t, mods...)
 	e.must(http.StatusAccepted, "POST", "/v1/studies/s1/judgments", e.collect,
 		`[{"id":"j1","worker":"w1","items":["c3","c1","c2"],"odd":"c1","rt_ms":1200,"query_id":"q,1"},{"id":"j2","worker":"w2","items":["c4","c5","c6"],"odd":"c6"}]`)
 	e.must(http.StatusAccepted, "POST", "/v1/studies/a1/judgments", e.collect,
@@ -316,6 +332,7 @@ func exportSetup(t *testing.T) (*env, []alignet.Judgment) {
 }
 
 func TestExportCSV(t *testing.T) {
+	t.Parallel()
 	e, js := exportSetup(t)
 	rec := e.must(http.StatusOK, "GET", "/v1/studies/s1/judgments?format=csv", e.read, "")
 	if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/csv") {
@@ -356,6 +373,7 @@ func TestExportCSV(t *testing.T) {
 }
 
 func TestExportJSONL(t *testing.T) {
+	t.Parallel()
 	e, js := exportSetup(t)
 	rec := e.must(http.StatusOK, "GET", "/v1/studies/s1/judgments?format=jsonl", e.read, "")
 	if ct := rec.Header().Get("Content-Type"); ct != "application/x-ndjson" {
@@ -385,6 +403,7 @@ func TestExportJSONL(t *testing.T) {
 }
 
 func TestExportLarge(t *testing.T) {
+	t.Parallel()
 	e, js := exportSetup(t)
 	var many []alignet.Judgment
 	for i := range 1234 {
@@ -400,6 +419,7 @@ func TestExportLarge(t *testing.T) {
 }
 
 func TestCORS(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, func(c *Config) { c.AllowOrigins = []string{"https://app.prolific.com"} })
 	req := newReq("OPTIONS", "/v1/studies/s1/judgments", "")
 	req.Header.Set("Origin", "https://app.prolific.com")
@@ -410,15 +430,65 @@ func TestCORS(t *testing.T) {
 		!strings.Contains(rec.Header().Get("Access-Control-Allow-Headers"), "Authorization") {
 		t.Fatalf("preflight: %d %v", rec.Code, rec.Header())
 	}
+	h := rec.Header()
+	for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} {
+		if !strings.Contains(h.Get("Access-Control-Allow-Methods"), m) {
+			t.Errorf("preflight Allow-Methods %q lacks %s", h.Get("Access-Control-Allow-Methods"), m)
+		}
+	}
+	if !strings.Contains(h.Get("Access-Control-Allow-Headers"), "Content-Type") || h.Get("Access-Control-Max-Age") == "" ||
+		!slices.Contains(h.Values("Vary"), "Origin") || h.Get("Access-Control-Allow-Credentials") != "" {
+		t.Errorf("preflight headers %v", h)
+	}
 	req = newReq("POST", "/v1/studies/s1/judgments", okOdd)
 	req.Header.Set("Origin", "https://evil.example")
 	rec = e.send(req, e.collect)
 	if rec.Code != http.StatusAccepted || rec.Header().Get("Access-Control-Allow-Origin") != "" {
 		t.Fatalf("other origin: %d %v", rec.Code, rec.Header())
 	}
+	// A preflight from another origin gets no CORS headers: the browser refuses.
+	req = newReq("OPTIONS", "/v1/studies/s1/judgments", "")
+	req.Header.Set("Origin", "https://evil.example")
+	req.Header.Set("Access-Control-Request-Method", "POST")
+	rec = e.send(req, "")
+	for k := range rec.Header() {
+		if strings.HasPrefix(k, "Access-Control-") {
+			t.Fatalf("preflight from another origin got %s: %v", k, rec.Header())
+		}
+	}
+	// Actual requests from the allowed origin, errors included, are readable,
+	// with their Retry-After.
+	e.pub.setFail(true)
+	req = newReq("POST", "/v1/studies/s1/judgments", okOdd)
+	req.Header.Set("Origin", "https://app.prolific.com")
+	rec = e.send(req, e.collect)
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Access-Control-Allow-Origin") != "https://app.prolific.com" ||
+		!strings.Contains(rec.Header().Get("Access-Control-Expose-Headers"), "Retry-After") || !slices.Contains(rec.Header().Values("Vary"), "Origin") {
+		t.Fatalf("error for the allowed origin: %d %v", rec.Code, rec.Header())
+	}
+	// "*" allows any origin.
+	wildcard := newEnv(t, func(c *Config) { c.AllowOrigins = []string{"*"} })
+	req = newReq("OPTIONS", "/v1/keys/x", "")
+	req.Header.Set("Origin", "https://anywhere.example")
+	req.Header.Set("Access-Control-Request-Method", "DELETE")
+	if rec := wildcard.send(req, ""); rec.Code != http.StatusNoContent || rec.Header().Get("Access-Control-Allow-Origin") != "*" {
+		t.Fatalf("preflight with *: %d %v", rec.Code, rec.Header())
+	}
+}
+
+func TestOmitMetrics(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *Config) { c.OmitMetrics = true })
+	e.must(http.StatusNotFound, "GET", "/metrics", "", "")
+	e.must(http.StatusOK, "GET", "/healthz", "", "")
+	// The metrics are still recorded, for the separate listener to serve.
+	if n := requestCount(t, e, "GET", "/healthz", http.StatusOK); n != 1 {
+		t.Fatalf("healthz observed %d times", n)
+	}
 }
 
 func TestStudyCreatedElsewhereBecomesVisible(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, func(c *Config) { c.PoolCacheTTL = time.Millisecond })
 	e.must(http.StatusNotFound, "POST", "/v1/studies/s9/judgments", e.collect, okOdd)
 	ctx := context.Background()
@@ -428,11 +498,12 @@ func TestStudyCreatedElsewhereBecomesVisible(t *testing.T) {
 	if _, err := e.store.AddStudyItems(ctx, "s9", []string{"c1", "c2", "c3"}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(5 * time.Millisecond)
+	e.clock.Advance(5 * time.Millisecond)
 	e.must(http.StatusAccepted, "POST", "/v1/studies/s9/judgments", e.collect, okOdd)
 }
 
 func TestExportFailures(t *testing.T) {
+	t.Parallel()
 	e, _ := exportSetup(t)
 	many := make([]alignet.Judgment, 2000)
 	for i := range many {
@@ -466,5 +537,34 @@ func TestExportFailures(t *testing.T) {
 	}
 	if _, err := io.ReadAll(resp.Body); err == nil {
 		t.Fatal("aborted export read without error")
+	}
+}
+
+// readyFunc adapts a function to ReadinessChecker.
+type readyFunc func(context.Context) error
+
+func (f readyFunc) Ready(ctx context.Context) error { return f(ctx) }
+
+func TestReadyzReportsComponents(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var persisterErr error
+	e := &env{t: t, store: newFakeStore(), pub: &fakePublisher{}, reg: prometheus.NewRegistry(), logs: &syncBuffer{}, clock: newTestClock()}
+	e.components = map[string]ReadinessChecker{"persister": readyFunc(func(context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
+		return persisterErr
+	})}
+	e.start()
+	rec := e.must(http.StatusOK, "GET", "/readyz", "", "")
+	if !strings.Contains(rec.Body.String(), `"status":"ok"`) || !strings.Contains(rec.Body.String(), `"persister":"ok"`) {
+		t.Fatalf("healthy body %s", rec.Body)
+	}
+	mu.Lock()
+	persisterErr = errors.New("stuck for 2m0s: insert judgments: boom")
+	mu.Unlock()
+	rec = e.must(http.StatusOK, "GET", "/readyz", "", "")
+	if !strings.Contains(rec.Body.String(), `"status":"degraded"`) || !strings.Contains(rec.Body.String(), `"persister":"stuck for 2m0s`) {
+		t.Fatalf("stuck persister body %s", rec.Body)
 	}
 }

@@ -2,15 +2,20 @@ package api
 
 import (
 	"context"
+	"errors"
+	"time"
 
 	"github.com/alignet/alignet"
 )
 
-// Store is the persistent state the API reads and administers. It is
-// implemented by *db.DB. Methods report missing entities with
-// alignet.ErrNotFound, conflicting definitions with alignet.ErrConflict and
-// an unreachable database with alignet.ErrUnavailable.
-type Store interface {
+// The API depends on the small interfaces below, one per handler group.
+// *db.DB implements all of them and *stream.Producer implements Publisher.
+// Methods report missing entities with alignet.ErrNotFound, conflicting
+// definitions with alignet.ErrConflict and an unreachable dependency with
+// alignet.ErrUnavailable.
+
+// SpaceStore holds embedding spaces and their vectors.
+type SpaceStore interface {
 	// PutSpace creates the embedding space name with dimension dim. It
 	// reports whether the space was created; an existing space with another
 	// dimension is alignet.ErrConflict.
@@ -22,6 +27,10 @@ type Store interface {
 	UpsertEmbeddings(ctx context.Context, space string, ids []string, vectors []float32) (int64, error)
 	// CountEmbeddings returns the number of embeddings in a space.
 	CountEmbeddings(ctx context.Context, space string) (int64, error)
+}
+
+// StudyStore holds studies and their item pools.
+type StudyStore interface {
 	// CreateStudy creates a study and reports whether it was created; an
 	// identical existing study is returned unchanged.
 	CreateStudy(ctx context.Context, s alignet.Study) (alignet.Study, bool, error)
@@ -33,12 +42,20 @@ type Store interface {
 	AddStudyItems(ctx context.Context, study string, items []string) (int64, error)
 	// StudyItems returns a study's item pool.
 	StudyItems(ctx context.Context, study string) ([]string, error)
-	// ExportJudgments calls fn for every stored judgment matching f.
-	ExportJudgments(ctx context.Context, f alignet.JudgmentFilter, fn func(alignet.Judgment) error) error
 	// CountJudgments returns the number of stored judgments of a study.
 	CountJudgments(ctx context.Context, study string) (int64, error)
-	// WorkerSummary returns per-study judgment counts of a pseudonymous worker.
-	WorkerSummary(ctx context.Context, worker string) ([]alignet.WorkerStudy, error)
+}
+
+// JudgmentExporter streams stored judgments.
+type JudgmentExporter interface {
+	// ExportJudgments calls fn for every stored judgment matching f, in
+	// (received_at, id) order, and stops at fn's first error. A study that
+	// does not exist is alignet.ErrNotFound, reported before fn is called.
+	ExportJudgments(ctx context.Context, f alignet.JudgmentFilter, fn func(alignet.Judgment) error) error
+}
+
+// KeyStore holds API keys, as SHA-256 hashes.
+type KeyStore interface {
 	// CreateAPIKey stores a new key under the SHA-256 hash of its secret.
 	CreateAPIKey(ctx context.Context, k alignet.APIKey, hash []byte) (alignet.APIKey, error)
 	// EnsureAPIKey stores a key if its hash is not stored yet.
@@ -50,7 +67,21 @@ type Store interface {
 	ListAPIKeys(ctx context.Context) ([]alignet.APIKey, error)
 	// RevokeAPIKey revokes the key with the given id.
 	RevokeAPIKey(ctx context.Context, id string) error
-	// Ready reports whether the database is reachable.
+	// KeysRevokedSince returns the ids of the keys revoked at or after
+	// since, and the store's clock when it answered, to pass (less a
+	// margin for revocations still committing) as since next time.
+	KeysRevokedSince(ctx context.Context, since time.Time) ([]string, time.Time, error)
+}
+
+// WorkerStore summarises the judgments of pseudonymous workers.
+type WorkerStore interface {
+	// WorkerSummary returns per-study judgment counts of a pseudonymous worker.
+	WorkerSummary(ctx context.Context, worker string) ([]alignet.WorkerStudy, error)
+}
+
+// ReadinessChecker reports whether the database can serve.
+type ReadinessChecker interface {
+	// Ready reports whether the database is reachable and migrated.
 	Ready(ctx context.Context) error
 }
 
@@ -58,8 +89,40 @@ type Store interface {
 // *stream.Producer.
 type Publisher interface {
 	// Publish returns nil only after the broker durably acknowledged every
-	// judgment; an unreachable broker is alignet.ErrUnavailable.
+	// judgment; an unreachable broker is alignet.ErrUnavailable and a batch
+	// too large for one message alignet.ErrTooLarge.
 	Publish(ctx context.Context, study string, js []alignet.Judgment) error
 	// Ping reports whether the broker is reachable.
 	Ping(ctx context.Context) error
+}
+
+// Deps are the dependencies of a Server. Every field is required; a
+// *db.DB fills all but Publisher, which a *stream.Producer fills.
+type Deps struct {
+	// Spaces serves the /v1/spaces routes.
+	Spaces SpaceStore
+	// Studies serves the /v1/studies routes and the study cache.
+	Studies StudyStore
+	// Judgments serves judgment exports.
+	Judgments JudgmentExporter
+	// Keys authenticates requests and serves the /v1/keys routes.
+	Keys KeyStore
+	// Workers serves worker lookups.
+	Workers WorkerStore
+	// Ready is the database check of /readyz.
+	Ready ReadinessChecker
+	// Publisher receives accepted judgments.
+	Publisher Publisher
+	// Components are the other roles running in this process (such as the
+	// persister), by name. Optional. A failing one makes /readyz answer
+	// "degraded": the API still accepts judgments, which Kafka buffers.
+	Components map[string]ReadinessChecker
+}
+
+func (d Deps) check() error {
+	if d.Spaces == nil || d.Studies == nil || d.Judgments == nil || d.Keys == nil ||
+		d.Workers == nil || d.Ready == nil || d.Publisher == nil {
+		return errors.New("api: every field of Deps is required")
+	}
+	return nil
 }

@@ -7,8 +7,13 @@ import (
 )
 
 // The concrete store and producer satisfy the API's consumer-side
-// interfaces, so cmd/alignet can pass them to api.New directly.
+// interfaces, so internal/server can pass them to api.New directly.
 var (
-	_ api.Store     = (*db.DB)(nil)
-	_ api.Publisher = (*stream.Producer)(nil)
+	_ api.SpaceStore       = (*db.DB)(nil)
+	_ api.StudyStore       = (*db.DB)(nil)
+	_ api.JudgmentExporter = (*db.DB)(nil)
+	_ api.KeyStore         = (*db.DB)(nil)
+	_ api.WorkerStore      = (*db.DB)(nil)
+	_ api.ReadinessChecker = (*db.DB)(nil)
+	_ api.Publisher        = (*stream.Producer)(nil)
 )

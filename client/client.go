@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -47,18 +46,24 @@ func New(baseURL, key string, httpClient *http.Client) *Client {
 
 // Error is a non-2xx answer from the server.
 type Error struct {
-	Status     int
-	Code       string `json:"code"`
-	Message    string `json:"message"`
-	Field      string `json:"field"`
+	// Status is the HTTP status code.
+	Status int
+	// Code, Message and Field are the error body's fields: a stable code
+	// such as "unknown_item", a sentence, and the request field at fault.
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field"`
+	// RetryAfter is the server's Retry-After, zero when absent.
 	RetryAfter time.Duration
 }
 
+// Error renders the answer as "server answered 422 unknown_item: item
+// "x" is not in the study's pool (field [0].items[1])".
 func (e *Error) Error() string {
 	if e.Field != "" {
-		return fmt.Sprintf("alignet: %d %s: %s (field %s)", e.Status, e.Code, e.Message, e.Field)
+		return fmt.Sprintf("server answered %d %s: %s (field %s)", e.Status, e.Code, e.Message, e.Field)
 	}
-	return fmt.Sprintf("alignet: %d %s: %s", e.Status, e.Code, e.Message)
+	return fmt.Sprintf("server answered %d %s: %s", e.Status, e.Code, e.Message)
 }
 
 // Temporary reports whether the request may succeed if retried later.
@@ -246,22 +251,4 @@ func (c *Client) Export(ctx context.Context, study, format string, since time.Ti
 		return nil, decodeError(resp)
 	}
 	return resp.Body, nil
-}
-
-// CreateKey creates an API key with the given scopes and returns the
-// plaintext key, which the server shows only once.
-func (c *Client) CreateKey(ctx context.Context, name string, scopes ...string) (string, error) {
-	var out struct {
-		Key string `json:"key"`
-	}
-	err := c.doJSON(ctx, http.MethodPost, "/v1/keys", map[string]any{"name": name, "scopes": scopes}, &out)
-	if err == nil && out.Key == "" {
-		err = errors.New("create key: server returned no key")
-	}
-	return out.Key, err
-}
-
-// Ready reports whether the server answers /readyz with 200.
-func (c *Client) Ready(ctx context.Context) error {
-	return c.do(ctx, http.MethodGet, "/readyz", "", nil, nil)
 }

@@ -2,7 +2,7 @@
 // vectors, studies and their items, judgments and API keys. It is built on
 // pgx v5 and pgxpool, ships its schema as embedded numbered SQL migrations,
 // and translates driver errors into the sentinel errors of package alignet
-// (ErrNotFound, ErrConflict, ErrUnavailable) at its boundary.
+// (ErrNotFound, ErrConflict, ErrInvalid, ErrUnavailable) at its boundary.
 package db
 
 import (
@@ -27,6 +27,10 @@ import (
 // DefaultMaxConns is the pool size used when Config.MaxConns is zero.
 const DefaultMaxConns int32 = 16
 
+// DefaultExportShare is the divisor of MaxConns that gives the default
+// Config.MaxExportConns: exports hold at most a quarter of the pool.
+const DefaultExportShare = 4
+
 // Config configures Open.
 type Config struct {
 	// URL is the Postgres connection string (URL or key=value form). Required.
@@ -34,6 +38,12 @@ type Config struct {
 	// MaxConns is the maximum number of pooled connections. Zero means
 	// DefaultMaxConns (16).
 	MaxConns int32
+	// MaxExportConns bounds how many connections ExportJudgments holds at
+	// once; further exports wait for one of them. An export holds its
+	// connection as long as its reader takes, so without the bound slow
+	// readers could take the whole pool from the persister and the API.
+	// Default MaxConns/DefaultExportShare, at least 1; at most MaxConns.
+	MaxExportConns int32
 	// Registerer receives the package's metrics. Nil means no metrics.
 	Registerer prometheus.Registerer
 	// Logger receives migration and operational logs. Nil means slog.Default().
@@ -50,6 +60,23 @@ type DB struct {
 	pool  *pgxpool.Pool
 	log   *slog.Logger
 	txDur *prometheus.HistogramVec // nil when metrics are disabled
+	// exports holds one token per running export (MaxExportConns).
+	exports chan struct{}
+}
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	if c.MaxConns <= 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	if c.MaxExportConns <= 0 {
+		c.MaxExportConns = max(1, c.MaxConns/DefaultExportShare)
+	}
+	c.MaxExportConns = min(c.MaxExportConns, c.MaxConns)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
 }
 
 // Open creates a connection pool from cfg and checks that the server answers.
@@ -58,25 +85,19 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if cfg.URL == "" {
 		return nil, errors.New("db: open: empty URL")
 	}
+	cfg = cfg.withDefaults()
 	pc, err := pgxpool.ParseConfig(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("db: parse config: %w", err)
 	}
 	pc.MaxConns = cfg.MaxConns
-	if pc.MaxConns <= 0 {
-		pc.MaxConns = DefaultMaxConns
-	}
 	if cfg.Schema != "" {
 		pc.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{cfg.Schema}.Sanitize()
 	}
 	if _, ok := pc.ConnConfig.RuntimeParams["application_name"]; !ok {
 		pc.ConnConfig.RuntimeParams["application_name"] = "alignet"
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	d := &DB{log: log}
+	d := &DB{log: cfg.Logger, exports: make(chan struct{}, cfg.MaxExportConns)}
 	if cfg.Registerer != nil {
 		h := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "alignet_db_tx_duration_seconds",
@@ -127,10 +148,28 @@ const (
 	codeUniqueViolation     = "23505"
 	codeForeignKeyViolation = "23503"
 	codeUndefinedTable      = "42P01"
+	codeLockNotAvailable    = "55P03"
 )
 
 // wrapErr prefixes err with "db: " and what, and translates driver errors to
 // the sentinel errors of package alignet. It returns nil for a nil err.
+//
+// SQLSTATE classes decide whether retrying can help. Connection exceptions
+// (08), transaction rollbacks such as serialization failures and deadlocks
+// (40), insufficient resources such as a full disk or too many connections
+// (53), operator intervention such as an admin shutdown or a statement
+// timeout (57), system errors (58), a lock timeout and network errors wrap
+// alignet.ErrUnavailable: the same call may succeed later. Data exceptions
+// such as a NUL byte in a text value (22), integrity constraint violations
+// (23) and exceeded program limits such as an oversized index row (54) wrap
+// alignet.ErrInvalid: the values are to blame and retrying the same call
+// fails again. A unique violation is alignet.ErrConflict and a foreign key
+// violation alignet.ErrNotFound instead. Everything else, syntax or access
+// rule violations (42) such as a missing table or privilege included, is
+// left untranslated: those follow from the schema or the configuration,
+// not from the values, so no caller may treat them as a verdict on the
+// data (the persister would dead-letter every judgment after a missing
+// migration).
 func wrapErr(what string, err error) error {
 	if err == nil {
 		return nil
@@ -147,25 +186,45 @@ func wrapErr(what string, err error) error {
 		return fmt.Errorf("db: %s: %w: %w", what, alignet.ErrConflict, err)
 	case errors.As(err, &pgErr) && pgErr.Code == codeForeignKeyViolation:
 		return fmt.Errorf("db: %s: %w: %s: %w", what, alignet.ErrNotFound, pgErr.Detail, err)
+	case errors.As(err, &pgErr) && isDataErr(pgErr.Code):
+		return fmt.Errorf("db: %s: %w: %w", what, alignet.ErrInvalid, err)
 	case isConnErr(err):
 		return fmt.Errorf("db: %s: %w: %w", what, alignet.ErrUnavailable, err)
 	}
 	return fmt.Errorf("db: %s: %w", what, err)
 }
 
-// isConnErr reports whether err means the server could not be reached or the
-// connection broke, so the operation may succeed later.
+// isDataErr reports whether the SQLSTATE code blames the values of the
+// statement: a data exception, an integrity constraint violation or an
+// exceeded program limit.
+func isDataErr(code string) bool {
+	switch sqlstateClass(code) {
+	case "22", "23", "54":
+		return true
+	}
+	return false
+}
+
+// sqlstateClass returns the class, the first two characters, of a SQLSTATE
+// code.
+func sqlstateClass(code string) string {
+	if len(code) != 5 {
+		return ""
+	}
+	return code[:2]
+}
+
+// isConnErr reports whether err means the server could not be reached, the
+// connection broke or the server could not run the statement now, so the
+// operation may succeed later.
 func isConnErr(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		switch {
-		case len(pgErr.Code) == 5 && pgErr.Code[:2] == "08": // connection exception
-			return true
-		case pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03", pgErr.Code == "53300":
-			// admin/crash shutdown, cannot connect now, too many connections
+		switch sqlstateClass(pgErr.Code) {
+		case "08", "40", "53", "57", "58":
 			return true
 		}
-		return false
+		return pgErr.Code == codeLockNotAvailable
 	}
 	var ce *pgconn.ConnectError
 	var ne net.Error

@@ -18,12 +18,14 @@ import (
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func TestMigrationCount(t *testing.T) {
+	t.Parallel()
 	if db.MigrationCount() < 1 {
 		t.Fatalf("MigrationCount() = %d, want >= 1", db.MigrationCount())
 	}
 }
 
 func TestOpenUnreachable(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	d, err := db.Open(ctx, db.Config{URL: "postgres://nobody@127.0.0.1:1/none?connect_timeout=2", Logger: quiet()})
@@ -37,6 +39,7 @@ func TestOpenUnreachable(t *testing.T) {
 }
 
 func TestMigrateConcurrentAndIdempotent(t *testing.T) {
+	t.Parallel()
 	url, schema := dbtest.Schema(t)
 	ctx := context.Background()
 	d, err := db.Open(ctx, db.Config{URL: url, Schema: schema, Logger: quiet()})
@@ -107,6 +110,7 @@ func TestMigrateConcurrentAndIdempotent(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
+	t.Parallel()
 	reg := prometheus.NewRegistry()
 	d := dbtest.Open(t, db.Config{Registerer: reg})
 	// A second DB on the same registry reuses the histogram.

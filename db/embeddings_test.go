@@ -29,6 +29,7 @@ func randomVectors(seed uint64, prefix string, n, dim int) ([]string, []float32)
 }
 
 func TestEmbeddingsRoundTrip(t *testing.T) {
+	t.Parallel()
 	d := dbtest.New(t)
 	ctx := context.Background()
 	if _, err := d.UpsertEmbeddings(ctx, "ghost", []string{"a"}, []float32{1}); !errors.Is(err, alignet.ErrNotFound) {
@@ -87,6 +88,7 @@ func bitsEqual(a, b []float32) bool {
 }
 
 func TestUpsertEmbeddingsAllOrNothing(t *testing.T) {
+	t.Parallel()
 	d := dbtest.New(t)
 	ctx := context.Background()
 	if _, _, err := d.PutSpace(ctx, "s", 2); err != nil {
@@ -122,6 +124,7 @@ func TestUpsertEmbeddingsAllOrNothing(t *testing.T) {
 }
 
 func TestUpsertEmbeddingsLarge(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("large upload skipped in -short mode")
 	}

@@ -11,3 +11,6 @@ import (
 func (d *DB) InsertJudgmentsCopy(ctx context.Context, js []alignet.Judgment) (int64, error) {
 	return d.insertJudgments(ctx, js, insertCopy)
 }
+
+// WrapErr exposes the driver error translation to tests.
+func WrapErr(what string, err error) error { return wrapErr(what, err) }

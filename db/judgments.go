@@ -27,7 +27,9 @@ const (
 // or repeated within js, are skipped (the first occurrence wins). Every
 // judgment needs a non-empty Study and ID; a study that does not exist
 // yields an error wrapping alignet.ErrNotFound that names it, and nothing is
-// stored. An empty Odd or QueryID is stored as NULL. Batches are sorted by
+// stored. Values Postgres rejects, such as a NUL byte in a text field, yield
+// an error wrapping alignet.ErrInvalid (see the package's error translation),
+// and nothing is stored. An empty Odd or QueryID is stored as NULL. Batches are sorted by
 // (study, id) before insertion, so concurrent overlapping batches cannot
 // deadlock.
 func (d *DB) InsertJudgments(ctx context.Context, js []alignet.Judgment) (int64, error) {
@@ -37,7 +39,7 @@ func (d *DB) InsertJudgments(ctx context.Context, js []alignet.Judgment) (int64,
 func (d *DB) insertJudgments(ctx context.Context, js []alignet.Judgment, method insertMethod) (int64, error) {
 	for i := range js {
 		if js[i].Study == "" || js[i].ID == "" {
-			return 0, fmt.Errorf("db: insert judgments: judgment %d: empty study or id", i)
+			return 0, fmt.Errorf("db: insert judgments: judgment %d: %w: empty study or id", i, alignet.ErrInvalid)
 		}
 	}
 	if len(js) == 0 {
@@ -168,8 +170,16 @@ func nullIfEmpty(s string) any {
 // ExportJudgments calls fn for every judgment matching f, in (received_at,
 // id) order, streaming rows from one query without holding them in memory.
 // It stops at and returns the first error from fn. A non-empty f.Study that
-// does not exist yields an error wrapping alignet.ErrNotFound.
+// does not exist yields an error wrapping alignet.ErrNotFound. At most
+// Config.MaxExportConns exports run at once; a further one waits for a
+// running one to end, or fails when ctx ends first.
 func (d *DB) ExportJudgments(ctx context.Context, f alignet.JudgmentFilter, fn func(alignet.Judgment) error) error {
+	select {
+	case d.exports <- struct{}{}:
+	case <-ctx.Done():
+		return wrapErr("export judgments: wait for a free export connection", ctx.Err())
+	}
+	defer func() { <-d.exports }()
 	defer d.observe("export", time.Now())
 	if f.Study != "" {
 		var one int

@@ -45,8 +45,10 @@ var inserters = []struct {
 }
 
 func TestInsertJudgmentsIdempotent(t *testing.T) {
+	t.Parallel()
 	for _, in := range inserters {
 		t.Run(in.name, func(t *testing.T) {
+			t.Parallel()
 			d := dbtest.New(t)
 			ctx := context.Background()
 			mustStudy(t, d, "s", 2)
@@ -98,8 +100,10 @@ func TestInsertJudgmentsIdempotent(t *testing.T) {
 }
 
 func TestInsertJudgmentsErrors(t *testing.T) {
+	t.Parallel()
 	for _, in := range inserters {
 		t.Run(in.name, func(t *testing.T) {
+			t.Parallel()
 			d := dbtest.New(t)
 			ctx := context.Background()
 			mustStudy(t, d, "s", 2)
@@ -122,6 +126,7 @@ func TestInsertJudgmentsErrors(t *testing.T) {
 }
 
 func TestExportJudgments(t *testing.T) {
+	t.Parallel()
 	d := dbtest.New(t)
 	ctx := context.Background()
 	mustStudy(t, d, "s", 2)
@@ -212,8 +217,10 @@ func TestExportJudgments(t *testing.T) {
 }
 
 func TestInsertJudgmentsConcurrent(t *testing.T) {
+	t.Parallel()
 	for _, in := range inserters {
 		t.Run(in.name, func(t *testing.T) {
+			t.Parallel()
 			d := dbtest.New(t)
 			ctx := context.Background()
 			mustStudy(t, d, "s", 2)
@@ -288,6 +295,68 @@ func BenchmarkInsertJudgments(b *testing.B) {
 				}
 				b.ReportMetric(float64(next)/b.Elapsed().Seconds(), "judgments/s")
 			})
+		}
+	}
+}
+
+// TestExportsCannotStarveThePool: exports whose readers stall hold at most
+// MaxExportConns connections, so inserts and queries still get one, and
+// the waiting exports run once a slot is free.
+func TestExportsCannotStarveThePool(t *testing.T) {
+	t.Parallel()
+	const maxConns, exports = 4, 6
+	d := dbtest.Open(t, db.Config{MaxConns: maxConns})
+	ctx := context.Background()
+	mustStudy(t, d, "s", 2)
+	if _, err := d.InsertJudgments(ctx, batch("s", 0, 20)); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	unstall := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(unstall) // before the pool closes, which waits for the exports
+	entered := make(chan struct{}, exports)
+	errs := make(chan error, exports)
+	rows := make([]int, exports)
+	for i := range exports {
+		go func() {
+			errs <- d.ExportJudgments(ctx, alignet.JudgmentFilter{Study: "s"}, func(alignet.Judgment) error {
+				if rows[i] == 0 {
+					entered <- struct{}{}
+					<-release // a client that does not read
+				}
+				rows[i]++
+				return nil
+			})
+		}()
+	}
+	<-entered // at least one export holds a connection and stalls
+	// More exports than the pool has connections are stalled or waiting;
+	// the rest of the pool still serves.
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for i := 20; i < 40; i++ {
+		if n, err := d.InsertJudgments(wctx, batch("s", i, i+1)); err != nil || n != 1 {
+			t.Fatalf("insert while exports stall: %d, %v", n, err)
+		}
+		if n, err := d.CountJudgments(wctx, "s"); err != nil || n != int64(i+1) {
+			t.Fatalf("count while exports stall: %d, %v", n, err)
+		}
+	}
+	// A waiting export gives up with its context.
+	short, cancelShort := context.WithCancel(ctx)
+	cancelShort()
+	if err := d.ExportJudgments(short, alignet.JudgmentFilter{}, func(alignet.Judgment) error { return nil }); !errors.Is(err, context.Canceled) {
+		t.Errorf("export with a cancelled context while the slots are taken: %v, want context.Canceled", err)
+	}
+	unstall()
+	for range exports {
+		if err := <-errs; err != nil {
+			t.Fatalf("export: %v", err)
+		}
+	}
+	for i, n := range rows {
+		if n < 20 {
+			t.Errorf("export %d saw %d judgments, want at least the 20 stored before it began", i, n)
 		}
 	}
 }

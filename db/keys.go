@@ -112,3 +112,22 @@ func (d *DB) RevokeAPIKey(ctx context.Context, id string) error {
 	}
 	return nil
 }
+
+// KeysRevokedSince returns the ids of the keys revoked at or after since,
+// sorted, and the database's clock when it answered. A caller polling for
+// revocations passes that time, less a margin for revocations whose
+// transactions were still committing, as since next time.
+func (d *DB) KeysRevokedSince(ctx context.Context, since time.Time) ([]string, time.Time, error) {
+	defer d.observe("keys_revoked_since", time.Now())
+	var ids []string
+	var now time.Time
+	err := d.pool.QueryRow(ctx, `SELECT now(), ARRAY(SELECT id FROM api_keys WHERE revoked_at >= $1 ORDER BY id)`, since).
+		Scan(&now, &ids)
+	if err != nil {
+		return nil, time.Time{}, wrapErr("keys revoked since", err)
+	}
+	if ids == nil {
+		ids = []string{}
+	}
+	return ids, now, nil
+}

@@ -14,6 +14,7 @@ import (
 func hashOf(s string) []byte { h := sha256.Sum256([]byte(s)); return h[:] }
 
 func TestAPIKeys(t *testing.T) {
+	t.Parallel()
 	d := dbtest.New(t)
 	ctx := context.Background()
 

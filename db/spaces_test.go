@@ -10,6 +10,7 @@ import (
 )
 
 func TestSpaces(t *testing.T) {
+	t.Parallel()
 	d := dbtest.New(t)
 	ctx := context.Background()
 

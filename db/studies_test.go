@@ -13,6 +13,7 @@ import (
 )
 
 func TestStudies(t *testing.T) {
+	t.Parallel()
 	d := dbtest.New(t)
 	ctx := context.Background()
 
@@ -72,6 +73,7 @@ func TestStudies(t *testing.T) {
 }
 
 func TestStudyItems(t *testing.T) {
+	t.Parallel()
 	d := dbtest.New(t)
 	ctx := context.Background()
 	if _, err := d.AddStudyItems(ctx, "nope", []string{"a"}); !errors.Is(err, alignet.ErrNotFound) {

@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/alignet/alignet/client"
+	"github.com/alignet/alignet/internal/testenv"
 )
 
 // env holds what every test needs: the built binary and the services.
@@ -42,13 +43,7 @@ var (
 // real services are not configured.
 func setup(t *testing.T) env {
 	t.Helper()
-	dbURL, brokers := os.Getenv("ALIGNET_TEST_DATABASE_URL"), os.Getenv("ALIGNET_TEST_KAFKA_BROKERS")
-	if dbURL == "" || brokers == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI=true but ALIGNET_TEST_DATABASE_URL / ALIGNET_TEST_KAFKA_BROKERS are unset: run the tests with scripts/test.sh")
-		}
-		t.Skip("ALIGNET_TEST_DATABASE_URL and ALIGNET_TEST_KAFKA_BROKERS unset; run via scripts/test.sh")
-	}
+	dbURL, brokers := testenv.DatabaseURL(t), strings.Join(testenv.KafkaBrokers(t), ",")
 	if testing.Short() {
 		t.Skip("end-to-end tests skipped in -short mode")
 	}

@@ -107,8 +107,7 @@ func BenchmarkPeakSGEMM(b *testing.B) {
 	b.Run("kernel", func(b *testing.B) {
 		for b.Loop() {
 			cb := prepareB(n, n, c)
-			forShards(n/assignBlockRows, runtime.GOMAXPROCS(0), func(_, blk int) {
-				r0 := blk * assignBlockRows
+			allProcs.blocks(n/assignBlockRows*assignBlockRows, assignBlockRows, func(r0, _ int) {
 				cb.mulNT(assignBlockRows, a[r0*n:], out[r0*n:])
 			})
 		}
@@ -194,9 +193,9 @@ func BenchmarkAligNetImageNet(b *testing.B) {
 	start := time.Now()
 	x := make([]float32, n*d)
 	centres := benchMatrix(1000, d, 10)
-	forShards((n+4095)/4096, runtime.GOMAXPROCS(0), func(_, blk int) {
-		r := rng64{s: uint64(blk) * 0x9e3779b97f4a7c15}
-		for i := blk * 4096; i < min(blk*4096+4096, n); i++ {
+	allProcs.blocks(n, 4096, func(lo, hi int) {
+		r := rng64{s: uint64(lo/4096) * 0x9e3779b97f4a7c15}
+		for i := lo; i < hi; i++ {
 			c := centres[r.intn(1000)*d:]
 			for p := 0; p < d; p++ {
 				u := float32(r.next()>>40)/float32(1<<24) - 0.5

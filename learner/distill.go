@@ -3,136 +3,60 @@ package learner
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
 )
 
-// DistilledTargets returns uncertainty-distilled soft targets for the
-// training triplets, one per triplet in Softmax3 order (index 0: the
-// observed odd one K, 1: J odd, 2: I odd), for fitting the surrogate teacher
-// with a cross-entropy (equivalently KL) objective. The recipe is:
-//
-//  1. Fit VICE to the n items on train with FitVICE(n, train, cfg). With
-//     cfg.CrossFitFolds = k ≥ 2 instead split train into k seeded random
-//     folds and fit one model per fold on the other folds (seed
-//     cfg.Seed+fold+1), so that every triplet is predicted out of sample.
-//  2. Take v, the (out-of-fold) VICE posterior predictive of each triplet,
-//     averaged over cfg.PredictSamples joint samples of the embedding
-//     (VICE.PredictBatch with seed cfg.Seed).
-//  3. Where the triplet's unordered item set appears in repeats (counts of
-//     entries with the same set are summed), with counts c of how often
-//     each item was chosen (N = Σc), the target is the additive smoothing
-//     of the empirical distribution toward VICE:
-//     q = (c + κ·v)/(N + κ) = N/(N+κ)·(c/N) + κ/(N+κ)·v with
-//     κ = cfg.RepeatPseudoCount (default 3, the total pseudo-count of
-//     Laplace's rule, distributed by v instead of uniformly).
-//  4. Otherwise q = (1−α)·v + α·onehot(K) with α = cfg.OneHotMix
-//     (default 0.5). VICE's in-sample prediction already leans toward the
-//     observed choice; on THINGS, mixing in the choice itself with α = 0.5
-//     gave a better calibrated and more accurate teacher than α = 0 or 0.3
-//     at equal λ.
-//
-// The result depends only on the inputs and cfg.Seed. The repeats must not
-// be the data the distilled teacher is later evaluated on. On THINGS with
-// 10⁵ training triplets these targets did not give a better calibrated
-// teacher than the hard choices once both teachers' λ and temperature were
-// tuned on validation data: a VICE model fitted on so few triplets is no
-// better than the teacher itself. Distilling from the ensemble of VICE and
-// the hard-label teacher (EnsembleDistilledTargets) did give a better
-// calibrated teacher (see TestDistillationOnThings).
-func DistilledTargets(n int, train []Triplet, repeats []RepeatedTriplet, cfg HumanModelConfig) ([][3]float32, error) {
-	if cfg.CrossFitFolds < 2 {
-		v, _, err := FitVICE(n, train, cfg)
-		if err != nil {
-			return nil, fmt.Errorf("distilled targets: %w", err)
-		}
-		q, err := v.SoftTargets(train, repeats, cfg)
-		if err != nil {
-			return nil, fmt.Errorf("distilled targets: %w", err)
-		}
-		return q, nil
-	}
-	k := cfg.CrossFitFolds
-	if k > len(train) {
-		return nil, fmt.Errorf("distilled targets: %d folds for %d triplets", k, len(train))
-	}
-	var pcg rand.PCG
-	viceSeed(&pcg, cfg.Seed, viceStreamFolds, 0, 0)
-	perm := rand.New(&pcg).Perm(len(train))
-	out := make([][3]float32, len(train))
-	for f := 0; f < k; f++ {
-		var fit, held []Triplet
-		var heldIdx []int
-		for a, i := range perm {
-			if a%k == f {
-				held = append(held, train[i])
-				heldIdx = append(heldIdx, i)
-			} else {
-				fit = append(fit, train[i])
-			}
-		}
-		fc := cfg
-		fc.Seed = cfg.Seed + int64(f) + 1
-		v, _, err := FitVICE(n, fit, fc)
-		if err != nil {
-			return nil, fmt.Errorf("distilled targets: fold %d: %w", f, err)
-		}
-		q, err := v.SoftTargets(held, repeats, fc)
-		if err != nil {
-			return nil, fmt.Errorf("distilled targets: fold %d: %w", f, err)
-		}
-		for a, i := range heldIdx {
-			out[i] = q[a]
-		}
-	}
-	return out, nil
-}
-
-// SoftTargets applies steps 2–4 of the DistilledTargets recipe with this
-// fitted VICE model, using cfg.PredictSamples, cfg.Seed,
-// cfg.RepeatPseudoCount and cfg.OneHotMix (zero fields take their defaults).
-func (v *VICE) SoftTargets(train []Triplet, repeats []RepeatedTriplet, cfg HumanModelConfig) ([][3]float32, error) {
-	cfg = cfg.withDefaults()
-	if !(cfg.OneHotMix <= 1) {
-		return nil, fmt.Errorf("soft targets: one-hot mix %v not in [0,1]", cfg.OneHotMix)
-	}
-	counts, err := repeatCounts(repeats, v.N)
-	if err != nil {
-		return nil, fmt.Errorf("soft targets: %w", err)
-	}
-	pred, err := v.PredictBatch(train, cfg.PredictSamples, cfg.Seed)
-	if err != nil {
-		return nil, fmt.Errorf("soft targets: %w", err)
-	}
-	return mixTargets(train, pred, counts, cfg.RepeatPseudoCount, cfg.OneHotMix), nil
-}
-
-// EnsembleOneHotMix is the one-hot weight α recommended for
-// EnsembleDistilledTargets and EnsembleSoftTargets (HumanModelConfig.OneHotMix).
-// On THINGS it gave the lowest validation NLL of the distilled teacher
-// among the weights tried (0.1, 0.2, 0.35 and 0.5); an ensemble is already close
-// to the observed choices, so less of them needs mixing in than for VICE
-// alone.
+// EnsembleOneHotMix is the default one-hot weight α of the distilled
+// targets (HumanModelConfig.OneHotMix). On THINGS it gave the lowest
+// validation NLL of the distilled teacher among the weights tried (0.1,
+// 0.2, 0.35 and 0.5); an ensemble is already close to the observed
+// choices, so less of them needs mixing in than for VICE alone (0.5).
 const EnsembleOneHotMix = 0.2
 
-// EnsembleDistilledTargets returns soft targets distilled from an ensemble
-// of two probabilistic models of the humans: VICE, fitted to the n items
-// on train with FitVICE(n, train, cfg) and averaged over
-// cfg.PredictSamples samples (seed cfg.Seed), and a hard-label teacher
-// whose predictions of the training triplets, at a temperature calibrated
-// on held-out choices, are given as teacher (one distribution per training
-// triplet, Softmax3 order, as from Teacher.Probs). The two predictions are
-// averaged and then mixed with the observed choice and the repeated
-// responses as in EnsembleSoftTargets (cfg.OneHotMix, for which
-// EnsembleOneHotMix is recommended, and cfg.RepeatPseudoCount). The
-// repeats must not be the data the distilled teacher is later evaluated on.
+// EnsembleDistilledTargets returns uncertainty-distilled soft targets for
+// fitting the surrogate teacher on the odd-one-out triplets train of n
+// items: one distribution per triplet in Softmax3 order (index 0: the
+// observed odd one K, 1: J odd, 2: I odd), to pass as the targets of
+// FitTeacher or SelectLambda. It is the recipe of "alignet fit --targets
+// distilled" and of refitting a teacher online:
+//
+//  1. Fit VICE, the probabilistic human model, to the n items on train
+//     (FitVICE(n, train, cfg)) and take its posterior predictive of each
+//     triplet, averaged over cfg.PredictSamples joint samples of the
+//     embedding (VICE.PredictBatch with seed cfg.Seed).
+//  2. Take the predictions of hard, a teacher of the n×hard.D embeddings x
+//     fitted to the hard choices of train, at a temperature calibrated on
+//     held-out choices (as SelectLambda returns it): hard.Probs(x, n, train).
+//  3. Average the two and mix the average with the observed choice and the
+//     repeated responses as EnsembleSoftTargets does (cfg.OneHotMix,
+//     default EnsembleOneHotMix, and cfg.RepeatPseudoCount).
+//
+// The repeats must not be the data the distilled teacher is later
+// evaluated on. The result depends only on the inputs and cfg.Seed.
 //
 // On THINGS (TestDistillationOnThings) a teacher fitted to these targets
 // had lower NLL and KL to held-out human response distributions than the
 // hard-label teacher it was distilled from, with accuracy within half a
 // point, on every seed tried; the gain is small (about 1% of the KL).
-func EnsembleDistilledTargets(n int, train []Triplet, repeats []RepeatedTriplet, teacher [][3]float64, cfg HumanModelConfig) ([][3]float32, error) {
-	if len(teacher) != len(train) {
-		return nil, fmt.Errorf("ensemble distilled targets: %d teacher predictions for %d triplets", len(teacher), len(train))
+// Targets from VICE alone did not beat the hard-label teacher once both
+// teachers' λ and temperature were tuned on validation data (a VICE model
+// fitted on 10⁵ triplets is no better than the teacher itself), and
+// out-of-fold VICE predictions (two folds) were worse still: the gain
+// comes from averaging two different models.
+func EnsembleDistilledTargets(x []float32, n int, train []Triplet, repeats []RepeatedTriplet, hard *Teacher, cfg HumanModelConfig) ([][3]float32, error) {
+	switch {
+	case hard == nil:
+		return nil, errors.New("ensemble distilled targets: no hard-label teacher")
+	case hard.Task != TaskOddOneOut:
+		return nil, fmt.Errorf("ensemble distilled targets: teacher task %q, the human model needs %q", hard.Task, TaskOddOneOut)
+	case n <= 0 || len(x) != n*hard.D:
+		return nil, fmt.Errorf("ensemble distilled targets: embeddings have %d values, want %d×%d", len(x), n, hard.D)
+	}
+	c := cfg.withDefaults()
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("ensemble distilled targets: %w", err)
+	}
+	if err := viceCheckTriplets(n, train); err != nil {
+		return nil, fmt.Errorf("ensemble distilled targets: %w", err)
 	}
 	if _, err := repeatCounts(repeats, n); err != nil {
 		return nil, fmt.Errorf("ensemble distilled targets: %w", err)
@@ -141,29 +65,39 @@ func EnsembleDistilledTargets(n int, train []Triplet, repeats []RepeatedTriplet,
 	if err != nil {
 		return nil, fmt.Errorf("ensemble distilled targets: %w", err)
 	}
-	c := cfg.withDefaults()
 	vp, err := v.PredictBatch(train, c.PredictSamples, c.Seed)
 	if err != nil {
 		return nil, fmt.Errorf("ensemble distilled targets: %w", err)
 	}
-	q, err := EnsembleSoftTargets(train, repeats, cfg, vp, teacher)
+	q, err := EnsembleSoftTargets(train, repeats, cfg, vp, hard.Probs(x, n, train))
 	if err != nil {
 		return nil, fmt.Errorf("ensemble distilled targets: %w", err)
 	}
 	return q, nil
 }
 
-// EnsembleSoftTargets applies steps 3–4 of the DistilledTargets recipe
-// with the human model's prediction v replaced by the equal-weight average
-// of the prediction sets preds (each one distribution per training
-// triplet, Softmax3 order), using cfg.RepeatPseudoCount and cfg.OneHotMix
-// (zero fields take their defaults). It is meant for distilling from an
-// ensemble of different probabilistic models of the same humans, such as
-// the VICE posterior predictive (VICE.PredictBatch) and a hard-label
-// teacher whose temperature was calibrated on held-out choices
+// EnsembleSoftTargets returns soft targets for the training triplets
+// (Softmax3 order) from the equal-weight average v of the prediction sets
+// preds, each one distribution per training triplet in Softmax3 order,
+// such as the VICE posterior predictive (VICE.PredictBatch) and a
+// hard-label teacher whose temperature was calibrated on held-out choices
 // (Teacher.Probs): an average of models that err differently is better
 // calibrated than its members, and the distilled teacher inherits that.
+// For each triplet:
 //
+//   - Where its unordered item set appears in repeats (counts of entries
+//     with the same set are summed), with counts c of how often each item
+//     was chosen (N = Σc), the target is the additive smoothing of the
+//     empirical distribution toward v: q = (c + κ·v)/(N + κ) =
+//     N/(N+κ)·(c/N) + κ/(N+κ)·v with κ = cfg.RepeatPseudoCount (default 3,
+//     the total pseudo-count of Laplace's rule, distributed by v instead
+//     of uniformly).
+//   - Otherwise q = (1−α)·v + α·onehot(K) with α = cfg.OneHotMix (default
+//     EnsembleOneHotMix): the models' predictions lean toward the observed
+//     choice already, and mixing in the choice itself gave a better
+//     calibrated and more accurate teacher on THINGS.
+//
+// Zero fields of cfg take their defaults; the other fields are not used.
 // EnsembleDistilledTargets is the complete recipe.
 func EnsembleSoftTargets(train []Triplet, repeats []RepeatedTriplet, cfg HumanModelConfig, preds ...[][3]float64) ([][3]float32, error) {
 	cfg = cfg.withDefaults()
@@ -235,7 +169,7 @@ func repeatCounts(repeats []RepeatedTriplet, n int) (map[[3]int32][3]int64, erro
 	return counts, nil
 }
 
-// mixTargets applies steps 3–4 of the DistilledTargets recipe to the model
+// mixTargets applies the mixing of EnsembleSoftTargets to the model
 // predictions pred (Softmax3 order, one per training triplet).
 func mixTargets(train []Triplet, pred [][3]float64, counts map[[3]int32][3]int64, kappa, alpha float64) [][3]float32 {
 	out := make([][3]float32, len(train))

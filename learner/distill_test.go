@@ -15,7 +15,11 @@ func smallVICEModel(n, p int) *VICE {
 	return v
 }
 
-func TestSoftTargetsRecipe(t *testing.T) {
+// TestEnsembleSoftTargetsOneModel checks the mixing of EnsembleSoftTargets
+// by hand for one prediction set, VICE's: smoothing toward the summed
+// counts of repeated responses where a triplet's item set has them, the
+// one-hot mix elsewhere, and the prediction itself without either.
+func TestEnsembleSoftTargetsOneModel(t *testing.T) {
 	v := smallVICEModel(6, 3)
 	train := []Triplet{
 		{I: 1, J: 4, K: 3}, // item set of the repeats, in another order
@@ -26,8 +30,12 @@ func TestSoftTargetsRecipe(t *testing.T) {
 		{Items: [3]int32{3, 1, 4}, Counts: [3]int32{5, 2, 9}},
 		{Items: [3]int32{4, 3, 1}, Counts: [3]int32{1, 0, 0}}, // same set: counts add
 	}
-	cfg := HumanModelConfig{PredictSamples: 9, Seed: 4, RepeatPseudoCount: 2.5, OneHotMix: 0.25}
-	q, err := v.SoftTargets(train, repeats, cfg)
+	vp, err := v.PredictBatch(train, 9, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := HumanModelConfig{RepeatPseudoCount: 2.5, OneHotMix: 0.25}
+	q, err := EnsembleSoftTargets(train, repeats, cfg, vp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,52 +64,79 @@ func TestSoftTargetsRecipe(t *testing.T) {
 		}
 	}
 	// Without repeats and with α = 0 (a negative OneHotMix) the target is
-	// VICE's prediction itself.
-	q0, err := v.SoftTargets(train, nil, HumanModelConfig{PredictSamples: 9, Seed: 4, OneHotMix: -1})
+	// VICE's prediction itself, renormalised.
+	q0, err := EnsembleSoftTargets(train, nil, HumanModelConfig{OneHotMix: -1}, vp)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for a, tr := range train {
 		pr := v.Predict(tr, 9, 4)
 		for s := range pr {
-			if q0[a][s] != float32(pr[s]) {
+			if q0[a][s] != float32(pr[s]/(pr[0]+pr[1]+pr[2])) {
 				t.Fatalf("triplet %d: target %v, prediction %v", a, q0[a], pr)
 			}
 		}
 	}
 }
 
-func TestSoftTargetsRejectsBadInput(t *testing.T) {
-	v := smallVICEModel(4, 2)
+// TestEnsembleDistilledTargetsRejectsBadInput checks that bad repeats,
+// configurations, triplets and teachers are errors, found before any model
+// is fitted.
+func TestEnsembleDistilledTargetsRejectsBadInput(t *testing.T) {
+	const n, d = 4, 2
+	x := []float32{1, 0, 0, 1, 1, 1, 0.5, -1}
+	hard := &Teacher{W: identity(d, d), B: make([]float64, d), D: d, P: d, Std: 1, Tau: 1, Task: TaskOddOneOut}
+	anchor := hard.Clone()
+	anchor.Task = TaskAnchor
+	wide := &Teacher{W: identity(3, 3), B: make([]float64, 3), D: 3, P: 3, Std: 1, Tau: 1, Task: TaskOddOneOut}
 	train := []Triplet{{I: 0, J: 1, K: 2}}
 	bad := map[string]struct {
-		reps []RepeatedTriplet
-		cfg  HumanModelConfig
+		train []Triplet
+		reps  []RepeatedTriplet
+		hard  *Teacher
+		cfg   HumanModelConfig
 	}{
-		"item outside":   {[]RepeatedTriplet{{Items: [3]int32{0, 1, 7}, Counts: [3]int32{1, 1, 1}}}, HumanModelConfig{}},
-		"negative count": {[]RepeatedTriplet{{Items: [3]int32{0, 1, 2}, Counts: [3]int32{1, -1, 1}}}, HumanModelConfig{}},
-		"repeated item":  {[]RepeatedTriplet{{Items: [3]int32{0, 0, 2}, Counts: [3]int32{1, 1, 1}}}, HumanModelConfig{}},
-		"mix above one":  {nil, HumanModelConfig{OneHotMix: 1.5}},
+		"item outside":          {train, []RepeatedTriplet{{Items: [3]int32{0, 1, 7}, Counts: [3]int32{1, 1, 1}}}, hard, HumanModelConfig{}},
+		"negative count":        {train, []RepeatedTriplet{{Items: [3]int32{0, 1, 2}, Counts: [3]int32{1, -1, 1}}}, hard, HumanModelConfig{}},
+		"repeated item":         {train, []RepeatedTriplet{{Items: [3]int32{0, 0, 2}, Counts: [3]int32{1, 1, 1}}}, hard, HumanModelConfig{}},
+		"mix above one":         {train, nil, hard, HumanModelConfig{OneHotMix: 1.5}},
+		"training item outside": {[]Triplet{{I: 0, J: 1, K: 4}}, nil, hard, HumanModelConfig{}},
+		"no teacher":            {train, nil, nil, HumanModelConfig{}},
+		"anchor teacher":        {train, nil, anchor, HumanModelConfig{}},
+		"teacher of another D":  {train, nil, wide, HumanModelConfig{}},
 	}
 	for name, c := range bad {
-		if _, err := v.SoftTargets(train, c.reps, c.cfg); err == nil {
+		if _, err := EnsembleDistilledTargets(x, n, c.train, c.reps, c.hard, c.cfg); err == nil {
 			t.Errorf("%s: no error", name)
 		}
-	}
-	if _, err := v.SoftTargets([]Triplet{{I: 0, J: 1, K: 4}}, nil, HumanModelConfig{}); err == nil {
-		t.Error("a training item outside the model was accepted")
+	} // The inputs the bad cases start from are accepted.
+	if _, err := EnsembleDistilledTargets(x, n, train, nil, hard, HumanModelConfig{Dim: 2, Epochs: 1, PredictSamples: 2}); err != nil {
+		t.Errorf("valid input: %v", err)
 	}
 }
 
-func TestDistilledTargetsPlanted(t *testing.T) {
+// TestEnsembleDistilledTargetsPlanted runs the whole recipe on triplets
+// answered by a planted VICE model, with a hard-label teacher of the true
+// embedding, and checks that it is reproducible, equals its steps done by
+// hand, and gives targets close to the true choice distributions.
+func TestEnsembleDistilledTargetsPlanted(t *testing.T) {
 	const n, p = 50, 5
-	_, ts, truth := plantedVICEData(21, n, p, 6000)
-	cfg := HumanModelConfig{Dim: 8, Epochs: 40, BatchSize: 256, LR: 0.02, Seed: 3, PredictSamples: 20, OneHotMix: -1}
-	q, err := DistilledTargets(n, ts, nil, cfg)
+	emb, ts, truth := plantedVICEData(21, n, p, 6000)
+	x := make([]float32, len(emb))
+	for i, v := range emb {
+		x[i] = float32(v)
+	}
+	train, val, truth := ts[:5000], ts[5000:], truth[:5000]
+	hard, _, err := SelectLambda(t.Context(), x, n, p, train, nil, val, nil, []float64{1e-3}, TeacherConfig{MaxIter: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
-	q2, err := DistilledTargets(n, ts, nil, cfg)
+	cfg := HumanModelConfig{Dim: 8, Epochs: 40, BatchSize: 256, LR: 0.02, Seed: 3, PredictSamples: 20, OneHotMix: -1}
+	q, err := EnsembleDistilledTargets(x, n, train, nil, hard, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q2, err := EnsembleDistilledTargets(x, n, train, nil, hard, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,30 +145,38 @@ func TestDistilledTargetsPlanted(t *testing.T) {
 			t.Fatalf("triplet %d: targets differ between runs with one seed", a)
 		}
 	}
-	v, _, err := FitVICE(n, ts, cfg)
+	v, _, err := FitVICE(n, train, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	q3, err := v.SoftTargets(ts, nil, cfg)
+	vp, err := v.PredictBatch(train, cfg.PredictSamples, cfg.Seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := hard.Probs(x, n, train)
+	q3, err := EnsembleSoftTargets(train, nil, cfg, vp, tp)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for a := range q {
 		if q[a] != q3[a] {
-			t.Fatalf("triplet %d: DistilledTargets differs from FitVICE then SoftTargets", a)
+			t.Fatalf("triplet %d: EnsembleDistilledTargets differs from FitVICE, Teacher.Probs and EnsembleSoftTargets", a)
 		}
 	}
 	// The distilled targets must be closer to the true choice distributions
 	// than the observed choice with the best constant label smoothing.
-	var klQ float64
+	var klQ, klV, klT float64
 	for a, tr := range truth {
 		s := float64(q[a][0] + q[a][1] + q[a][2])
 		if math.Abs(s-1) > 1e-5 {
 			t.Fatalf("triplet %d: targets sum to %v", a, s)
 		}
 		klQ += KLProbs(tr, [3]float64{float64(q[a][0]), float64(q[a][1]), float64(q[a][2])})
+		klV += KLProbs(tr, vp[a])
+		klT += KLProbs(tr, tp[a])
 	}
-	klQ /= float64(len(truth))
+	m := float64(len(truth))
+	klQ, klV, klT = klQ/m, klV/m, klT/m
 	bestSmooth := math.Inf(1)
 	for e := 0.05; e < 1; e += 0.05 {
 		var kl float64
@@ -142,58 +185,9 @@ func TestDistilledTargetsPlanted(t *testing.T) {
 		}
 		bestSmooth = math.Min(bestSmooth, kl/float64(len(truth)))
 	}
-	t.Logf("KL(true‖distilled) %.4f, best label-smoothed one-hot %.4f", klQ, bestSmooth)
+	t.Logf("KL(true‖distilled) %.4f (VICE alone %.4f, teacher alone %.4f), best label-smoothed one-hot %.4f", klQ, klV, klT, bestSmooth)
 	if !(klQ < 0.5*bestSmooth) {
 		t.Errorf("distilled targets KL %.4f not well below label smoothing's %.4f", klQ, bestSmooth)
-	}
-}
-
-func TestDistilledTargetsCrossFit(t *testing.T) {
-	const n, p = 40, 4
-	_, ts, truth := plantedVICEData(8, n, p, 4000)
-	cfg := HumanModelConfig{Dim: 6, Epochs: 60, BatchSize: 256, LR: 0.02, Seed: 2, PredictSamples: 10, OneHotMix: -1, CrossFitFolds: 2}
-	q, err := DistilledTargets(n, ts, nil, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	again, err := DistilledTargets(n, ts, nil, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.CrossFitFolds = 0
-	in, err := DistilledTargets(n, ts, nil, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var klOut, klIn, klU, obsOut, obsIn float64
-	for a := range q {
-		if q[a] != again[a] {
-			t.Fatalf("triplet %d: cross-fitted targets differ between runs", a)
-		}
-		if s := float64(q[a][0] + q[a][1] + q[a][2]); math.Abs(s-1) > 1e-5 {
-			t.Fatalf("triplet %d: targets sum to %v", a, s)
-		}
-		f := func(x [3]float32) [3]float64 { return [3]float64{float64(x[0]), float64(x[1]), float64(x[2])} }
-		klOut += KLProbs(truth[a], f(q[a]))
-		klIn += KLProbs(truth[a], f(in[a]))
-		klU += KLProbs(truth[a], [3]float64{1.0 / 3, 1.0 / 3, 1.0 / 3})
-		obsOut += float64(q[a][0])
-		obsIn += float64(in[a][0])
-	}
-	m := float64(len(q))
-	t.Logf("KL(true‖target): out-of-fold %.4f, in-sample %.4f; mean mass on the observed choice %.4f vs %.4f",
-		klOut/m, klIn/m, obsOut/m, obsIn/m)
-	// Out-of-fold predictions have not seen the observed choice, so they
-	// put less mass on it than in-sample predictions.
-	if !(obsOut < obsIn) {
-		t.Errorf("out-of-fold mass on the observed choice %.4f not below in-sample %.4f", obsOut/m, obsIn/m)
-	}
-	if klOut > 0.5*klU {
-		t.Errorf("out-of-fold KL to the true distributions %.4f not well below uniform's %.4f", klOut/m, klU/m)
-	}
-	cfg.CrossFitFolds = len(ts) + 1
-	if _, err := DistilledTargets(n, ts, nil, cfg); err == nil {
-		t.Error("more folds than triplets were accepted")
 	}
 }
 
@@ -223,28 +217,6 @@ func TestEnsembleSoftTargets(t *testing.T) {
 			}
 		}
 	}
-	// One model alone reproduces SoftTargets' mixing of that model.
-	v := smallVICEModel(6, 3)
-	vp, err := v.PredictBatch(train, 9, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc := HumanModelConfig{PredictSamples: 9, Seed: 4, RepeatPseudoCount: 2, OneHotMix: 0.2}
-	qv, err := v.SoftTargets(train, repeats, hc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	qe, err := EnsembleSoftTargets(train, repeats, hc, vp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for a := range qv {
-		for s := range qv[a] {
-			if math.Abs(float64(qv[a][s]-qe[a][s])) > 1e-6 {
-				t.Errorf("triplet %d slot %d: ensemble of one %v, SoftTargets %v", a, s, qe[a][s], qv[a][s])
-			}
-		}
-	}
 	if _, err := EnsembleSoftTargets(train, repeats, cfg, p1[:1]); err == nil {
 		t.Error("a prediction set of the wrong length was accepted")
 	}
@@ -256,8 +228,5 @@ func TestEnsembleSoftTargets(t *testing.T) {
 	}
 	if _, err := EnsembleSoftTargets(train, []RepeatedTriplet{{Items: [3]int32{1, 1, 2}}}, cfg, p1); err == nil {
 		t.Error("a repeated triplet with a repeated item was accepted")
-	}
-	if _, err := EnsembleDistilledTargets(6, train, repeats, p1[:1], cfg); err == nil {
-		t.Error("EnsembleDistilledTargets accepted teacher predictions of the wrong length")
 	}
 }

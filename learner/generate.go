@@ -188,12 +188,6 @@ func NewGenerator(z []float32, n, p int, cfg GeneratorConfig) (*Generator, error
 	return g, nil
 }
 
-// Strategy returns the sampling strategy in use.
-func (g *Generator) Strategy() string { return g.strategy }
-
-// Generated returns how many triplets have been produced so far.
-func (g *Generator) Generated() int64 { return g.next }
-
 // Next returns the next chunk triplets: indices holds chunk×3 item indices
 // (odd one last) and sims chunk×3 teacher similarities in the matching
 // order.
@@ -211,12 +205,8 @@ func (g *Generator) NextInto(indices []int32, sims []float32) {
 		panic("learner: Generator.NextInto needs equal buffers of a multiple of three")
 	}
 	chunk := len(indices) / 3
-	const shard = 1024
-	ns := (chunk + shard - 1) / shard
 	base := g.next
-	forShards(ns, g.workers, func(_, s int) {
-		lo := s * shard
-		hi := min(lo+shard, chunk)
+	pool(g.workers).blocks(chunk, 1024, func(lo, hi int) {
 		for t := lo; t < hi; t++ {
 			tr := g.sample(base + int64(t))
 			tr, l := g.label(tr)

@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"sort"
-	"sync"
 	"sync/atomic"
 )
 
@@ -175,7 +174,7 @@ func MiniBatchKMeans(ctx context.Context, x []float32, n, d int, cfg KMeansConfi
 			return nil, err
 		}
 		groupBy(ba, k, order, start)
-		forShards(k, cfg.Workers, func(_, j int) {
+		pool(cfg.Workers).each(k, func(_, j int) {
 			cj := c[j*d : (j+1)*d]
 			for _, m := range order[start[j]:start[j+1]] {
 				counts[j]++
@@ -204,18 +203,6 @@ func MiniBatchKMeans(ctx context.Context, x []float32, n, d int, cfg KMeansConfi
 	return &KMeansResult{Centroids: c, K: k, D: d, Assign: assign, Sizes: sizes, Inertia: inertia, Iter: cfg.MaxIter}, nil
 }
 
-// AssignNearest writes the index of the nearest of the k×d centres c to
-// each of the n×d points x into assign (length n) and returns the inertia.
-// It uses the same blocked GEMM kernel as KMeans.
-func AssignNearest(x []float32, n, d int, c []float32, k, workers int, assign []int32) float64 {
-	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
-	}
-	dist := make([]float32, n)
-	in, _, _ := assignAll(context.Background(), x, n, d, c, k, workers, assign, dist)
-	return in
-}
-
 func checkKMeans(x []float32, n, d int, cfg KMeansConfig) error {
 	switch {
 	case n <= 0 || d <= 0:
@@ -228,37 +215,6 @@ func checkKMeans(x []float32, n, d int, cfg KMeansConfig) error {
 	return nil
 }
 
-// forShards runs fn(worker, i) for i in [0, count) on up to workers
-// goroutines. Each i runs exactly once; callers make results depend on i
-// only, never on the worker, so the outcome is schedule-independent.
-func forShards(count, workers int, fn func(worker, i int)) {
-	if workers > count {
-		workers = count
-	}
-	if workers <= 1 {
-		for i := 0; i < count; i++ {
-			fn(0, i)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= count {
-					return
-				}
-				fn(w, i)
-			}
-		}(w)
-	}
-	wg.Wait()
-}
-
 // rowNorms returns ‖row‖² of each of the n×d rows.
 func rowNorms(x []float32, n, d int) []float32 {
 	out := make([]float32, n)
@@ -266,23 +222,6 @@ func rowNorms(x []float32, n, d int) []float32 {
 		out[i] = dot32(x[i*d:(i+1)*d], x[i*d:(i+1)*d])
 	}
 	return out
-}
-
-// dot32 is a float32 dot product with four accumulators.
-func dot32(a, b []float32) float32 {
-	b = b[:len(a)]
-	var s0, s1, s2, s3 float32
-	p := 0
-	for ; p+4 <= len(a); p += 4 {
-		s0 += a[p] * b[p]
-		s1 += a[p+1] * b[p+1]
-		s2 += a[p+2] * b[p+2]
-		s3 += a[p+3] * b[p+3]
-	}
-	for ; p < len(a); p++ {
-		s0 += a[p] * b[p]
-	}
-	return (s0 + s1) + (s2 + s3)
 }
 
 // assignAll assigns each point to its nearest centre, writing assign and
@@ -295,9 +234,9 @@ func assignAll(ctx context.Context, x []float32, n, d int, c []float32, k, worke
 	nb := (n + assignBlockRows - 1) / assignBlockRows
 	partial := make([]float64, nb)
 	changed := make([]int, nb)
-	scratch := make([][]float32, min(workers, nb))
+	scratch := make([][]float32, pool(workers).size(nb))
 	var cancelled atomic.Bool
-	forShards(nb, workers, func(w, blk int) {
+	pool(workers).each(nb, func(w, blk int) {
 		if cancelled.Load() {
 			return
 		}
@@ -375,7 +314,7 @@ func updateCentroids(x []float32, d int, c []float32, k int, assign []int32, siz
 	order := make([]int32, len(assign))
 	start := make([]int, k+1)
 	groupBy(assign, k, order, start)
-	forShards(k, workers, func(_, j int) {
+	pool(workers).each(k, func(_, j int) {
 		members := order[start[j]:start[j+1]]
 		sizes[j] = len(members)
 		if len(members) == 0 {
@@ -528,10 +467,7 @@ func initPlusPlus(ctx context.Context, x []float32, n, d int, cfg KMeansConfig, 
 func distToCands(s []float32, sn []float32, m, d int, cands []float32, L, workers int, out []float32) {
 	cn := rowNorms(cands, L, d)
 	cb := prepareB(L, d, cands)
-	nb := (m + assignBlockRows - 1) / assignBlockRows
-	forShards(nb, workers, func(_, blk int) {
-		r0 := blk * assignBlockRows
-		r1 := min(r0+assignBlockRows, m)
+	pool(workers).blocks(m, assignBlockRows, func(r0, r1 int) {
 		o := out[r0*L : r1*L]
 		cb.mulNT(r1-r0, s[r0*d:r1*d], o)
 		for i := r0; i < r1; i++ {
@@ -544,83 +480,4 @@ func distToCands(s []float32, sn []float32, m, d int, cands []float32, L, worker
 			}
 		}
 	})
-}
-
-// gemmNT computes out[i·k+j] = Σ_p a[i·d+p]·b[j·d+p] for the m×d matrix a
-// and the k×d matrix b (out = a·bᵀ), single-threaded. On amd64 with AVX2
-// and FMA it packs b into 16-column panels and runs a 6×16 register-blocked
-// assembly kernel; elsewhere (or with the purego tag) gemmNTGo. Each entry
-// is summed in the same order wherever its row falls, so results are
-// deterministic on a given machine.
-func gemmNT(m, k, d int, a, b, out []float32) {
-	if len(a) < m*d || len(b) < k*d || len(out) < m*k {
-		panic("learner: gemmNT matrix shape mismatch")
-	}
-	prepareB(k, d, b).mulNT(m, a, out)
-}
-
-// gemmNTGo is the portable kernel behind gemmNT: it blocks the centres into
-// panels that stay in L2 and computes 4×4 tiles in registers.
-func gemmNTGo(m, k, d int, a, b, out []float32) {
-	const panel = 64
-	for j0 := 0; j0 < k; j0 += panel {
-		j1 := min(j0+panel, k)
-		i := 0
-		for ; i+4 <= m; i += 4 {
-			a0 := a[i*d : i*d+d]
-			a1 := a[(i+1)*d : (i+1)*d+d]
-			a2 := a[(i+2)*d : (i+2)*d+d]
-			a3 := a[(i+3)*d : (i+3)*d+d]
-			j := j0
-			for ; j+4 <= j1; j += 4 {
-				b0 := b[j*d : j*d+d]
-				b1 := b[(j+1)*d : (j+1)*d+d]
-				b2 := b[(j+2)*d : (j+2)*d+d]
-				b3 := b[(j+3)*d : (j+3)*d+d]
-				var s00, s01, s02, s03, s10, s11, s12, s13 float32
-				var s20, s21, s22, s23, s30, s31, s32, s33 float32
-				for p := range a0 {
-					x0, x1, x2, x3 := a0[p], a1[p], a2[p], a3[p]
-					y0, y1, y2, y3 := b0[p], b1[p], b2[p], b3[p]
-					s00 += x0 * y0
-					s01 += x0 * y1
-					s02 += x0 * y2
-					s03 += x0 * y3
-					s10 += x1 * y0
-					s11 += x1 * y1
-					s12 += x1 * y2
-					s13 += x1 * y3
-					s20 += x2 * y0
-					s21 += x2 * y1
-					s22 += x2 * y2
-					s23 += x2 * y3
-					s30 += x3 * y0
-					s31 += x3 * y1
-					s32 += x3 * y2
-					s33 += x3 * y3
-				}
-				o := out[i*k+j:]
-				o[0], o[1], o[2], o[3] = s00, s01, s02, s03
-				o = out[(i+1)*k+j:]
-				o[0], o[1], o[2], o[3] = s10, s11, s12, s13
-				o = out[(i+2)*k+j:]
-				o[0], o[1], o[2], o[3] = s20, s21, s22, s23
-				o = out[(i+3)*k+j:]
-				o[0], o[1], o[2], o[3] = s30, s31, s32, s33
-			}
-			for ; j < j1; j++ {
-				bj := b[j*d : j*d+d]
-				out[i*k+j] = dot32(a0, bj)
-				out[(i+1)*k+j] = dot32(a1, bj)
-				out[(i+2)*k+j] = dot32(a2, bj)
-				out[(i+3)*k+j] = dot32(a3, bj)
-			}
-		}
-		for ; i < m; i++ {
-			ai := a[i*d : i*d+d]
-			for j := j0; j < j1; j++ {
-				out[i*k+j] = dot32(ai, b[j*d:j*d+d])
-			}
-		}
-	}
 }

@@ -9,7 +9,7 @@ import (
 // representation z, computed in parallel.
 func AllLogits(z []float32, p int, ts []Triplet) [][3]float64 {
 	out := make([][3]float64, len(ts))
-	parallelRows(len(ts), func(lo, hi int) {
+	allProcs.split(len(ts), func(lo, hi int) {
 		for a := lo; a < hi; a++ {
 			out[a] = Logits(z, p, ts[a])
 		}
@@ -21,8 +21,12 @@ func AllLogits(z []float32, p int, ts []Triplet) [][3]float64 {
 // choice strictly: for odd-one-out s_IJ must exceed both s_IK and s_JK, for
 // anchor s_IJ must exceed s_IK. Ties count as wrong, so a collapsed
 // representation is never credited.
-func Correct(task string, l [3]float64) bool {
-	if task == TaskAnchor {
+func Correct(task Task, l [3]float64) bool { return correct(task.isAnchor(), l) }
+
+// correct is Correct for the anchor task when anchor is set and for
+// odd-one-out otherwise.
+func correct(anchor bool, l [3]float64) bool {
+	if anchor {
 		return l[0] > l[1]
 	}
 	return l[0] > l[1] && l[0] > l[2]
@@ -30,13 +34,14 @@ func Correct(task string, l [3]float64) bool {
 
 // AccuracyFromLogits returns the fraction of triplets whose logits predict
 // the observed choice (see Correct), or NaN for no triplets.
-func AccuracyFromLogits(task string, logits [][3]float64) float64 {
+func AccuracyFromLogits(task Task, logits [][3]float64) float64 {
+	anchor := task.isAnchor()
 	if len(logits) == 0 {
 		return math.NaN()
 	}
 	c := 0
 	for _, l := range logits {
-		if Correct(task, l) {
+		if correct(anchor, l) {
 			c++
 		}
 	}
@@ -45,19 +50,20 @@ func AccuracyFromLogits(task string, logits [][3]float64) float64 {
 
 // Accuracy returns the fraction of triplets ts whose observed choice is
 // predicted strictly by the representation z (n×p); ties count as wrong.
-func Accuracy(task string, z []float32, p int, ts []Triplet) float64 {
+func Accuracy(task Task, z []float32, p int, ts []Triplet) float64 {
 	return AccuracyFromLogits(task, AllLogits(z, p, ts))
 }
 
 // NLL returns the mean negative log-likelihood of the observed choices
 // (index 0) given the logits at temperature tau.
-func NLL(task string, logits [][3]float64, tau float64) float64 {
+func NLL(task Task, logits [][3]float64, tau float64) float64 {
 	return MeanCrossEntropy(task, logits, nil, tau)
 }
 
 // MeanCrossEntropy returns the mean cross-entropy of targets (nil means the
 // observed hard choices) against the model distribution at temperature tau.
-func MeanCrossEntropy(task string, logits [][3]float64, targets [][3]float32, tau float64) float64 {
+func MeanCrossEntropy(task Task, logits [][3]float64, targets [][3]float32, tau float64) float64 {
+	task.check()
 	if len(logits) == 0 {
 		return math.NaN()
 	}
@@ -91,13 +97,14 @@ type ReliabilityBin struct {
 // bins. The confidence is the largest outcome probability; the prediction is
 // correct when that outcome is the observed one and strictly the largest.
 // Empty bins are returned with Count 0 and NaN means.
-func ECE(task string, logits [][3]float64, tau float64, bins int) (float64, []ReliabilityBin) {
+func ECE(task Task, logits [][3]float64, tau float64, bins int) (float64, []ReliabilityBin) {
+	anchor := task.isAnchor()
 	if bins <= 0 {
 		bins = 10
 	}
 	out := make([]ReliabilityBin, bins)
 	lo := 1.0 / 3
-	if task == TaskAnchor {
+	if anchor {
 		lo = 0.5
 	}
 	for b := range out {
@@ -111,7 +118,7 @@ func ECE(task string, logits [][3]float64, tau float64, bins int) (float64, []Re
 		b = min(max(b, 0), bins-1)
 		out[b].Count++
 		out[b].Confidence += conf
-		if Correct(task, l) {
+		if correct(anchor, l) {
 			out[b].Accuracy++
 		}
 	}

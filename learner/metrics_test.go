@@ -15,7 +15,7 @@ func TestCollapsedRepresentationScoresZero(t *testing.T) {
 		z[i] = 0.5
 	}
 	ts := []Triplet{{0, 1, 2}, {3, 4, 5}, {6, 7, 8}, {9, 0, 1}}
-	for _, task := range []string{TaskOddOneOut, TaskAnchor} {
+	for _, task := range []Task{TaskOddOneOut, TaskAnchor} {
 		if acc := Accuracy(task, z, p, ts); acc != 0 {
 			t.Fatalf("%s: collapsed accuracy %v, want 0", task, acc)
 		}

@@ -294,3 +294,23 @@ func normInf(a []float64) float64 {
 	}
 	return m
 }
+
+// goldenSection returns the minimiser of a unimodal f on [a, b] to within
+// tol by golden-section search.
+func goldenSection(f func(float64) float64, a, b, tol float64) float64 {
+	phi := (math.Sqrt(5) - 1) / 2
+	c, d := b-phi*(b-a), a+phi*(b-a)
+	fc, fd := f(c), f(d)
+	for b-a > tol {
+		if fc < fd {
+			b, d, fd = d, c, fc
+			c = b - phi*(b-a)
+			fc = f(c)
+		} else {
+			a, c, fc = c, d, fd
+			d = a + phi*(b-a)
+			fd = f(d)
+		}
+	}
+	return (a + b) / 2
+}

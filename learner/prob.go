@@ -54,21 +54,11 @@ func AnchorProbs(l [3]float64, tau float64) [3]float64 {
 
 // TaskProbs returns the model distribution over the three outcome slots for
 // a task: Softmax3 for odd-one-out and AnchorProbs for anchor.
-func TaskProbs(task string, l [3]float64, tau float64) [3]float64 {
-	if task == TaskAnchor {
+func TaskProbs(task Task, l [3]float64, tau float64) [3]float64 {
+	if task.isAnchor() {
 		return AnchorProbs(l, tau)
 	}
 	return Softmax3(l, tau)
-}
-
-// TaskLogProbs returns the logarithm of TaskProbs, computed stably. For the
-// anchor task index 2 is −Inf.
-func TaskLogProbs(task string, l [3]float64, tau float64) [3]float64 {
-	if task == TaskAnchor {
-		d := (l[0] - l[1]) / tau
-		return [3]float64{logSigmoid(d), logSigmoid(-d), math.Inf(-1)}
-	}
-	return LogSoftmax3(l, tau)
 }
 
 // CrossEntropy3 returns the odd-one-out cross-entropy −Σ_a q_a log p_a of
@@ -109,8 +99,8 @@ func AnchorCrossEntropy(l [3]float64, tau float64, q [3]float32) (float64, [3]fl
 }
 
 // TaskCrossEntropy dispatches to CrossEntropy3 or AnchorCrossEntropy.
-func TaskCrossEntropy(task string, l [3]float64, tau float64, q [3]float32) (float64, [3]float64) {
-	if task == TaskAnchor {
+func TaskCrossEntropy(task Task, l [3]float64, tau float64, q [3]float32) (float64, [3]float64) {
+	if task.isAnchor() {
 		return AnchorCrossEntropy(l, tau, q)
 	}
 	return CrossEntropy3(l, tau, q)
@@ -167,7 +157,7 @@ func AddRepGrad(z []float32, p int, t Triplet, g [3]float64, dz []float64) {
 // TripletLoss returns the cross-entropy of triplet t under representation z
 // (n×p) for the given task, temperature and target, and accumulates its
 // gradient with respect to z into dz when dz is not nil.
-func TripletLoss(task string, z []float32, p int, t Triplet, tau float64, q [3]float32, dz []float64) float64 {
+func TripletLoss(task Task, z []float32, p int, t Triplet, tau float64, q [3]float32, dz []float64) float64 {
 	loss, g := TaskCrossEntropy(task, Logits(z, p, t), tau, q)
 	if dz != nil {
 		AddRepGrad(z, p, t, g, dz)

@@ -77,7 +77,7 @@ func TestLogitGradients(t *testing.T) {
 		if trial%2 == 1 {
 			q = randTarget(rng)
 		}
-		for _, task := range []string{TaskOddOneOut, TaskAnchor} {
+		for _, task := range []Task{TaskOddOneOut, TaskAnchor} {
 			_, g := TaskCrossEntropy(task, l, tau, q)
 			for a := 0; a < 3; a++ {
 				const h = 1e-5
@@ -106,7 +106,7 @@ func TestRepresentationGradient(t *testing.T) {
 	}
 	ts := []Triplet{{0, 1, 2}, {3, 1, 4}, {2, 4, 0}}
 	qs := [][3]float32{HardTarget, randTarget(rng), randTarget(rng)}
-	for _, task := range []string{TaskOddOneOut, TaskAnchor} {
+	for _, task := range []Task{TaskOddOneOut, TaskAnchor} {
 		loss := func(z []float32, dz []float64) float64 {
 			var s float64
 			for a, tr := range ts {

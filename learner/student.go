@@ -108,10 +108,7 @@ func NewStudentHead(d int, cfg HeadConfig) (*StudentHead, error) {
 // Transform maps the n×D row-major embeddings x to the n×P head outputs.
 func (h *StudentHead) Transform(x []float32, n int) []float32 {
 	out := make([]float32, n*h.P)
-	const block = 256
-	nb := (n + block - 1) / block
-	forShards(nb, runtime.GOMAXPROCS(0), func(_, b int) {
-		r0, r1 := b*block, min(b*block+block, n)
+	allProcs.blocks(n, 256, func(r0, r1 int) {
 		xt := h.standardise(x[r0*h.D:r1*h.D], r1-r0)
 		u := h.forward(xt, r1-r0)
 		for i, v := range u {
@@ -163,9 +160,7 @@ func (h *StudentHead) forward32(xt []float64, m int) []float64 {
 	}
 	wb := prepareB(p, d, w32)
 	u32 := make([]float32, m*p)
-	nb := (m + assignBlockRows - 1) / assignBlockRows
-	forShards(nb, runtime.GOMAXPROCS(0), func(_, blk int) {
-		r0, r1 := blk*assignBlockRows, min(blk*assignBlockRows+assignBlockRows, m)
+	allProcs.blocks(m, assignBlockRows, func(r0, r1 int) {
 		wb.mulNT(r1-r0, x32[r0*d:r1*d], u32[r0*p:r1*p])
 	})
 	u := make([]float64, m*p)
@@ -193,11 +188,8 @@ func weightGrad32(gu, xt []float64, m, p, d, workers int, gw []float64) {
 		}
 	}
 	xb := prepareB(d, m, xT)
-	const rows = 48
 	out := make([]float32, p*d)
-	nb := (p + rows - 1) / rows
-	forShards(nb, workers, func(_, blk int) {
-		q0, q1 := blk*rows, min(blk*rows+rows, p)
+	pool(workers).blocks(p, 48, func(q0, q1 int) {
 		xb.mulNT(q1-q0, guT[q0*m:q1*m], out[q0*d:q1*d])
 	})
 	for i, v := range out {
@@ -398,7 +390,7 @@ func (h *StudentHead) batchGrad(x []float32, idx []int32, sims []float32, order 
 	ns := (bsz + shard - 1) / shard
 	partial := make([]float64, ns)
 	scale := 1 / float64(bsz)
-	forShards(ns, cfg.Workers, func(_, sh int) {
+	pool(cfg.Workers).each(ns, func(_, sh int) {
 		var sum float64
 		for s := sh * shard; s < min(sh*shard+shard, bsz); s++ {
 			t := order[s]

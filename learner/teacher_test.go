@@ -8,7 +8,7 @@ import (
 
 // plantedProblem draws n items in d dimensions and triplets answered by a
 // planted affine model z = A·x̃ + c with temperature tau.
-func plantedProblem(seed uint64, n, d, p, m int, tau float64, task string) (x []float32, ts []Triplet, a []float64) {
+func plantedProblem(seed uint64, n, d, p, m int, tau float64, task Task) (x []float32, ts []Triplet, a []float64) {
 	rng := rand.New(rand.NewPCG(seed, 99))
 	x = make([]float32, n*d)
 	for i := range x {
@@ -47,7 +47,7 @@ func plantedProblem(seed uint64, n, d, p, m int, tau float64, task string) (x []
 // for both tasks, soft targets and a non-square W.
 func TestTeacherObjectiveGradient(t *testing.T) {
 	for _, tc := range []struct {
-		task string
+		task Task
 		p    int
 		soft bool
 	}{{TaskOddOneOut, 6, false}, {TaskOddOneOut, 4, true}, {TaskAnchor, 5, true}} {
@@ -90,7 +90,7 @@ func TestTeacherObjectiveGradient(t *testing.T) {
 // from a planted affine model and checks that held-out accuracy approaches
 // that of the planted model and beats the raw features.
 func TestTeacherRecoversPlantedTransform(t *testing.T) {
-	for _, task := range []string{TaskOddOneOut, TaskAnchor} {
+	for _, task := range []Task{TaskOddOneOut, TaskAnchor} {
 		const n, d = 60, 10
 		x, ts, a := plantedProblem(11, n, d, d, 6000, 0.5, task)
 		train, val := ts[:5000], ts[5000:]
@@ -292,6 +292,80 @@ func TestTransformMatchesDefinition(t *testing.T) {
 			}
 			if math.Abs(float64(z[r*p+q])-want) > 1e-4*(1+math.Abs(want)) {
 				t.Fatalf("z[%d,%d] = %v, want %v", r, q, z[r*p+q], want)
+			}
+		}
+	}
+}
+
+// randomTeacher returns a teacher with random weights and bias, P < D,
+// standardising with the statistics of x.
+func randomTeacher(seed uint64, x []float32, d, p int, task Task) *Teacher {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	tc := &Teacher{W: make([]float64, p*d), B: make([]float64, p), D: d, P: p, Tau: 0.7, Task: task}
+	tc.Mean, tc.Std = MeanStd(x)
+	for i := range tc.W {
+		tc.W[i] = rng.NormFloat64() / math.Sqrt(float64(d))
+	}
+	for i := range tc.B {
+		tc.B[i] = 0.3 * rng.NormFloat64()
+	}
+	return tc
+}
+
+// TestTransformRowsMatchesTransform checks TransformRows on rows out of
+// order, repeated and at both ends of the matrix against the same rows of
+// Transform.
+func TestTransformRowsMatchesTransform(t *testing.T) {
+	const n, d, p = 70, 37, 21
+	x, _, _ := plantedProblem(37, n, d, d, 0, 1, TaskOddOneOut)
+	tc := randomTeacher(38, x, d, p, TaskOddOneOut)
+	full := tc.Transform(x, n)
+	rows := []int32{7, 0, n - 1, 7, 12, 50, 1}
+	z := tc.TransformRows(x, rows)
+	if len(z) != len(rows)*p {
+		t.Fatalf("TransformRows returned %d values for %d rows of %d", len(z), len(rows), p)
+	}
+	for l, r := range rows {
+		for q := 0; q < p; q++ {
+			got, want := float64(z[l*p+q]), float64(full[int(r)*p+q])
+			if math.Abs(got-want) > 1e-5*(1+math.Abs(want)) {
+				t.Fatalf("row %d (%d), column %d: %v, Transform %v", l, r, q, got, want)
+			}
+		}
+	}
+	if z := tc.TransformRows(x, nil); len(z) != 0 {
+		t.Fatalf("no rows gave %d values", len(z))
+	}
+}
+
+// TestScoreTripletMatchesProbs checks that scoring one judgment on its
+// three rows gives the probabilities of Probs and the cross-entropy of the
+// full representation, for both tasks, hard and soft targets.
+func TestScoreTripletMatchesProbs(t *testing.T) {
+	const n, d, p = 40, 12, 8
+	for _, task := range []Task{TaskOddOneOut, TaskAnchor} {
+		x, ts, _ := plantedProblem(41, n, d, d, 30, 1, task)
+		tc := randomTeacher(42, x, d, p, task)
+		probs := tc.Probs(x, n, ts)
+		z := tc.Transform(x, n)
+		rng := rand.New(rand.NewPCG(43, 43))
+		for a, tr := range ts {
+			q := HardTarget
+			if a%2 == 1 {
+				q = randTarget(rng)
+			}
+			pr, loss := tc.ScoreTriplet(x, tr, q)
+			want, _ := TaskCrossEntropy(task, Logits(z, p, tr), tc.Tau, q)
+			if math.Abs(loss-want) > 1e-5*(1+want) {
+				t.Fatalf("%s triplet %d: loss %v, want %v", task, a, loss, want)
+			}
+			for s := range pr {
+				if math.Abs(pr[s]-probs[a][s]) > 1e-5 {
+					t.Fatalf("%s triplet %d: probabilities %v, Probs %v", task, a, pr, probs[a])
+				}
+			}
+			if q == HardTarget && math.Abs(loss+math.Log(pr[0])) > 1e-9 {
+				t.Fatalf("%s triplet %d: hard loss %v is not −log p %v", task, a, loss, pr[0])
 			}
 		}
 	}

@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// HumanModelConfig configures FitVICE and DistilledTargets. Zero fields take
-// the documented defaults.
+// HumanModelConfig configures FitVICE, EnsembleDistilledTargets and
+// EnsembleSoftTargets. Zero fields take the documented defaults.
 type HumanModelConfig struct {
 	// Dim is the number of embedding dimensions per item (default 20: on
 	// THINGS with 10⁵ triplets, 20 dimensions predicted held-out choices
@@ -29,7 +29,7 @@ type HumanModelConfig struct {
 	// embedding per Adam step (default 1, as in VICE).
 	TrainSamples int
 	// PredictSamples is the number of Monte-Carlo samples averaged by the
-	// predictions made in DistilledTargets (default 30).
+	// VICE predictions made in EnsembleDistilledTargets (default 30).
 	PredictSamples int
 	// SpikeScale is the standard deviation of the narrow prior component
 	// (default 0.125).
@@ -48,24 +48,15 @@ type HumanModelConfig struct {
 	// not depend on it.
 	Workers int
 
-	// RepeatPseudoCount is κ, the weight in pseudo-responses that
-	// DistilledTargets gives the VICE prediction when a triplet has
+	// RepeatPseudoCount is κ, the weight in pseudo-responses that the
+	// distilled targets give the model prediction v when a triplet has
 	// repeated responses: q = (c + κ·v)/(N + κ) (default 3; a negative value
-	// means 0).
+	// means 0). See EnsembleSoftTargets.
 	RepeatPseudoCount float64
-	// CrossFitFolds, when at least 2, makes DistilledTargets predict every
-	// training triplet with a VICE model fitted on the other folds of a
-	// seeded random partition into CrossFitFolds parts (out-of-fold
-	// predictions), at CrossFitFolds times the cost. Zero or 1 (default)
-	// predicts with one model fitted on all training triplets. On THINGS,
-	// two folds gave a worse teacher than in-sample predictions.
-	CrossFitFolds int
-	// OneHotMix is α, the weight of the observed choice in the targets of
-	// DistilledTargets for triplets without repeated responses:
-	// q = (1−α)·v + α·onehot (default 0.5, which beat 0 and 0.3 on THINGS;
-	// a negative value means 0; at most 1). EnsembleDistilledTargets and
-	// EnsembleSoftTargets use it likewise; EnsembleOneHotMix is the value
-	// recommended for them.
+	// OneHotMix is α, the weight of the observed choice in the distilled
+	// targets of triplets without repeated responses:
+	// q = (1−α)·v + α·onehot (default EnsembleOneHotMix; a negative value
+	// means 0; at most 1). See EnsembleSoftTargets.
 	OneHotMix float64
 }
 
@@ -104,7 +95,7 @@ func (c HumanModelConfig) withDefaults() HumanModelConfig {
 		c.Workers = runtime.GOMAXPROCS(0)
 	}
 	if c.OneHotMix == 0 {
-		c.OneHotMix = 0.5
+		c.OneHotMix = EnsembleOneHotMix
 	} else if c.OneHotMix < 0 {
 		c.OneHotMix = 0
 	}
@@ -132,8 +123,6 @@ func (c HumanModelConfig) validate() error {
 		return fmt.Errorf("prior scales %v and %v must be positive", c.SpikeScale, c.SlabScale)
 	case !(c.Pi > 0 && c.Pi < 1):
 		return fmt.Errorf("prior weight %v not in (0,1)", c.Pi)
-	case c.CrossFitFolds < 0:
-		return fmt.Errorf("cross-fit folds %d is negative", c.CrossFitFolds)
 	case !(c.OneHotMix >= 0 && c.OneHotMix <= 1):
 		return fmt.Errorf("one-hot mix %v not in [0,1]", c.OneHotMix)
 	}
@@ -181,7 +170,6 @@ const (
 	viceStreamOrder
 	viceStreamTrain
 	viceStreamPredict
-	viceStreamFolds
 )
 
 // viceSeed seeds pcg for the stream (domain, a, b) of seed, so every row of
@@ -202,7 +190,7 @@ type viceObjective struct {
 	spike   float64
 	slab    float64
 	pi      float64
-	workers int
+	workers pool
 	w, x    []float64 // sampled weights and their ReLU, n×p
 	gx      []float64 // gradient with respect to x, n×p
 	gt      []float64 // per-triplet gradients, batch×3×p
@@ -219,7 +207,7 @@ func newVICEObjective(n, p, nTrain, batch int, cfg HumanModelConfig) *viceObject
 	o := &viceObjective{
 		n: n, p: p, nTrain: nTrain,
 		spike: cfg.SpikeScale, slab: cfg.SlabScale, pi: cfg.Pi,
-		workers: cfg.Workers,
+		workers: pool(cfg.Workers),
 		w:       make([]float64, n*p), x: make([]float64, n*p),
 		gx: make([]float64, n*p), gt: make([]float64, batch*3*p),
 		tl: make([]float64, batch), rowTerm: make([]float64, n),
@@ -264,7 +252,7 @@ func (o *viceObjective) logPrior(w float64) (float64, float64) {
 // workers.
 func (o *viceObjective) eval(mu, logSigma, eps []float64, batch []Triplet, gMu, gLogSigma []float64, wantKL bool) (nll, kl float64) {
 	n, p := o.n, o.p
-	parallelBlocks(n*p, o.workers, func(lo, hi int) {
+	o.workers.split(n*p, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			sg := math.Exp(logSigma[i])
 			w := mu[i] + sg*eps[i]
@@ -274,7 +262,7 @@ func (o *viceObjective) eval(mu, logSigma, eps []float64, batch []Triplet, gMu, 
 		}
 	})
 	nb := len(batch)
-	parallelBlocks(nb, o.workers, func(lo, hi int) {
+	o.workers.split(nb, func(lo, hi int) {
 		for b := lo; b < hi; b++ {
 			t := batch[b]
 			xi := o.x[int(t.I)*p : int(t.I)*p+p]
@@ -313,7 +301,7 @@ func (o *viceObjective) eval(mu, logSigma, eps []float64, batch []Triplet, gMu, 
 		for i := range o.gx {
 			o.gx[i] = 0
 		}
-		parallelBlocks(p, o.workers, func(lo, hi int) {
+		o.workers.split(p, func(lo, hi int) {
 			for b := 0; b < nb; b++ {
 				t := batch[b]
 				gt := o.gt[b*3*p : (b+1)*3*p]
@@ -330,7 +318,7 @@ func (o *viceObjective) eval(mu, logSigma, eps []float64, batch []Triplet, gMu, 
 	invB := 1 / float64(nb)
 	invN := 1 / float64(o.nTrain)
 	const halfLog2Pi = 0.9189385332046727
-	parallelBlocks(n, o.workers, func(lo, hi int) {
+	o.workers.split(n, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			var term float64
 			for i := r * p; i < r*p+p; i++ {
@@ -370,8 +358,8 @@ func (o *viceObjective) eval(mu, logSigma, eps []float64, batch []Triplet, gMu, 
 
 // viceSampleEps fills eps with standard-normal noise from the stream of
 // (domain, step) of seed, one sub-stream per row, in parallel.
-func viceSampleEps(eps []float64, n, p int, seed int64, domain, step uint64, workers int) {
-	parallelBlocks(n, workers, func(lo, hi int) {
+func viceSampleEps(eps []float64, n, p int, seed int64, domain, step uint64, workers pool) {
+	workers.split(n, func(lo, hi int) {
 		var pcg rand.PCG
 		rng := rand.New(&pcg)
 		for r := lo; r < hi; r++ {
@@ -458,7 +446,7 @@ func FitVICE(n int, train []Triplet, cfg HumanModelConfig) (*VICE, VICEStats, er
 				acc[i] = 0
 			}
 			for s := 0; s < cfg.TrainSamples; s++ {
-				viceSampleEps(eps, n, p, cfg.Seed, viceStreamTrain, uint64(step*cfg.TrainSamples+s), cfg.Workers)
+				viceSampleEps(eps, n, p, cfg.Seed, viceStreamTrain, uint64(step*cfg.TrainSamples+s), pool(cfg.Workers))
 				last := hi == len(order) && s == 0
 				nll, kl := obj.eval(mu, logSigma, eps, batch, grad[:np], grad[np:], last)
 				sumNLL += nll * float64(len(batch)) / float64(cfg.TrainSamples)
@@ -545,18 +533,17 @@ func (v *VICE) PredictBatch(ts []Triplet, samples int, seed int64) ([][3]float64
 	}
 	samples = max(samples, 1)
 	n, p := v.N, v.Dim
-	workers := runtime.GOMAXPROCS(0)
 	x := make([]float64, n*p)
 	out := make([][3]float64, len(ts))
 	for s := 0; s < samples; s++ {
-		parallelBlocks(n, workers, func(lo, hi int) {
+		allProcs.split(n, func(lo, hi int) {
 			var pcg rand.PCG
 			rng := rand.New(&pcg)
 			for r := lo; r < hi; r++ {
 				v.sampleRow(x[r*p:r*p+p], rng, &pcg, seed, s, r)
 			}
 		})
-		parallelBlocks(len(ts), workers, func(lo, hi int) {
+		allProcs.split(len(ts), func(lo, hi int) {
 			for b := lo; b < hi; b++ {
 				t := ts[b]
 				pr := Softmax3(viceLogits(x, p, t), 1)

@@ -36,6 +36,10 @@ const MaxElements = 1 << 32
 
 var magic = []byte("\x93NUMPY")
 
+// ErrFortranOrder is the error for an array stored in Fortran (column-major)
+// order. NumPy saves a transposed view, such as x.T, that way.
+var ErrFortranOrder = errors.New("the .npy array is Fortran-ordered (column-major), as NumPy saves a transposed view such as x.T; only C order is supported: save np.ascontiguousarray(x) instead, and check that rows are items (transpose the matrix if not)")
+
 // Array is a dense C-ordered array. Data holds one of []float32, []float64,
 // []int32, []int64, []uint8 or []int8 matching Dtype.
 type Array struct {
@@ -133,7 +137,7 @@ func parseHeader(h string) (Header, error) {
 		return Header{}, err
 	}
 	if order != "False" {
-		return Header{}, errors.New("fortran-ordered npy arrays are not supported")
+		return Header{}, ErrFortranOrder
 	}
 	shapeStr, err := dictValue(h, "shape")
 	if err != nil {

@@ -2,9 +2,11 @@ package npy
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -135,4 +137,27 @@ func FuzzRead(f *testing.F) {
 			t.Fatalf("re-encode: %v", err)
 		}
 	})
+}
+
+// TestFortranOrderHint checks that a Fortran-ordered array, which is how
+// NumPy saves a transposed view (np.save("x.npy", x.T)), is refused with
+// the fix in the message.
+func TestFortranOrderHint(t *testing.T) {
+	var buf bytes.Buffer
+	if err := Write(&buf, FromFloat32([]float32{1, 2, 3, 4, 5, 6}, 2, 3)); err != nil {
+		t.Fatal(err)
+	}
+	b := bytes.Replace(buf.Bytes(), []byte("'fortran_order': False"), []byte("'fortran_order': True "), 1)
+	if bytes.Equal(b, buf.Bytes()) {
+		t.Fatal("test setup: header has no fortran_order False")
+	}
+	_, err := Read(bytes.NewReader(b))
+	if !errors.Is(err, ErrFortranOrder) {
+		t.Fatalf("Read = %v, want ErrFortranOrder", err)
+	}
+	for _, want := range []string{"np.ascontiguousarray(x)", "transpose", "x.T"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %s", err, want)
+		}
+	}
 }

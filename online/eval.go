@@ -37,13 +37,13 @@ func evaluate(t *learner.Teacher, x []float32, d int, task alignet.Task, held []
 		copy(raw[i*d:(i+1)*d], x[int(r)*d:int(r+1)*d])
 	}
 	return alignet.TeacherEval{
-		Teacher: scoreOn(string(task), t.Transform(raw, len(rows)), t.P, local[:len(ts)], localReps, t.Tau),
-		Raw:     scoreOn(string(task), raw, d, local[:len(ts)], localReps, 1),
+		Teacher: scoreOn(learner.Task(task), t.Transform(raw, len(rows)), t.P, local[:len(ts)], localReps, t.Tau),
+		Raw:     scoreOn(learner.Task(task), raw, d, local[:len(ts)], localReps, 1),
 	}
 }
 
 // scoreOn computes the held-out metrics of the representation z (rows×p).
-func scoreOn(task string, z []float32, p int, ts []learner.Triplet, reps []learner.RepeatedTriplet, tau float64) alignet.TeacherMetrics {
+func scoreOn(task learner.Task, z []float32, p int, ts []learner.Triplet, reps []learner.RepeatedTriplet, tau float64) alignet.TeacherMetrics {
 	m := alignet.TeacherMetrics{N: len(ts)}
 	if len(ts) == 0 {
 		return m

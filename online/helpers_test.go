@@ -19,26 +19,17 @@ import (
 	"github.com/alignet/alignet"
 	"github.com/alignet/alignet/db"
 	"github.com/alignet/alignet/db/dbtest"
+	"github.com/alignet/alignet/internal/testenv"
 	"github.com/alignet/alignet/stream"
 )
 
 // The db package implements the learner's store.
 var _ Store = (*db.DB)(nil)
 
-const brokerEnv = "ALIGNET_TEST_KAFKA_BROKERS"
-
-// realBrokers returns the real Kafka brokers, skipping the test when none
-// is configured, or failing it under CI=true.
+// realBrokers returns the real Kafka brokers (see testenv.KafkaBrokers).
 func realBrokers(tb testing.TB) []string {
 	tb.Helper()
-	v := strings.TrimSpace(os.Getenv(brokerEnv))
-	if v == "" {
-		if os.Getenv("CI") == "true" {
-			tb.Fatalf("%s is not set; CI must run the Kafka integration tests (scripts/kafka.sh start)", brokerEnv)
-		}
-		tb.Skipf("%s is not set; start a broker with scripts/kafka.sh start", brokerEnv)
-	}
-	return strings.Split(v, ",")
+	return testenv.KafkaBrokers(tb)
 }
 
 // fakeBrokers starts an in-process kfake cluster for the test.

@@ -18,6 +18,7 @@ import (
 	"github.com/alignet/alignet"
 	"github.com/alignet/alignet/db"
 	"github.com/alignet/alignet/db/dbtest"
+	"github.com/alignet/alignet/internal/testenv"
 	"github.com/alignet/alignet/stream"
 )
 
@@ -49,7 +50,7 @@ func runChild() int {
 	}
 	defer d.Close()
 	l, err := New(Config{
-		Brokers: strings.Split(os.Getenv(brokerEnv), ","), Topic: os.Getenv(childTopicEnv), Group: os.Getenv(childGroupEnv),
+		Brokers: strings.Split(os.Getenv(testenv.EnvKafkaBrokers), ","), Topic: os.Getenv(childTopicEnv), Group: os.Getenv(childGroupEnv),
 		Logger: log,
 	}, d)
 	if err != nil {

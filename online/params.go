@@ -27,7 +27,7 @@ func toParams(t *learner.Teacher, task alignet.Task) alignet.TeacherParams {
 // fromParams converts stored parameters to a teacher.
 func fromParams(p alignet.TeacherParams) *learner.Teacher {
 	t := &learner.Teacher{
-		D: p.D, P: p.P, Mean: p.Mean, Std: p.Std, Tau: p.Tau, Lambda: p.Lambda, Task: string(p.Task),
+		D: p.D, P: p.P, Mean: p.Mean, Std: p.Std, Tau: p.Tau, Lambda: p.Lambda, Task: learner.Task(p.Task),
 		W: make([]float64, len(p.W)), B: make([]float64, len(p.B)),
 	}
 	for i, v := range p.W {
@@ -91,7 +91,7 @@ func initialTeacher(sp *space, task alignet.Task, outDim int, lambda float64, se
 		}
 	}
 	t := &learner.Teacher{
-		D: d, P: p, Mean: mean, Std: std, Tau: 1, Lambda: lambda, Task: string(task),
+		D: d, P: p, Mean: mean, Std: std, Tau: 1, Lambda: lambda, Task: learner.Task(task),
 		W: make([]float64, p*d), B: make([]float64, p),
 	}
 	for a := range p {
@@ -108,16 +108,6 @@ func onlineLambda(lambdas []float64) float64 {
 	}
 	s := slices.Sorted(slices.Values(lambdas))
 	return s[len(s)/2]
-}
-
-// transformRows returns the teacher representations of the given rows of
-// x (n×D), as a compact len(rows)×P matrix.
-func transformRows(t *learner.Teacher, x []float32, rows []int32) []float32 {
-	sub := make([]float32, len(rows)*t.D)
-	for i, r := range rows {
-		copy(sub[i*t.D:(i+1)*t.D], x[int(r)*t.D:int(r+1)*t.D])
-	}
-	return t.Transform(sub, len(rows))
 }
 
 // compact maps the rows of ts to a dense local index: it returns the
@@ -146,5 +136,5 @@ func logitsOf(t *learner.Teacher, x []float32, ts []learner.Triplet) [][3]float6
 		return nil
 	}
 	rows, local := compact(ts)
-	return learner.AllLogits(transformRows(t, x, rows), t.P, local)
+	return learner.AllLogits(t.TransformRows(x, rows), t.P, local)
 }

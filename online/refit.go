@@ -165,7 +165,7 @@ func (l *Learner) fit(ctx context.Context, j job, rec *record) (*learner.Teacher
 	}
 	n := len(rows)
 	cfg := learner.TeacherConfig{
-		Task: string(j.task), OutDim: j.settings.OutDim, MaxIter: j.settings.MaxIter,
+		Task: learner.Task(j.task), OutDim: j.settings.OutDim, MaxIter: j.settings.MaxIter,
 		Seed: l.cfg.Seed, Workers: l.cfg.RefitWorkers,
 	}
 	if cfg.OutDim > d {
@@ -183,7 +183,7 @@ func (l *Learner) fit(ctx context.Context, j job, rec *record) (*learner.Teacher
 			return nil, "", nil, fmt.Errorf("hard-label teacher: %w", err)
 		}
 		hm := learner.HumanModelConfig{Seed: int64(l.cfg.Seed), OneHotMix: learner.EnsembleOneHotMix, Workers: l.cfg.RefitWorkers}
-		if soft, err = learner.EnsembleDistilledTargets(n, lt, reps, hard.Probs(x, n, lt), hm); err != nil {
+		if soft, err = learner.EnsembleDistilledTargets(x, n, lt, reps, hard, hm); err != nil {
 			return nil, "", nil, fmt.Errorf("distilled targets: %w", err)
 		}
 		targets = "distilled"

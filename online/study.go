@@ -209,7 +209,7 @@ func (s *study) step(l *Learner) {
 	start := time.Now()
 	ps := s.pending
 	s.pending = nil
-	task := string(s.meta.Task)
+	task := learner.Task(s.meta.Task)
 	ts := make([]learner.Triplet, len(ps))
 	for i, p := range ps {
 		ts[i] = p.t

@@ -13,13 +13,11 @@ import (
 
 	"github.com/alignet/alignet"
 	"github.com/alignet/alignet/db"
+	"github.com/alignet/alignet/internal/testenv"
 	"github.com/alignet/alignet/learner"
 	"github.com/alignet/alignet/npy"
 	"github.com/alignet/alignet/stream"
 )
-
-// thingsDir is the THINGS data set, relative to this package.
-var thingsDir = filepath.Join("..", "..", "shared", "data", "things")
 
 // things is the THINGS data: concept ids, CLIP embeddings and the human
 // triplets of triplets_train.txt in file order (subject in the fourth
@@ -34,9 +32,7 @@ type things struct {
 
 func loadThings(tb testing.TB) *things {
 	tb.Helper()
-	if _, err := os.Stat(thingsDir); err != nil {
-		tb.Skipf("THINGS data not found at %s", thingsDir)
-	}
+	thingsDir := testenv.SharedData(tb, "things")
 	th := &things{}
 	f, err := os.Open(filepath.Join(thingsDir, "concepts.txt"))
 	if err != nil {

@@ -18,7 +18,7 @@ Usage:
       --train fit.txt --heldout held.txt --lam 0.1 --maxiter 60 --target 0.57
 
 fit.txt and held.txt are "i j k" files; the Go side writes the same split
-with `ALIGNET_COMPARE_DIR=dir go test ./offline/ -run TestReferenceComparison -v`.
+with `ALIGNET_COMPARE_DIR=dir go test ./internal/offline/ -run TestReferenceComparison -v`.
 """
 import argparse
 import json

@@ -3,33 +3,28 @@ package stream
 import (
 	"context"
 	"fmt"
-	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/alignet/alignet/internal/testenv"
 )
 
 // BenchmarkPublish measures concurrent synchronous publishing: 1, 8 or 32
 // goroutines per GOMAXPROCS each publish batches of 10 judgments of one of
 // 12 studies and wait for the acknowledgment, as concurrent API requests do.
-// The real broker is used when ALIGNET_TEST_KAFKA_BROKERS is set.
+// The real broker is used when ALIGNET_TEST_KAFKA_BROKERS is set
+// (internal/testenv).
 func BenchmarkPublish(b *testing.B) {
 	setups := []struct {
 		name    string
 		brokers func(b *testing.B) []string
 	}{
 		{"kfake", func(b *testing.B) []string { return fakeBrokers(b) }},
-		{"kafka", func(b *testing.B) []string {
-			v := strings.TrimSpace(os.Getenv(brokerEnv))
-			if v == "" {
-				b.Skipf("%s is not set", brokerEnv)
-			}
-			return strings.Split(v, ",")
-		}},
+		{"kafka", func(b *testing.B) []string { return testenv.KafkaBrokers(b) }},
 	}
 	for _, s := range setups {
 		for _, par := range []int{1, 8, 32} {
@@ -66,13 +61,7 @@ func BenchmarkPublish(b *testing.B) {
 func BenchmarkPersist(b *testing.B) {
 	brokerSets := map[string]func(b *testing.B) []string{
 		"kfake": func(b *testing.B) []string { return fakeBrokers(b) },
-		"kafka": func(b *testing.B) []string {
-			v := strings.TrimSpace(os.Getenv(brokerEnv))
-			if v == "" {
-				b.Skipf("%s is not set", brokerEnv)
-			}
-			return strings.Split(v, ",")
-		},
+		"kafka": func(b *testing.B) []string { return testenv.KafkaBrokers(b) },
 	}
 	for _, name := range []string{"kfake", "kafka"} {
 		b.Run(name+"/batch=10", func(b *testing.B) {

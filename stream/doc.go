@@ -14,11 +14,15 @@
 //
 // The Persister is a consumer group that stores judgments in a Sink with
 // at-least-once delivery: it commits offsets only after the sink committed,
-// retries a failing sink forever with capped backoff, and relies on the sink
-// being idempotent by (study, id) for exactly-once storage. Messages that do
-// not decode are copied to a dead-letter topic, with the reason and source
-// position in headers, and then committed, so that one bad message cannot
-// stall a partition.
+// and relies on the sink being idempotent by (study, id) for exactly-once
+// storage. Transient sink errors (the database is down, a deadlock) are
+// retried forever with capped backoff. Messages that do not decode, and
+// messages the sink rejects permanently (an error wrapping
+// alignet.ErrInvalid, found by bisecting the batch by message), are copied
+// to a dead-letter topic with the reason and source position in headers,
+// and then committed, so that one bad message cannot stall a partition.
+// Persister.Ready and the alignet_persister_stuck metric report a batch
+// that stays uncommitted for longer than PersisterConfig.StuckAfter.
 //
 // EnsureTopics creates the topics; Ping backs readiness probes.
 package stream

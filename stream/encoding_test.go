@@ -14,6 +14,7 @@ import (
 )
 
 func TestEncodeDecodeRoundTrip(t *testing.T) {
+	t.Parallel()
 	js := judgments("study-1", "a", 4)
 	js[1].Task = alignet.TaskAnchor
 	js[1].Odd = ""
@@ -62,6 +63,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 // TestWireJudgmentMatchesDomain guards against the wire type drifting from
 // alignet.Judgment: the JSON field names must be identical.
 func TestWireJudgmentMatchesDomain(t *testing.T) {
+	t.Parallel()
 	fields := func(typ reflect.Type) []string {
 		var out []string
 		for i := 0; i < typ.NumField(); i++ {
@@ -76,6 +78,7 @@ func TestWireJudgmentMatchesDomain(t *testing.T) {
 }
 
 func TestDecodeBatchRejects(t *testing.T) {
+	t.Parallel()
 	valid := func() map[string]any {
 		return map[string]any{
 			"id": "j1", "study": "s", "task": "odd-one-out", "worker": "w",
@@ -156,6 +159,7 @@ func TestDecodeBatchRejects(t *testing.T) {
 }
 
 func TestEncodeBatchValidates(t *testing.T) {
+	t.Parallel()
 	js := judgments("s", "a", 2)
 	if _, err := EncodeBatch("other", js); !errors.Is(err, ErrInvalidBatch) {
 		t.Errorf("study mismatch: err = %v, want ErrInvalidBatch", err)

@@ -18,24 +18,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/alignet/alignet"
+	"github.com/alignet/alignet/internal/testenv"
 )
-
-// brokerEnv is the variable that points integration tests at a real broker.
-const brokerEnv = "ALIGNET_TEST_KAFKA_BROKERS"
-
-// realBrokers returns the real Kafka brokers, skipping the test when none is
-// configured, or failing it under CI=true.
-func realBrokers(tb testing.TB) []string {
-	tb.Helper()
-	v := strings.TrimSpace(os.Getenv(brokerEnv))
-	if v == "" {
-		if os.Getenv("CI") == "true" {
-			tb.Fatalf("%s is not set; CI must run the Kafka integration tests (scripts/kafka.sh start)", brokerEnv)
-		}
-		tb.Skipf("%s is not set; start a broker with scripts/kafka.sh start", brokerEnv)
-	}
-	return strings.Split(v, ",")
-}
 
 // fakeBrokers starts an in-process kfake cluster for the test.
 func fakeBrokers(tb testing.TB) []string {
@@ -48,11 +32,18 @@ func fakeBrokers(tb testing.TB) []string {
 	return c.ListenAddrs()
 }
 
-// forEachBroker runs fn against kfake and against the real broker.
+// forEachBroker runs fn against kfake and against the real broker, in
+// parallel: each test owns its topics and groups.
 func forEachBroker(t *testing.T, fn func(t *testing.T, brokers []string)) {
 	t.Helper()
-	t.Run("kfake", func(t *testing.T) { fn(t, fakeBrokers(t)) })
-	t.Run("kafka", func(t *testing.T) { fn(t, realBrokers(t)) })
+	t.Run("kfake", func(t *testing.T) {
+		t.Parallel()
+		fn(t, fakeBrokers(t))
+	})
+	t.Run("kafka", func(t *testing.T) {
+		t.Parallel()
+		fn(t, testenv.KafkaBrokers(t))
+	})
 }
 
 var nameChars = regexp.MustCompile(`[^a-zA-Z0-9]+`)

@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -31,6 +32,11 @@ const (
 	HeaderSourcePartition = "x-alignet-source-partition"
 	// HeaderSourceOffset carries the offset the message was read at.
 	HeaderSourceOffset = "x-alignet-source-offset"
+	// HeaderValueDropped carries the size in bytes of the original value
+	// when the dead-letter topic refused the letter for its size. The
+	// letter's value is then empty; the original stays in the source topic
+	// at the source offset, until retention removes it.
+	HeaderValueDropped = "x-alignet-value-dropped"
 )
 
 // Sink stores judgments idempotently: storing a judgment whose (study, id)
@@ -56,6 +62,9 @@ const (
 	DefaultShutdownTimeout = 10 * time.Second
 	// DefaultLagInterval is how often consumer lag is measured.
 	DefaultLagInterval = 5 * time.Second
+	// DefaultStuckAfter is how long one batch may take to be committed
+	// before the persister reports itself stuck.
+	DefaultStuckAfter = time.Minute
 )
 
 // PersisterConfig configures a Persister.
@@ -64,8 +73,8 @@ type PersisterConfig struct {
 	Brokers []string
 	// Topic is the judgments topic. Default "alignet.judgments".
 	Topic string
-	// DeadLetterTopic receives undecodable messages. Default
-	// "alignet.judgments.dlq".
+	// DeadLetterTopic receives the messages that do not decode or that the
+	// sink rejects permanently. Default "alignet.judgments.dlq".
 	DeadLetterTopic string
 	// GroupID is the consumer group. Default "alignet-persister".
 	GroupID string
@@ -85,8 +94,14 @@ type PersisterConfig struct {
 	// ShutdownTimeout bounds the final flush after the context of Run is
 	// cancelled. Default 10s.
 	ShutdownTimeout time.Duration
-	// LagInterval is how often the consumer group lag is measured. Default 5s.
+	// LagInterval is how often the consumer group lag is measured and the
+	// stuck metrics are updated. Default 5s.
 	LagInterval time.Duration
+	// StuckAfter is how long one batch may take from the start of its flush
+	// to its commit, retries included, before Ready fails and
+	// alignet_persister_stuck is 1. It should exceed a database restart.
+	// Default 1m.
+	StuckAfter time.Duration
 	// Registerer receives the persister metrics. Nil means unregistered.
 	Registerer prometheus.Registerer
 	// Logger logs progress and errors. Default slog.Default().
@@ -97,6 +112,18 @@ type PersisterConfig struct {
 // them in a Sink. Delivery is at least once: offsets are committed only
 // after the sink succeeded, and the idempotent sink turns redeliveries into
 // exactly-once storage.
+//
+// A sink error wrapping alignet.ErrInvalid is permanent: the values are to
+// blame, so retrying cannot help. The persister then bisects the batch by
+// Kafka message (one accepted request each) until it has isolated the
+// messages the sink rejects, moves those to the dead-letter topic with
+// reason "db_rejected", stores the rest and commits. Every other sink error
+// is transient and retried with capped backoff; Ready and the
+// alignet_persister_stuck metric report a batch that stays uncommitted
+// longer than StuckAfter. A study the sink does not know
+// (alignet.ErrNotFound) is transient too: studies are never deleted, so it
+// means that the API and the persister use different databases, which
+// dead-lettering every judgment would only make worse.
 type Persister struct {
 	cfg  PersisterConfig
 	sink Sink
@@ -108,6 +135,10 @@ type Persister struct {
 	deadLetters *prometheus.CounterVec
 	persistLag  prometheus.Histogram
 	sinkErrors  prometheus.Counter
+	stuck       prometheus.Gauge
+	oldest      prometheus.Gauge
+
+	health health
 
 	// added, if set, is called after a message joined the current batch
 	// (tests only).
@@ -151,7 +182,15 @@ func NewPersister(cfg PersisterConfig, sink Sink) (*Persister, error) {
 		}),
 		sinkErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "alignet_persist_errors_total",
-			Help: "Failed sink calls of the persister (each is retried).",
+			Help: "Failed sink calls of the persister (transient ones are retried, permanent ones isolate the rejected messages).",
+		}),
+		stuck: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "alignet_persister_stuck",
+			Help: "1 while the persister's current batch has been flushing for longer than its stuck threshold, else 0.",
+		}),
+		oldest: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "alignet_persister_oldest_unflushed_seconds",
+			Help: "Time since the first message of the persister's current batch was fetched, until the batch is committed; 0 when there is none.",
 		}),
 	}
 	var err error
@@ -172,6 +211,12 @@ func NewPersister(cfg PersisterConfig, sink Sink) (*Persister, error) {
 		return nil, fmt.Errorf("new persister: %w", err)
 	}
 	if p.sinkErrors, err = ops.Register(reg, p.sinkErrors); err != nil {
+		return nil, fmt.Errorf("new persister: %w", err)
+	}
+	if p.stuck, err = ops.Register(reg, p.stuck); err != nil {
+		return nil, fmt.Errorf("new persister: %w", err)
+	}
+	if p.oldest, err = ops.Register(reg, p.oldest); err != nil {
 		return nil, fmt.Errorf("new persister: %w", err)
 	}
 	return p, nil
@@ -209,6 +254,9 @@ func (c PersisterConfig) withDefaults() PersisterConfig {
 	if c.LagInterval <= 0 {
 		c.LagInterval = DefaultLagInterval
 	}
+	if c.StuckAfter <= 0 {
+		c.StuckAfter = DefaultStuckAfter
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -219,18 +267,33 @@ func (c PersisterConfig) withDefaults() PersisterConfig {
 type batch struct {
 	msgs      []kafka.Message
 	judgments []alignet.Judgment
-	dead      []deadLetter
-	// deadSent and inserted record finished steps, so that a flush resumed
+	// decoded are the messages that decoded, each with its judgments.
+	decoded []span
+	dead    []deadLetter
+	// stored and deadSent record finished steps, so that a flush resumed
 	// after an interruption does not repeat them.
+	stored   bool
 	deadSent bool
-	inserted bool
 	newRows  int64
 }
 
-type deadLetter struct {
-	msg kafka.Message
-	err error
+// span is a decoded message and the range of its judgments in
+// batch.judgments.
+type span struct {
+	msg      kafka.Message
+	from, to int
 }
+
+// deadLetter is a message bound for the dead-letter topic.
+type deadLetter struct {
+	msg    kafka.Message
+	reason string // the short category: the metric label and HeaderErrorReason
+	err    error
+}
+
+// reasonDBRejected is the dead-letter reason of a message whose judgments
+// the sink rejected permanently.
+const reasonDBRejected = "db_rejected"
 
 func (b *batch) empty() bool { return len(b.msgs) == 0 }
 
@@ -287,10 +350,11 @@ func (p *Persister) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		p.trackLag(fetchCtx)
+		p.monitor(fetchCtx)
 	}()
 
 	p.log.Info("persister started")
+	defer p.health.reset()
 	b := &batch{}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -309,6 +373,7 @@ loop:
 		case f := <-msgs:
 			if b.empty() {
 				timer.Reset(p.cfg.FlushInterval)
+				p.health.batchStarted(time.Now())
 			}
 			b.add(f)
 			if p.added != nil {
@@ -395,59 +460,57 @@ func fetch(ctx context.Context, r *kafka.Reader, out chan<- fetched, log *slog.L
 func (b *batch) add(f fetched) {
 	b.msgs = append(b.msgs, f.msg)
 	if f.err != nil {
-		b.dead = append(b.dead, deadLetter{msg: f.msg, err: f.err})
+		b.dead = append(b.dead, deadLetter{msg: f.msg, reason: rejectReason(f.err), err: f.err})
 		return
 	}
+	from := len(b.judgments)
 	b.judgments = append(b.judgments, f.judgments...)
+	b.decoded = append(b.decoded, span{msg: f.msg, from: from, to: len(b.judgments)})
 }
 
-// flush sends dead letters, stores the judgments and commits the offsets,
-// in that order, retrying each step until it succeeds or ctx is done. It
-// returns an error only when ctx ended first; b keeps its progress.
+// judgmentsOf returns the judgments of the decoded messages ms.
+func (b *batch) judgmentsOf(ms []span) []alignet.Judgment {
+	if len(ms) == len(b.decoded) {
+		return b.judgments
+	}
+	n := 0
+	for _, m := range ms {
+		n += m.to - m.from
+	}
+	js := make([]alignet.Judgment, 0, n)
+	for _, m := range ms {
+		js = append(js, b.judgments[m.from:m.to]...)
+	}
+	return js
+}
+
+// flush stores the judgments, sends the dead letters and commits the
+// offsets, in that order, retrying each step until it succeeds or ctx is
+// done. It returns an error only when ctx ended first; b keeps its progress.
 func (p *Persister) flush(ctx context.Context, r *kafka.Reader, dlq *kafka.Writer, b *batch) error {
+	p.health.flushStarted(time.Now(), len(b.msgs))
+	if !b.stored && len(b.judgments) > 0 {
+		if err := p.store(ctx, b); err != nil {
+			return err
+		}
+	}
+	b.stored = true
 	if !b.deadSent && len(b.dead) > 0 {
 		letters := make([]kafka.Message, len(b.dead))
 		for i, d := range b.dead {
 			letters[i] = deadLetterMessage(d)
 		}
 		if err := p.retry(ctx, "write dead letters", func(ctx context.Context) error {
-			return dlq.WriteMessages(ctx, letters...)
+			return writeDeadLetters(ctx, dlq, letters)
 		}); err != nil {
 			return err
 		}
 		for _, d := range b.dead {
-			reason := rejectReason(d.err)
-			p.deadLetters.WithLabelValues(reason).Inc()
-			p.log.Warn("message moved to dead-letter topic", "partition", d.msg.Partition, "offset", d.msg.Offset, "reason", reason, "err", d.err)
+			p.deadLetters.WithLabelValues(d.reason).Inc()
+			p.log.Warn("message moved to dead-letter topic", "partition", d.msg.Partition, "offset", d.msg.Offset, "reason", d.reason, "err", d.err)
 		}
 	}
 	b.deadSent = true
-	if !b.inserted && len(b.judgments) > 0 {
-		shards := shardJudgments(b.judgments, p.cfg.Parallelism)
-		newRows := make([]int64, len(shards))
-		g, gctx := errgroup.WithContext(ctx)
-		for i, shard := range shards {
-			g.Go(func() error {
-				return p.retry(gctx, "insert judgments", func(ctx context.Context) error {
-					n, err := p.sink.InsertJudgments(ctx, shard)
-					if err != nil {
-						p.sinkErrors.Inc()
-						return err
-					}
-					newRows[i] = n
-					return nil
-				})
-			})
-		}
-		if err := g.Wait(); err != nil {
-			return err
-		}
-		b.newRows = 0
-		for _, n := range newRows {
-			b.newRows += n
-		}
-	}
-	b.inserted = true
 	// A commit that keeps failing outside of cancellation (for example
 	// after a rebalance took the partitions away) is given up: the data is
 	// stored, and a redelivery is deduplicated by the sink.
@@ -465,6 +528,8 @@ func (p *Persister) flush(ctx context.Context, r *kafka.Reader, dlq *kafka.Write
 		return err
 	}
 	now := time.Now()
+	p.health.committed()
+	p.updateHealthMetrics(now)
 	p.persisted.Add(float64(b.newRows))
 	p.batchSize.Observe(float64(len(b.judgments)))
 	for i := range b.judgments {
@@ -474,20 +539,130 @@ func (p *Persister) flush(ctx context.Context, r *kafka.Reader, dlq *kafka.Write
 	return nil
 }
 
-// shardJudgments splits js into at most n non-empty shards by a hash of
-// (study, id), so that no judgment id appears in two concurrent
-// transactions and they never wait on each other's row locks.
+// store inserts the judgments of b in Parallelism concurrent sink calls.
+// When a call fails permanently, the messages with judgments in its shard
+// are bisected until the ones the sink rejects are isolated; those join
+// b.dead and the rest are stored. It returns an error only when ctx ended
+// first.
+func (p *Persister) store(ctx context.Context, b *batch) error {
+	shards := shardJudgments(b.judgments, p.cfg.Parallelism)
+	newRows := make([]int64, len(shards))
+	rejected := make([]error, len(shards))
+	g, gctx := errgroup.WithContext(ctx)
+	for i, shard := range shards {
+		g.Go(func() error {
+			n, err := p.insert(gctx, shard)
+			if permanent(err) {
+				rejected[i] = err
+				return nil
+			}
+			newRows[i] = n
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	var total int64
+	for _, n := range newRows {
+		total += n
+	}
+	b.newRows = total
+	if !slices.ContainsFunc(rejected, func(err error) bool { return err != nil }) {
+		return nil
+	}
+	// Bisect the messages with judgments in a rejected shard. With one
+	// shard that is every message, and the sink's error is known for all.
+	suspects, known := b.decoded, rejected[0]
+	if len(shards) > 1 {
+		bad := make(map[int]bool)
+		for i, err := range rejected {
+			if err != nil {
+				bad[shardOf(shards[i][0], p.cfg.Parallelism)] = true
+			}
+		}
+		suspects, known = nil, nil
+		for _, m := range b.decoded {
+			if slices.ContainsFunc(b.judgments[m.from:m.to], func(j alignet.Judgment) bool { return bad[shardOf(j, p.cfg.Parallelism)] }) {
+				suspects = append(suspects, m)
+			}
+		}
+	}
+	p.log.Warn("sink rejected judgments; isolating the messages to blame", "messages", len(suspects), "err", errors.Join(rejected...))
+	dead, n, err := p.isolate(ctx, b, suspects, known)
+	if err != nil {
+		return err
+	}
+	b.newRows += n
+	b.dead = append(b.dead, dead...)
+	return nil
+}
+
+// isolate stores the judgments of the messages ms, bisecting ms until every
+// message the sink rejects permanently stands alone. It returns those
+// messages as dead letters and the number of newly stored judgments. known,
+// if not nil, is the permanent error the sink already gave for all of ms.
+// It returns an error only when ctx ended first.
+func (p *Persister) isolate(ctx context.Context, b *batch, ms []span, known error) ([]deadLetter, int64, error) {
+	if known == nil {
+		n, err := p.insert(ctx, b.judgmentsOf(ms))
+		if !permanent(err) {
+			return nil, n, err
+		}
+		known = err
+	}
+	if len(ms) == 1 {
+		return []deadLetter{{msg: ms[0].msg, reason: reasonDBRejected, err: known}}, 0, nil
+	}
+	mid := len(ms) / 2
+	left, nl, err := p.isolate(ctx, b, ms[:mid], nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	right, nr, err := p.isolate(ctx, b, ms[mid:], nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	return append(left, right...), nl + nr, nil
+}
+
+// insert stores js in the sink, retrying transient errors. A permanent
+// error is returned at once; any other error means ctx ended first.
+func (p *Persister) insert(ctx context.Context, js []alignet.Judgment) (int64, error) {
+	var n int64
+	err := p.retry(ctx, "insert judgments", func(ctx context.Context) error {
+		var err error
+		n, err = p.sink.InsertJudgments(ctx, js)
+		if err != nil {
+			p.sinkErrors.Inc()
+			if permanent(err) {
+				return stopRetry{err}
+			}
+		}
+		return err
+	})
+	return n, err
+}
+
+// permanent reports whether a sink error blames the judgments, so that
+// retrying the same call cannot succeed.
+func permanent(err error) bool { return errors.Is(err, alignet.ErrInvalid) }
+
+// stopRetry makes retry return the wrapped error at once.
+type stopRetry struct{ err error }
+
+func (e stopRetry) Error() string { return e.err.Error() }
+
+// shardJudgments splits js into at most n non-empty shards by shardOf, so
+// that no judgment id appears in two concurrent transactions and they never
+// wait on each other's row locks.
 func shardJudgments(js []alignet.Judgment, n int) [][]alignet.Judgment {
 	if n <= 1 || len(js) < 2*n {
 		return [][]alignet.Judgment{js}
 	}
 	shards := make([][]alignet.Judgment, n)
 	for _, j := range js {
-		h := fnv.New32a()
-		_, _ = h.Write([]byte(j.Study))
-		_, _ = h.Write([]byte{0})
-		_, _ = h.Write([]byte(j.ID))
-		k := int(h.Sum32() % uint32(n))
+		k := shardOf(j, n)
 		shards[k] = append(shards[k], j)
 	}
 	out := shards[:0]
@@ -499,8 +674,18 @@ func shardJudgments(js []alignet.Judgment, n int) [][]alignet.Judgment {
 	return out
 }
 
+// shardOf returns the shard, in [0, n), of j: a hash of (study, id).
+func shardOf(j alignet.Judgment, n int) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(j.Study))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(j.ID))
+	return int(h.Sum32() % uint32(n))
+}
+
 // retry calls fn until it succeeds, waiting with capped exponential
-// backoff between attempts. It returns an error only when ctx is done.
+// backoff between attempts. It returns an error only when ctx is done, or
+// the error wrapped in a stopRetry that fn returned.
 func (p *Persister) retry(ctx context.Context, what string, fn func(context.Context) error) error {
 	delay := p.cfg.RetryMin
 	for attempt := 1; ; attempt++ {
@@ -508,9 +693,14 @@ func (p *Persister) retry(ctx context.Context, what string, fn func(context.Cont
 		if err == nil {
 			return nil
 		}
+		var stop stopRetry
+		if errors.As(err, &stop) {
+			return stop.err
+		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("%s: %w", what, ctx.Err())
 		}
+		p.health.failed(fmt.Errorf("%s: %w", what, err))
 		p.log.Warn(what+" failed; retrying", "attempt", attempt, "delay", delay, "err", err)
 		t := time.NewTimer(delay)
 		select {
@@ -523,6 +713,30 @@ func (p *Persister) retry(ctx context.Context, what string, fn func(context.Cont
 	}
 }
 
+// writeDeadLetters writes the letters. When the topic refuses one for its
+// size, which a letter near the size limit can reach through the added
+// headers, it writes them one by one and those too large without their
+// value, so that no letter can stall the partition it came from. Letters
+// written before a failure may be written again.
+func writeDeadLetters(ctx context.Context, dlq *kafka.Writer, letters []kafka.Message) error {
+	err := dlq.WriteMessages(ctx, letters...)
+	if !tooLarge(err) {
+		return err
+	}
+	for _, m := range letters {
+		err := dlq.WriteMessages(ctx, m)
+		if tooLarge(err) {
+			m.Headers = append(slices.Clip(m.Headers), kafka.Header{Key: HeaderValueDropped, Value: []byte(strconv.Itoa(len(m.Value)))})
+			m.Value = nil
+			err = dlq.WriteMessages(ctx, m)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // deadLetterMessage keeps the original key, value and headers and adds the
 // reason and the source position.
 func deadLetterMessage(d deadLetter) kafka.Message {
@@ -530,7 +744,7 @@ func deadLetterMessage(d deadLetter) kafka.Message {
 	h = append(h, d.msg.Headers...)
 	h = append(h,
 		kafka.Header{Key: HeaderError, Value: []byte(d.err.Error())},
-		kafka.Header{Key: HeaderErrorReason, Value: []byte(rejectReason(d.err))},
+		kafka.Header{Key: HeaderErrorReason, Value: []byte(d.reason)},
 		kafka.Header{Key: HeaderSourceTopic, Value: []byte(d.msg.Topic)},
 		kafka.Header{Key: HeaderSourcePartition, Value: []byte(strconv.Itoa(d.msg.Partition))},
 		kafka.Header{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(d.msg.Offset, 10))},
@@ -538,10 +752,10 @@ func deadLetterMessage(d deadLetter) kafka.Message {
 	return kafka.Message{Key: d.msg.Key, Value: d.msg.Value, Headers: h}
 }
 
-// trackLag sets the lag gauge every LagInterval until ctx is cancelled.
-// The lag is measured from the committed offsets of the group, so it keeps
-// growing while the persister is stuck.
-func (p *Persister) trackLag(ctx context.Context) {
+// monitor updates the stuck metrics and the lag gauge every LagInterval
+// until ctx is cancelled. The lag is measured from the committed offsets of
+// the group, so it keeps growing while the persister is stuck.
+func (p *Persister) monitor(ctx context.Context) {
 	tr := newTransport()
 	defer tr.CloseIdleConnections()
 	client := &kafka.Client{Addr: kafka.TCP(p.cfg.Brokers...), Transport: tr, Timeout: 5 * time.Second}
@@ -551,7 +765,8 @@ func (p *Persister) trackLag(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case now := <-t.C:
+			p.updateHealthMetrics(now)
 		}
 		lag, err := groupLag(ctx, client, p.cfg.GroupID, p.cfg.Topic)
 		if err != nil {

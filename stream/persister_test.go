@@ -46,6 +46,7 @@ func assertOnlyMarker(t *testing.T, brokers []string, topics TopicConfig, group 
 }
 
 func TestPublishPersistEndToEnd(t *testing.T) {
+	t.Parallel()
 	forEachBroker(t, func(t *testing.T, brokers []string) {
 		topics := testTopics(t, brokers)
 		reg := prometheus.NewRegistry()
@@ -118,6 +119,7 @@ func TestPublishPersistEndToEnd(t *testing.T) {
 // TestPersisterRetriesUntilSinkSucceeds: a failing sink delays but never
 // loses a batch, and offsets are committed once it succeeded.
 func TestPersisterRetriesUntilSinkSucceeds(t *testing.T) {
+	t.Parallel()
 	forEachBroker(t, func(t *testing.T, brokers []string) {
 		topics := testTopics(t, brokers)
 		reg := prometheus.NewRegistry()
@@ -147,6 +149,7 @@ func TestPersisterRetriesUntilSinkSucceeds(t *testing.T) {
 // TestPersisterRedeliversUncommittedBatch: a persister killed while its sink
 // hangs commits nothing, so the next member of the group gets the batch.
 func TestPersisterRedeliversUncommittedBatch(t *testing.T) {
+	t.Parallel()
 	forEachBroker(t, func(t *testing.T, brokers []string) {
 		topics := testTopics(t, brokers)
 		prod := newTestProducer(t, brokers, topics.Judgments, nil, nil)
@@ -181,6 +184,7 @@ func TestPersisterRedeliversUncommittedBatch(t *testing.T) {
 // TestPersisterGracefulShutdownCommitsInFlightBatch: cancelling Run flushes
 // and commits the batch still waiting for its flush interval.
 func TestPersisterGracefulShutdownCommitsInFlightBatch(t *testing.T) {
+	t.Parallel()
 	forEachBroker(t, func(t *testing.T, brokers []string) {
 		topics := testTopics(t, brokers)
 		prod := newTestProducer(t, brokers, topics.Judgments, nil, nil)
@@ -217,6 +221,7 @@ func TestPersisterGracefulShutdownCommitsInFlightBatch(t *testing.T) {
 // TestPersisterDeadLetters: undecodable messages go to the dead-letter
 // topic with their reason and position, and the pipeline continues.
 func TestPersisterDeadLetters(t *testing.T) {
+	t.Parallel()
 	forEachBroker(t, func(t *testing.T, brokers []string) {
 		topics := testTopics(t, brokers)
 		reg := prometheus.NewRegistry()
@@ -298,6 +303,7 @@ func TestPersisterDeadLetters(t *testing.T) {
 // TestPersisterLagMetric: the lag counts uncommitted messages while the sink
 // hangs and returns to zero once they are committed.
 func TestPersisterLagMetric(t *testing.T) {
+	t.Parallel()
 	forEachBroker(t, func(t *testing.T, brokers []string) {
 		topics := testTopics(t, brokers)
 		reg := prometheus.NewRegistry()
@@ -335,6 +341,7 @@ func mustEncode(t *testing.T, study string, js []alignet.Judgment) []byte {
 // TestPersisterScaleOut: a second member joining the group mid-stream causes
 // a rebalance; every judgment is still stored and everything is committed.
 func TestPersisterScaleOut(t *testing.T) {
+	t.Parallel()
 	forEachBroker(t, func(t *testing.T, brokers []string) {
 		topics := testTopics(t, brokers)
 		prod := newTestProducer(t, brokers, topics.Judgments, nil, nil)

@@ -14,10 +14,6 @@ import (
 	"github.com/alignet/alignet/ops"
 )
 
-// ErrTooLarge is returned by Publish when the encoded batch exceeds
-// ProducerConfig.MaxBatchBytes; the request should be split (HTTP 413).
-var ErrTooLarge = errors.New("judgment batch too large")
-
 // Defaults of ProducerConfig, applied by NewProducer to zero fields.
 const (
 	// DefaultLinger is how long a partition waits for concurrent batches.
@@ -146,7 +142,9 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 
 // Publish encodes the judgments of one study as one message and returns
 // after the broker acknowledged it on all in-sync replicas. An invalid batch
-// yields an error wrapping ErrInvalidBatch, an oversized one ErrTooLarge.
+// yields an error wrapping ErrInvalidBatch; a batch larger than
+// MaxBatchBytes once encoded, or than the broker accepts, yields one
+// wrapping alignet.ErrTooLarge: it must be split, not retried (HTTP 413).
 // When Kafka cannot be reached within WriteTimeout the error wraps
 // alignet.ErrUnavailable; the batch may still have been written, so clients
 // retry with the same judgment ids and storage deduplicates them.
@@ -156,7 +154,7 @@ func (p *Producer) Publish(ctx context.Context, study string, js []alignet.Judgm
 		return fmt.Errorf("publish: %w", err)
 	}
 	if n := int64(len(msg.Key) + len(msg.Value) + len(ContentType) + len(HeaderContentType) + 64); n > p.cfg.MaxBatchBytes {
-		return fmt.Errorf("publish study %q: %d judgments encode to about %d bytes, limit %d: %w", study, len(js), n, p.cfg.MaxBatchBytes, ErrTooLarge)
+		return fmt.Errorf("publish study %q: %d judgments encode to about %d bytes, limit %d: %w", study, len(js), n, p.cfg.MaxBatchBytes, alignet.ErrTooLarge)
 	}
 	wctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
 	defer cancel()
@@ -171,12 +169,30 @@ func (p *Producer) Publish(ctx context.Context, study string, js []alignet.Judgm
 		// The caller gave up, e.g. the client disconnected.
 		return fmt.Errorf("publish study %q: %w", study, ctx.Err())
 	}
-	var tooLarge kafka.MessageTooLargeError
-	if errors.As(err, &tooLarge) || errors.Is(err, kafka.MessageSizeTooLarge) {
-		return fmt.Errorf("publish study %q: %w: %w", study, ErrTooLarge, err)
+	if tooLarge(err) {
+		return fmt.Errorf("publish study %q: %w: %w", study, alignet.ErrTooLarge, err)
 	}
 	p.log.Warn("publish failed", "study", study, "judgments", len(js), "err", err)
 	return unavailable(fmt.Sprintf("publish study %q", study), err)
+}
+
+// tooLarge reports whether err, or one of the per-message errors of a
+// kafka.WriteErrors (which errors.Is does not see through), says that the
+// writer or the broker refused a message for its size.
+func tooLarge(err error) bool {
+	var mtl kafka.MessageTooLargeError
+	if errors.As(err, &mtl) || errors.Is(err, kafka.MessageSizeTooLarge) || errors.Is(err, kafka.RecordListTooLarge) {
+		return true
+	}
+	var we kafka.WriteErrors
+	if errors.As(err, &we) {
+		for _, e := range we {
+			if e != nil && tooLarge(e) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Ping reports whether a broker is reachable and every partition of the

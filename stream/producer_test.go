@@ -16,6 +16,7 @@ import (
 )
 
 func TestEnsureTopicsAndPing(t *testing.T) {
+	t.Parallel()
 	forEachBroker(t, func(t *testing.T, brokers []string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
@@ -60,6 +61,7 @@ func TestEnsureTopicsAndPing(t *testing.T) {
 
 // TestPublishRecordFormat reads a published batch back with a plain reader.
 func TestPublishRecordFormat(t *testing.T) {
+	t.Parallel()
 	forEachBroker(t, func(t *testing.T, brokers []string) {
 		topics := testTopics(t, brokers)
 		reg := prometheus.NewRegistry()
@@ -122,6 +124,7 @@ func TestPublishRecordFormat(t *testing.T) {
 // batch size equal to the number of publishers, all calls can return only
 // if their messages were sent together when the batch filled up.
 func TestPublishBatchesConcurrentRequests(t *testing.T) {
+	t.Parallel()
 	forEachBroker(t, func(t *testing.T, brokers []string) {
 		topics := testTopics(t, brokers)
 		const n = 50
@@ -157,6 +160,7 @@ func TestPublishBatchesConcurrentRequests(t *testing.T) {
 }
 
 func TestPublishRejectsInvalidAndOversizedBatches(t *testing.T) {
+	t.Parallel()
 	brokers := fakeBrokers(t)
 	topics := testTopics(t, brokers)
 	reg := prometheus.NewRegistry()
@@ -165,14 +169,52 @@ func TestPublishRejectsInvalidAndOversizedBatches(t *testing.T) {
 	if err := p.Publish(ctx, "s", judgments("other", "a", 1)); !errors.Is(err, ErrInvalidBatch) || errors.Is(err, alignet.ErrUnavailable) {
 		t.Errorf("study mismatch: err = %v, want ErrInvalidBatch only", err)
 	}
-	if err := p.Publish(ctx, "s", judgments("s", "big", 100)); !errors.Is(err, ErrTooLarge) {
-		t.Errorf("oversized batch: err = %v, want ErrTooLarge", err)
+	if err := p.Publish(ctx, "s", judgments("s", "big", 100)); !errors.Is(err, alignet.ErrTooLarge) || errors.Is(err, alignet.ErrUnavailable) {
+		t.Errorf("oversized batch: err = %v, want alignet.ErrTooLarge only", err)
 	}
 	if err := p.Publish(ctx, "s", judgments("s", "ok", 2)); err != nil {
 		t.Errorf("valid batch after rejections: %v", err)
 	}
 }
 
+// TestPublishTooLargeForBroker: a batch within MaxBatchBytes that the
+// topic's max.message.bytes refuses is alignet.ErrTooLarge too, not
+// ErrUnavailable, so the API answers 413 instead of asking for retries.
+func TestPublishTooLargeForBroker(t *testing.T) {
+	t.Parallel()
+	forEachBroker(t, func(t *testing.T, brokers []string) {
+		topic := uniqueName(t, "small")
+		ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+		defer cancel()
+		tr := newTransport()
+		defer tr.CloseIdleConnections()
+		client := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}
+		resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+			Topic: topic, NumPartitions: 1, ReplicationFactor: 1,
+			ConfigEntries: []kafka.ConfigEntry{{ConfigName: "max.message.bytes", ConfigValue: "2048"}},
+		}}})
+		if err != nil || resp.Errors[topic] != nil {
+			t.Fatalf("create topic: %v %v", err, resp)
+		}
+		if err := EnsureTopics(ctx, brokers, TopicConfig{Judgments: topic, DeadLetters: topic + ".dlq", Partitions: 1}); err != nil {
+			t.Fatal(err)
+		}
+		p := newTestProducer(t, brokers, topic, nil, nil)
+		big := judgments("s", "big", 40) // well over 2 KiB encoded, well under MaxBatchBytes
+		if m, err := EncodeBatch("s", big); err != nil || len(m.Value) < 4096 {
+			t.Fatalf("test batch encodes to %d bytes (%v), want over 4096", len(m.Value), err)
+		}
+		err = p.Publish(ctx, "s", big)
+		if !errors.Is(err, alignet.ErrTooLarge) || errors.Is(err, alignet.ErrUnavailable) {
+			t.Errorf("batch over max.message.bytes: err = %v, want alignet.ErrTooLarge only", err)
+		}
+		if err := p.Publish(ctx, "s", judgments("s", "small", 1)); err != nil {
+			t.Errorf("small batch after the rejection: %v", err)
+		}
+	})
+}
+
+// TestPublishUnavailable is not parallel: it bounds how long Publish takes.
 func TestPublishUnavailable(t *testing.T) {
 	deadPort := func(t *testing.T) []string {
 		l, err := net.Listen("tcp", "127.0.0.1:0")

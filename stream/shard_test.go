@@ -8,6 +8,7 @@ import (
 )
 
 func TestShardJudgmentsIsAPartition(t *testing.T) {
+	t.Parallel()
 	var js []alignet.Judgment
 	for i := 0; i < 1000; i++ {
 		js = append(js, alignet.Judgment{Study: fmt.Sprintf("s%d", i%3), ID: fmt.Sprintf("j%d", i)})

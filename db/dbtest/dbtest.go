@@ -2,8 +2,8 @@
 // database: each test gets its own schema with a random name, dropped when
 // the test ends (the approach of riverqueue/river).
 //
-// Tests read ALIGNET_TEST_DATABASE_URL. When it is unset they are skipped,
-// except under CI=true, where they fail: CI must never silently skip them.
+// Tests read ALIGNET_TEST_DATABASE_URL through internal/testenv: when it is
+// unset they are skipped, except under CI=true, where they fail.
 package dbtest
 
 import (
@@ -11,37 +11,20 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/alignet/alignet/db"
+	"github.com/alignet/alignet/internal/testenv"
 	"github.com/jackc/pgx/v5"
 )
-
-// EnvURL is the environment variable holding the test database URL.
-const EnvURL = "ALIGNET_TEST_DATABASE_URL"
-
-// URL returns the test database URL. When EnvURL is unset it skips tb, or
-// fails it when CI=true.
-func URL(tb testing.TB) string {
-	tb.Helper()
-	url := os.Getenv(EnvURL)
-	if url == "" {
-		if os.Getenv("CI") == "true" {
-			tb.Fatalf("%s is not set; CI must run the Postgres integration tests (scripts/postgres.sh start)", EnvURL)
-		}
-		tb.Skipf("%s not set; skipping Postgres integration test", EnvURL)
-	}
-	return url
-}
 
 // Schema creates an empty schema with a random name, drops it (with
 // everything in it) in tb.Cleanup, and returns the database URL and the
 // schema name.
 func Schema(tb testing.TB) (url, schema string) {
 	tb.Helper()
-	url = URL(tb)
+	url = testenv.DatabaseURL(tb)
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		tb.Fatalf("dbtest: random schema name: %v", err)

@@ -1,13 +1,12 @@
 package cli
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/csv"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -19,11 +18,12 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/alignet/alignet/client"
+	"github.com/alignet/alignet/internal/cmdline"
+	"github.com/alignet/alignet/internal/offline"
 	"github.com/alignet/alignet/internal/progress"
-	"github.com/alignet/alignet/npy"
 )
 
-// importFlags are shared by the import subcommands.
+// importFlags are shared by the import subcommands and loadgen.
 type importFlags struct {
 	server      string
 	key         string
@@ -31,77 +31,82 @@ type importFlags struct {
 	concurrency int
 }
 
-func (f *importFlags) bind(fs *flag.FlagSet) {
-	def := getenv("ALIGNET_URL")
-	if def == "" {
-		def = "http://127.0.0.1:8080"
-	}
-	key := getenv("ALIGNET_KEY")
-	if key == "" {
-		key = getenv("ALIGNET_ADMIN_KEY")
-	}
-	fs.StringVar(&f.server, "server", def, "alignet base URL (ALIGNET_URL)")
-	fs.StringVar(&f.key, "key", key, "API key with admin scope (ALIGNET_KEY or ALIGNET_ADMIN_KEY)")
+func (f *importFlags) bind(fs *cmdline.FlagSet) {
+	fs.StringVar(&f.server, "server", "http://127.0.0.1:8080", "alignet base `URL`")
+	fs.StringVar(&f.key, "key", "", "API `KEY` with admin scope (make run prints it and keeps it in alignet-data/admin.key)")
 	fs.IntVar(&f.batch, "batch", 1000, "judgments per request (at most 1000)")
 	fs.IntVar(&f.concurrency, "concurrency", 4, "requests in flight")
+	fs.Env("server", getenv, "ALIGNET_URL")
+	fs.Env("key", getenv, "ALIGNET_KEY", "ALIGNET_ADMIN_KEY")
+	fs.Require("key")
 }
 
 func (f *importFlags) client() (*client.Client, error) {
-	if f.key == "" {
-		return nil, errors.New("an API key is required: --key or ALIGNET_KEY")
-	}
 	if f.batch < 1 || f.batch > 1000 {
 		return nil, fmt.Errorf("--batch must be between 1 and 1000, got %d", f.batch)
 	}
 	return client.New(f.server, f.key, nil), nil
 }
 
-const importUsage = `usage:
-  alignet import embeddings --space S --npy E.npy --ids IDS.txt
-  alignet import judgments  --study S --file F [--format things|anchor|anchor-csv] [--ids IDS.txt]
-  alignet import things     --dir ../shared/data/things [--study things] [--space clip-vit-b32] [--limit N]
+// importKinds are the subcommands of "alignet import".
+var importKinds = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
+	"embeddings": importEmbeddingsCmd,
+	"judgments":  importJudgmentsCmd,
+	"things":     importThingsCmd,
+}
 
-Everything goes through the HTTP ingestion API, so imported judgments are
-validated, pseudonymised, logged to Kafka and persisted exactly like live ones.
-Re-running an import stores nothing twice: judgment ids derive from the file
-contents and line numbers.`
+const importUsage = `Usage: alignet import <kind> [flags]
+
+Load embeddings and judgments through the HTTP ingestion API, so imported
+judgments are validated, pseudonymised, logged to Kafka and persisted
+exactly like live ones. Re-running an import stores nothing twice: judgment
+ids derive from the file contents and line numbers.
+
+Kinds:
+  embeddings  upload a .npy matrix into a representation space
+  judgments   post a judgments file into an existing study
+  things      create the THINGS space and study and import all of it
+
+Example:
+  alignet import things --dir ../shared/data/things --key "$(cat alignet-data/admin.key)"
+
+Run 'alignet import <kind> --help' for a kind's flags.
+`
 
 func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, importUsage)
-		return errors.New("missing import kind")
+		fmt.Fprint(stderr, importUsage)
+		return cmdline.Usagef("import", "missing import kind")
 	}
 	switch args[0] {
-	case "embeddings":
-		return importEmbeddingsCmd(ctx, args[1:], stdout, stderr)
-	case "judgments":
-		return importJudgmentsCmd(ctx, args[1:], stdout, stderr)
-	case "things":
-		return importThingsCmd(ctx, args[1:], stdout, stderr)
-	default:
-		fmt.Fprintln(stderr, importUsage)
-		return fmt.Errorf("unknown import kind %q", args[0])
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, importUsage)
+		return nil
 	}
+	run, ok := importKinds[args[0]]
+	if !ok {
+		return cmdline.Usagef("import", "unknown import kind %q (want embeddings, judgments or things)", args[0])
+	}
+	return run(ctx, args[1:], stdout, stderr)
 }
 
 func importEmbeddingsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("import embeddings", stderr)
+	fs := cmdline.New("import embeddings", "Upload a .npy matrix, one row per item, into a representation space (created when missing).", stdout)
 	var f importFlags
 	f.bind(fs)
-	space := fs.String("space", "", "representation space name")
-	npyPath := fs.String("npy", "", ".npy matrix, one row per item")
-	idsPath := fs.String("ids", "", "text file of item ids, one per line, in row order")
+	space := fs.String("space", "", "representation space `NAME`")
+	npyPath := fs.String("npy", "", ".npy matrix `FILE`, one float row per item")
+	idsPath := fs.String("ids", "", "item ids `FILE`, one per line, in row order")
+	fs.Require("space", "npy", "ids")
+	fs.Example(`alignet import embeddings --space clip --npy emb.npy --ids ids.txt --key "$KEY"`)
 	if err := fs.Parse(args); err != nil {
 		return err
-	}
-	if *space == "" || *npyPath == "" || *idsPath == "" {
-		return errors.New("--space, --npy and --ids are required")
 	}
 	c, err := f.client()
 	if err != nil {
 		return err
 	}
-	ids, err := readLines(*idsPath)
+	ids, err := offline.ReadIDs(*idsPath)
 	if err != nil {
 		return err
 	}
@@ -113,21 +118,22 @@ func importEmbeddingsCmd(ctx context.Context, args []string, stdout, stderr io.W
 	return nil
 }
 
-// importEmbeddings creates the space if needed and uploads the matrix.
+// importEmbeddings creates the space if needed and uploads the matrix,
+// after the checks the offline commands make (finite values, one row per
+// id).
 func importEmbeddings(ctx context.Context, c *client.Client, space, npyPath string, ids []string, stderr io.Writer) (int64, error) {
-	fh, err := os.Open(npyPath)
+	vec, n, d, err := offline.ReadEmbeddings(npyPath)
+	var nf *offline.NonFiniteError
+	if errors.As(err, &nf) && nf.Row < len(ids) {
+		return 0, fmt.Errorf("item %q: %w", ids[nf.Row], err)
+	}
 	if err != nil {
-		return 0, fmt.Errorf("open embeddings: %w", err)
+		return 0, err
 	}
-	defer fh.Close()
-	vec, shape, err := npy.ReadFloat32(fh)
-	if err != nil {
-		return 0, fmt.Errorf("read %s: %w", npyPath, err)
+	if _, err := offline.NewRows(n, d, ids); err != nil {
+		return 0, fmt.Errorf("%s: %w", npyPath, err)
 	}
-	if len(shape) != 2 || shape[0] != len(ids) {
-		return 0, fmt.Errorf("%s has shape %v but %d ids were given", npyPath, shape, len(ids))
-	}
-	if err := c.PutSpace(ctx, space, shape[1]); err != nil {
+	if err := c.PutSpace(ctx, space, d); err != nil {
 		return 0, fmt.Errorf("create space: %w", err)
 	}
 	const chunk = 20000
@@ -136,30 +142,29 @@ func importEmbeddings(ctx context.Context, c *client.Client, space, npyPath stri
 	var total int64
 	for lo := 0; lo < len(ids); lo += chunk {
 		hi := min(lo+chunk, len(ids))
-		n, err := c.UploadEmbeddings(ctx, space, ids[lo:hi], vec[lo*shape[1]:hi*shape[1]], shape[1])
+		m, err := c.UploadEmbeddings(ctx, space, ids[lo:hi], vec[lo*d:hi*d], d)
 		if err != nil {
 			return total, fmt.Errorf("upload rows %d-%d: %w", lo, hi, err)
 		}
-		total += n
+		total += m
 		bar.Add(int64(hi - lo))
 	}
 	return total, nil
 }
 
 func importJudgmentsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("import judgments", stderr)
+	fs := cmdline.New("import judgments", "Post a judgments file into an existing study whose pool holds the items.", stdout)
 	var f importFlags
 	f.bind(fs)
-	study := fs.String("study", "", "study to import into (must exist, with the items in its pool)")
-	file := fs.String("file", "", "judgments file")
-	format := fs.String("format", "things", "things (i j k [subject], k odd), anchor (head close far), or anchor-csv (salmon/NEXT export)")
-	idsPath := fs.String("ids", "", "optional file mapping integer indices to item ids (line n is item n)")
+	study := fs.String("study", "", "study `ID` to import into")
+	file := fs.String("file", "", "judgments `FILE`")
+	format := fs.String("format", "things", "file `FORMAT`: things (i j k [subject], k odd), anchor (head close far [subject]), or anchor-csv (salmon/NEXT export)")
+	idsPath := fs.String("ids", "", "optional `FILE` naming the items of integer-indexed files: line n is item n (THINGS concepts.txt)")
 	limit := fs.Int("limit", 0, "import at most this many judgments (0 = all)")
+	fs.Require("study", "file")
+	fs.Example(`alignet import judgments --study things --file triplets_train.txt --ids concepts.txt --key "$KEY"`)
 	if err := fs.Parse(args); err != nil {
 		return err
-	}
-	if *study == "" || *file == "" {
-		return errors.New("--study and --file are required")
 	}
 	c, err := f.client()
 	if err != nil {
@@ -167,29 +172,46 @@ func importJudgmentsCmd(ctx context.Context, args []string, stdout, stderr io.Wr
 	}
 	var ids []string
 	if *idsPath != "" {
-		if ids, err = readLines(*idsPath); err != nil {
+		if ids, err = offline.ReadIDs(*idsPath); err != nil {
 			return err
 		}
 	}
-	js, err := readJudgmentFile(*file, *format, ids, *limit)
+	js, lines, err := readJudgmentFile(*file, *format, ids, *limit)
 	if err != nil {
 		return err
 	}
-	if err := postAll(ctx, c, *study, js, f.batch, f.concurrency, stderr); err != nil {
-		return err
+	if err := postAll(ctx, c, *study, js, lines, f.batch, f.concurrency, stderr); err != nil {
+		return withIDsHint(err, js, ids, *file)
 	}
 	fmt.Fprintf(stdout, "imported %d judgments into study %s\n", len(js), *study)
 	return nil
 }
 
+// withIDsHint adds a hint to an unknown_item error when the file names
+// items by integer index and no --ids file maps them to item ids.
+func withIDsHint(err error, js []client.Judgment, ids []string, path string) error {
+	var apiErr *client.Error
+	if ids != nil || len(js) == 0 || !errors.As(err, &apiErr) || apiErr.Code != "unknown_item" {
+		return err
+	}
+	j := js[0]
+	for _, it := range append([]string{j.Head, j.Close, j.Far}, j.Items...) {
+		if _, aerr := strconv.Atoi(it); it != "" && aerr != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("%w; %s names items by integer index (THINGS format): give --ids FILE naming item n on line n, such as --ids concepts.txt", err, path)
+}
+
 func importThingsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("import things", stderr)
+	fs := cmdline.New("import things", "Create the THINGS representation space (CLIP ViT-B/32) and odd-one-out study, and import its 1,854 embeddings and 126k human triplets.", stdout)
 	var f importFlags
 	f.bind(fs)
-	dir := fs.String("dir", filepath.Join("..", "shared", "data", "things"), "THINGS data folder")
-	study := fs.String("study", "things", "study id to create")
-	space := fs.String("space", "clip-vit-b32", "representation space for the CLIP features")
+	dir := fs.String("dir", filepath.Join("..", "shared", "data", "things"), "THINGS data `DIR` (concepts.txt, clip_vit_b32.npy, triplets_train.txt)")
+	study := fs.String("study", "things", "study `ID` to create")
+	space := fs.String("space", "clip-vit-b32", "representation space `NAME` for the CLIP features")
 	limit := fs.Int("limit", 0, "import at most this many triplets (0 = all)")
+	fs.Example(`alignet import things --dir ../shared/data/things --key "$(cat alignet-data/admin.key)"`)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -197,7 +219,7 @@ func importThingsCmd(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	concepts, err := readLines(filepath.Join(*dir, "concepts.txt"))
+	concepts, err := offline.ReadIDs(filepath.Join(*dir, "concepts.txt"))
 	if err != nil {
 		return err
 	}
@@ -211,11 +233,11 @@ func importThingsCmd(ctx context.Context, args []string, stdout, stderr io.Write
 	if _, err := c.AddItems(ctx, *study, concepts); err != nil {
 		return fmt.Errorf("add items: %w", err)
 	}
-	js, err := readJudgmentFile(filepath.Join(*dir, "triplets_train.txt"), "things", concepts, *limit)
+	js, lines, err := readJudgmentFile(filepath.Join(*dir, "triplets_train.txt"), "things", concepts, *limit)
 	if err != nil {
 		return err
 	}
-	if err := postAll(ctx, c, *study, js, f.batch, f.concurrency, stderr); err != nil {
+	if err := postAll(ctx, c, *study, js, lines, f.batch, f.concurrency, stderr); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "THINGS imported: %d embeddings in space %s, %d items and %d judgments in study %s\n",
@@ -226,82 +248,74 @@ func importThingsCmd(ctx context.Context, args []string, stdout, stderr io.Write
 
 // readJudgmentFile parses a judgments file into API judgments with ids
 // derived from the file's content hash and line number, so re-imports are
-// idempotent.
-func readJudgmentFile(path, format string, ids []string, limit int) ([]client.Judgment, error) {
+// idempotent, and returns the line of each. Text files (things, anchor)
+// are read by offline.ParseJudgments, the reader the offline commands use;
+// with ids their fields are row indices into ids, else item ids.
+func readJudgmentFile(path, format string, ids []string, limit int) ([]client.Judgment, []int, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read judgments: %w", err)
+		return nil, nil, fmt.Errorf("read judgments: %w", err)
 	}
 	sum := sha256.Sum256(raw)
 	prefix := "imp-" + hex.EncodeToString(sum[:6]) + "-"
+	rows := offline.IndexRows(len(ids))
 	item := func(s string, line int) (string, error) {
 		if ids == nil {
 			return s, nil
 		}
-		i, err := strconv.Atoi(s)
-		if err != nil || i < 0 || i >= len(ids) {
-			return "", fmt.Errorf("%s:%d: item %q is not an index into the %d ids", path, line, s, len(ids))
+		i, err := rows.Row(s)
+		if err != nil {
+			return "", fmt.Errorf("%s:%d: %w (--ids names %d items)", path, line, err, len(ids))
 		}
 		return ids[i], nil
 	}
 	var out []client.Judgment
+	var lines []int
 	switch format {
 	case "things", "anchor":
-		sc := bufio.NewScanner(strings.NewReader(string(raw)))
-		line := 0
-		for sc.Scan() {
-			line++
-			fields := strings.Fields(sc.Text())
-			if len(fields) == 0 || strings.HasPrefix(fields[0], "#") {
-				continue
-			}
-			if len(fields) < 3 {
-				return nil, fmt.Errorf("%s:%d: want at least 3 fields, got %d", path, line, len(fields))
-			}
+		recs, _, err := offline.ParseJudgments(bytes.NewReader(raw), offline.FormatText, limit)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", path, err)
+		}
+		for _, r := range recs {
 			var it [3]string
-			for a := 0; a < 3; a++ {
-				if it[a], err = item(fields[a], line); err != nil {
-					return nil, err
+			for a := range it {
+				if it[a], err = item(r.Items[a], r.Line); err != nil {
+					return nil, nil, err
 				}
 			}
 			worker := "unknown"
-			if len(fields) > 3 {
-				worker = "subject-" + fields[3]
+			if r.Worker != "" {
+				worker = "subject-" + r.Worker
 			}
-			j := client.Judgment{ID: prefix + strconv.Itoa(line), Worker: worker}
+			j := client.Judgment{ID: prefix + strconv.Itoa(r.Line), Worker: worker}
 			if format == "things" {
 				j.Items, j.Odd = it[:], it[2]
 			} else {
 				j.Head, j.Close, j.Far = it[0], it[1], it[2]
 			}
 			out = append(out, j)
-			if limit > 0 && len(out) >= limit {
-				break
-			}
-		}
-		if err := sc.Err(); err != nil {
-			return nil, fmt.Errorf("read %s: %w", path, err)
+			lines = append(lines, r.Line)
 		}
 	case "anchor-csv":
-		out, err = readAnchorCSV(path, string(raw), prefix, item, limit)
-		if err != nil {
-			return nil, err
+		if out, lines, err = readAnchorCSV(path, string(raw), prefix, item, limit); err != nil {
+			return nil, nil, err
 		}
 	default:
-		return nil, fmt.Errorf("unknown format %q (want things, anchor or anchor-csv)", format)
+		return nil, nil, fmt.Errorf("unknown format %q (want things, anchor or anchor-csv)", format)
 	}
-	return out, nil
+	return out, lines, nil
 }
 
 // readAnchorCSV reads salmon- and NEXT-style exports: a header with head and
 // either close/far columns or left/right/winner columns, plus optional
 // worker (puid, participant, worker) and response time columns.
-func readAnchorCSV(path, raw, prefix string, item func(string, int) (string, error), limit int) ([]client.Judgment, error) {
+func readAnchorCSV(path, raw, prefix string, item func(string, int) (string, error), limit int) ([]client.Judgment, []int, error) {
 	r := csv.NewReader(strings.NewReader(raw))
 	r.FieldsPerRecord = -1
 	header, err := r.Read()
 	if err != nil {
-		return nil, fmt.Errorf("read %s header: %w", path, err)
+		return nil, nil, fmt.Errorf("read %s header: %w", path, err)
 	}
 	col := map[string]int{}
 	for i, h := range header {
@@ -321,9 +335,10 @@ func readAnchorCSV(path, raw, prefix string, item func(string, int) (string, err
 	worker := find("puid", "participant", "participant_uid", "worker", "worker_id")
 	rt := find("response_time", "rt_ms", "response_time_ms")
 	if head < 0 || (closeC < 0 || far < 0) && (left < 0 || right < 0 || winner < 0) {
-		return nil, fmt.Errorf("%s: header needs head and close,far or left,right,winner columns; got %v", path, header)
+		return nil, nil, fmt.Errorf("%s: header needs head and close,far or left,right,winner columns; got %v", path, header)
 	}
 	var out []client.Judgment
+	var lines []int
 	line := 1
 	for {
 		rec, err := r.Read()
@@ -332,7 +347,7 @@ func readAnchorCSV(path, raw, prefix string, item func(string, int) (string, err
 		}
 		line++
 		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+			return nil, nil, fmt.Errorf("%s:%d: %w", path, line, err)
 		}
 		get := func(i int) string {
 			if i < 0 || i >= len(rec) {
@@ -349,18 +364,18 @@ func readAnchorCSV(path, raw, prefix string, item func(string, int) (string, err
 			case rr:
 				c, f = rr, l
 			default:
-				return nil, fmt.Errorf("%s:%d: winner %q is neither left %q nor right %q", path, line, w, l, rr)
+				return nil, nil, fmt.Errorf("%s:%d: winner %q is neither left %q nor right %q", path, line, w, l, rr)
 			}
 		}
 		j := client.Judgment{ID: prefix + strconv.Itoa(line), Worker: "unknown"}
 		if j.Head, err = item(h, line); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if j.Close, err = item(c, line); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if j.Far, err = item(f, line); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if w := get(worker); w != "" {
 			j.Worker = w
@@ -372,22 +387,25 @@ func readAnchorCSV(path, raw, prefix string, item func(string, int) (string, err
 			j.RTMs = int(v)
 		}
 		out = append(out, j)
+		lines = append(lines, line)
 		if limit > 0 && len(out) >= limit {
 			break
 		}
 	}
-	return out, nil
+	return out, lines, nil
 }
 
 // postAll posts judgments in batches with bounded concurrency, retrying
-// batches the server could not take yet (503).
-func postAll(ctx context.Context, c *client.Client, study string, js []client.Judgment, batch, concurrency int, stderr io.Writer) error {
+// batches the server could not take yet (503). A rejected judgment's error
+// names its line, from lines (parallel to js; nil when unknown).
+func postAll(ctx context.Context, c *client.Client, study string, js []client.Judgment, lines []int, batch, concurrency int, stderr io.Writer) error {
 	bar := progress.New(stderr, "judgments", int64(len(js)))
 	defer bar.Finish()
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(max(concurrency, 1))
 	for lo := 0; lo < len(js); lo += batch {
-		part := js[lo:min(lo+batch, len(js))]
+		hi := min(lo+batch, len(js))
+		part := js[lo:hi]
 		g.Go(func() error {
 			for attempt := 0; ; attempt++ {
 				_, err := c.PostJudgments(gctx, study, part)
@@ -397,7 +415,7 @@ func postAll(ctx context.Context, c *client.Client, study string, js []client.Ju
 					return nil
 				}
 				if !errors.As(err, &apiErr) || !apiErr.Temporary() || attempt >= 10 {
-					return err
+					return rejectedAt(err, apiErr, lines, lo, hi)
 				}
 				select {
 				case <-gctx.Done():
@@ -410,14 +428,13 @@ func postAll(ctx context.Context, c *client.Client, study string, js []client.Ju
 	return g.Wait()
 }
 
-func readLines(path string) ([]string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+// rejectedAt adds to the error of the batch js[lo:hi] the line of the
+// judgment its field ("[3].odd") names, when known.
+func rejectedAt(err error, apiErr *client.Error, lines []int, lo, hi int) error {
+	if apiErr != nil && lines != nil && strings.HasPrefix(apiErr.Field, "[") {
+		if k, perr := strconv.Atoi(apiErr.Field[1:max(strings.IndexByte(apiErr.Field, ']'), 1)]); perr == nil && lo+k < hi {
+			return fmt.Errorf("judgment on line %d: %w", lines[lo+k], err)
+		}
 	}
-	var out []string
-	for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
-		out = append(out, strings.TrimSpace(l))
-	}
-	return out, nil
+	return fmt.Errorf("judgments %d-%d: %w", lo+1, hi, err)
 }

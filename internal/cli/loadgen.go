@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/alignet/alignet/client"
+	"github.com/alignet/alignet/internal/cmdline"
 	"github.com/alignet/alignet/internal/progress"
 )
 
@@ -38,7 +39,7 @@ type loadReport struct {
 }
 
 func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("loadgen", stderr)
+	fs := cmdline.New("loadgen", "Drive a running server with simulated workers posting odd-one-out judgments; report throughput and latency, then verify that every accepted judgment was stored.", stdout)
 	var f importFlags
 	f.bind(fs)
 	workers := fs.Int("workers", 64, "concurrent simulated workers, each with one request in flight")
@@ -51,6 +52,8 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	wait := fs.Duration("verify-timeout", 2*time.Minute, "how long to wait for every accepted judgment to be stored")
 	seed := fs.Uint64("seed", 1, "random seed for the simulated choices")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	fs.Placeholder("study", "ID")
+	fs.Example(`alignet loadgen --workers 64 --judgments 100000 --key "$(cat alignet-data/admin.key)"`)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

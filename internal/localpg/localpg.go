@@ -5,12 +5,18 @@
 // /usr/lib/postgresql/*/bin; they are not downloaded. Postgres refuses to run
 // as root, so when the calling process is root the server runs as the
 // unprivileged `postgres` system user (via runuser) and the data directory is
-// owned by that user.
+// owned by that user. When that user cannot reach the data directory (a
+// checkout in /root, or in a private temporary directory), the server keeps
+// its data in a shared fallback directory instead, /var/tmp/alignet-pg-<hash
+// of the data directory>, as scripts/postgres.sh does: the same data
+// directory always maps to the same fallback, so the data survives restarts.
 package localpg
 
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -42,6 +48,9 @@ const (
 	superuser = "postgres"
 	// osUser is the system user the server runs as when the caller is root.
 	osUser = "postgres"
+	// FallbackRoot is the directory that holds the fallback data
+	// directories of servers whose own one osUser cannot reach.
+	FallbackRoot = "/var/tmp"
 )
 
 // Config configures a local server. The zero value is usable.
@@ -49,7 +58,8 @@ type Config struct {
 	// DataDir holds the cluster (DataDir/data), the unix socket directory
 	// (DataDir/run) and the server log (DataDir/postgres.log). It is
 	// created when missing. Default: DefaultDataDir, relative to the
-	// working directory.
+	// working directory. As root, when the postgres user cannot reach it,
+	// FallbackDir(DataDir) is used instead (Server.Dir tells).
 	DataDir string
 	// Port is the TCP port the server listens on at 127.0.0.1.
 	// Default: DefaultPort. A server already running on DataDir keeps
@@ -96,11 +106,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		dir:  dir,
 		data: filepath.Join(dir, "data"),
 		port: cfg.Port,
-		log:  cfg.Logger.With("dir", dir),
+		log:  cfg.Logger,
 	}
 	if err := s.prepareDir(ctx); err != nil {
 		return nil, err
 	}
+	s.log = s.log.With("dir", s.dir)
 	if port, ok := s.runningPort(ctx); ok {
 		if port != s.port {
 			s.log.Warn("reusing server on a different port", "want", s.port, "port", port)
@@ -124,6 +135,19 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.log.Info("postgres ready", "url", s.URL())
 	return s, nil
+}
+
+// Dir returns the directory that holds the cluster: Config.DataDir, or its
+// fallback directory when the postgres user cannot reach it.
+func (s *Server) Dir() string { return s.dir }
+
+// FallbackDir returns the directory used instead of the data directory dir
+// when the postgres user cannot reach it: FallbackRoot/alignet-pg- and the
+// first 12 hex digits of the SHA-256 of dir and a newline (the same name
+// scripts/postgres.sh derives, so both find one instance).
+func FallbackDir(dir string) string {
+	sum := sha256.Sum256([]byte(dir + "\n"))
+	return filepath.Join(FallbackRoot, "alignet-pg-"+hex.EncodeToString(sum[:])[:12])
 }
 
 // URL returns the connection URL of the database Database.
@@ -183,12 +207,12 @@ func (s *Server) url(db string) string {
 }
 
 // prepareDir creates the directory and, as root, hands it to the postgres
-// user after checking that user can reach it.
+// user, switching to the fallback directory when that user cannot reach it.
 func (s *Server) prepareDir(ctx context.Context) error {
-	if err := os.MkdirAll(s.dir, 0o700); err != nil {
-		return fmt.Errorf("localpg: create data dir: %w", err)
-	}
 	if os.Geteuid() != 0 {
+		if err := os.MkdirAll(s.dir, 0o700); err != nil {
+			return fmt.Errorf("localpg: create data dir: %w", err)
+		}
 		return nil
 	}
 	u, err := user.Lookup(osUser)
@@ -198,7 +222,48 @@ func (s *Server) prepareDir(ctx context.Context) error {
 	s.runUser = osUser
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-	err = filepath.WalkDir(s.dir, func(p string, d fs.DirEntry, err error) error {
+	created := false
+	if _, err := os.Stat(s.dir); errors.Is(err, fs.ErrNotExist) {
+		created = true
+	}
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return fmt.Errorf("localpg: create data dir: %w", err)
+	}
+	if err := os.Lchown(s.dir, uid, gid); err != nil {
+		return fmt.Errorf("localpg: chown data dir to %s: %w", osUser, err)
+	}
+	if _, err := s.run(ctx, "", "test", "-w", s.dir); err == nil {
+		return chownTree(s.dir, uid, gid)
+	}
+	// A parent directory is closed to the postgres user.
+	alt := FallbackDir(s.dir)
+	s.log.Warn("the postgres user cannot reach the data dir; keeping the cluster in the fallback dir", "data_dir", s.dir, "fallback", alt)
+	if created {
+		_ = os.Remove(s.dir) // leave nothing behind that is never used
+	}
+	if err := os.Mkdir(alt, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("localpg: create fallback dir: %w", err)
+	}
+	// FallbackRoot is shared: the directory must be a real directory of
+	// ours (root's or the postgres user's), not planted by someone else.
+	fi, err := os.Lstat(alt)
+	if err != nil {
+		return fmt.Errorf("localpg: fallback dir: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok || (st.Uid != 0 && int(st.Uid) != uid) {
+		return fmt.Errorf("localpg: fallback dir %s exists but is not a directory owned by root or %s; remove it", alt, osUser)
+	}
+	if err := os.Chmod(alt, 0o700); err != nil {
+		return fmt.Errorf("localpg: fallback dir: %w", err)
+	}
+	s.dir, s.data = alt, filepath.Join(alt, "data")
+	return chownTree(alt, uid, gid)
+}
+
+// chownTree gives dir and everything below it to uid:gid.
+func chownTree(dir string, uid, gid int) error {
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -206,10 +271,6 @@ func (s *Server) prepareDir(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("localpg: chown data dir to %s: %w", osUser, err)
-	}
-	if out, err := s.run(ctx, "", "test", "-w", s.dir); err != nil {
-		return fmt.Errorf("localpg: user %s cannot reach %s (a parent directory is not traversable; choose a data dir elsewhere or chmod o+x its parents): %w: %s",
-			osUser, s.dir, err, bytes.TrimSpace(out))
 	}
 	return nil
 }

@@ -25,6 +25,18 @@ import (
 type Config struct {
 	// Listen is the HTTP listen address (ALIGNET_LISTEN, default ":8080").
 	Listen string
+	// MetricsListen, when set, serves /metrics on its own address instead
+	// of the public one (ALIGNET_METRICS_LISTEN, default: on Listen).
+	MetricsListen string
+	// CORSOrigins are the browser origins allowed to call the API
+	// (ALIGNET_CORS_ORIGINS, comma-separated; "*" allows any; default none).
+	CORSOrigins []string
+	// MaxConns caps open client connections of the API
+	// (ALIGNET_MAX_CONNS, default 1024).
+	MaxConns int
+	// MaxExports caps concurrent judgment exports, each holding one database
+	// connection (ALIGNET_MAX_EXPORTS, default 4).
+	MaxExports int
 	// DatabaseURL is the Postgres connection string (DATABASE_URL).
 	DatabaseURL string
 	// KafkaBrokers are the bootstrap brokers (KAFKA_BROKERS, comma-separated).
@@ -114,6 +126,14 @@ func (cfg *Config) Bind(fs *flag.FlagSet, getenv func(string) string) {
 		return d
 	}
 	fs.StringVar(&cfg.Listen, "listen", env("ALIGNET_LISTEN", api.DefaultListen), "HTTP listen address (ALIGNET_LISTEN)")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", env("ALIGNET_METRICS_LISTEN", ""), "serve /metrics on this address instead of --listen (ALIGNET_METRICS_LISTEN)")
+	cfg.CORSOrigins = splitList(env("ALIGNET_CORS_ORIGINS", ""))
+	fs.Func("cors-origins", "comma-separated browser origins allowed to call the API, or * (ALIGNET_CORS_ORIGINS)", func(s string) error {
+		cfg.CORSOrigins = splitList(s)
+		return nil
+	})
+	fs.IntVar(&cfg.MaxConns, "max-conns", envInt("ALIGNET_MAX_CONNS", api.DefaultMaxConns), "most open API client connections (ALIGNET_MAX_CONNS)")
+	fs.IntVar(&cfg.MaxExports, "max-exports", envInt("ALIGNET_MAX_EXPORTS", api.DefaultMaxExports), "most concurrent judgment exports (ALIGNET_MAX_EXPORTS)")
 	fs.StringVar(&cfg.DatabaseURL, "database-url", env("DATABASE_URL", ""), "Postgres URL (DATABASE_URL)")
 	cfg.KafkaBrokers = splitList(env("KAFKA_BROKERS", ""))
 	fs.Func("kafka-brokers", "comma-separated Kafka brokers (KAFKA_BROKERS)", func(s string) error {

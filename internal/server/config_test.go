@@ -107,25 +107,6 @@ func TestLearnerRole(t *testing.T) {
 	}
 }
 
-func TestLoadOrCreateSecretIsStable(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "k")
-	a, err := loadOrCreateSecret(p, "alg_")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := loadOrCreateSecret(p, "alg_")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a != b || !strings.HasPrefix(a, "alg_") || len(a) < 40 {
-		t.Fatalf("secrets %q %q", a, b)
-	}
-	st, _ := os.Stat(p)
-	if st.Mode().Perm() != 0o600 {
-		t.Fatalf("secret file mode %v", st.Mode().Perm())
-	}
-}
-
 func TestRedactURL(t *testing.T) {
 	if got := redactURL("postgres://u:secret@h:5432/db"); strings.Contains(got, "secret") {
 		t.Fatalf("password not redacted: %s", got)
@@ -144,5 +125,20 @@ func TestMalformedEnvironmentIsAnError(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
 		}
+	}
+}
+
+func TestCORSAndMetricsListenFromEnvironment(t *testing.T) {
+	cfg, err := bind(t, map[string]string{
+		"DATABASE_URL": "postgres://x/y", "KAFKA_BROKERS": "a:1", "ALIGNET_PSEUDONYM_KEY": "0123456789abcdef",
+		"ALIGNET_CORS_ORIGINS": "https://a.example, https://b.example", "ALIGNET_METRICS_LISTEN": "127.0.0.1:9100",
+		"ALIGNET_MAX_EXPORTS": "2",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cfg.CORSOrigins, []string{"https://a.example", "https://b.example"}) ||
+		cfg.MetricsListen != "127.0.0.1:9100" || cfg.MaxExports != 2 {
+		t.Fatalf("config = %+v", cfg)
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -30,13 +31,16 @@ import (
 // their current batches; the producer and the database pool close last.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Registry) error {
 	database, err := db.Open(ctx, db.Config{
-		URL:        cfg.DatabaseURL,
-		MaxConns:   int32(cfg.DBMaxConns),
-		Registerer: reg,
-		Logger:     log.With("component", "db"),
+		URL:      cfg.DatabaseURL,
+		MaxConns: int32(cfg.DBMaxConns),
+		// Exports are capped in the API and, with the same number, in the
+		// pool, so readers can never hold the persister's connections.
+		MaxExportConns: int32(cfg.MaxExports),
+		Registerer:     reg,
+		Logger:         log.With("component", "db"),
 	})
 	if err != nil {
-		return fmt.Errorf("open database: %w", err)
+		return err
 	}
 	defer database.Close()
 	if err := database.Migrate(ctx); err != nil {
@@ -55,6 +59,26 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 			}
 		}
 	}()
+	// components are the roles whose health /readyz reports besides
+	// Postgres and Kafka.
+	components := map[string]api.ReadinessChecker{}
+	if cfg.has(RolePersister) {
+		p, err := stream.NewPersister(stream.PersisterConfig{
+			Brokers:         cfg.KafkaBrokers,
+			Topic:           cfg.Topic,
+			DeadLetterTopic: cfg.DeadLetterTopic,
+			GroupID:         cfg.Group,
+			MaxBatch:        cfg.PersistBatch,
+			Parallelism:     cfg.PersistParallelism,
+			Registerer:      reg,
+			Logger:          log.With("component", "persister"),
+		}, database)
+		if err != nil {
+			return fmt.Errorf("new persister: %w", err)
+		}
+		g.add(RolePersister, StageConsumers, p)
+		components[RolePersister] = p
+	}
 	if cfg.has(RoleAPI) {
 		producer, err := stream.NewProducer(stream.ProducerConfig{
 			Brokers:    cfg.KafkaBrokers,
@@ -71,34 +95,29 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 			Listen:       cfg.Listen,
 			AdminKey:     cfg.AdminKey,
 			PseudonymKey: []byte(cfg.PseudonymKey),
+			AllowOrigins: cfg.CORSOrigins,
+			MaxConns:     cfg.MaxConns,
+			MaxExports:   cfg.MaxExports,
+			OmitMetrics:  cfg.MetricsListen != "",
 			Registerer:   reg,
 			Gatherer:     reg,
 			Logger:       log.With("component", "api"),
-		}, database, producer)
+		}, api.Deps{Spaces: database, Studies: database, Judgments: database, Keys: database,
+			Workers: database, Ready: database, Publisher: producer, Components: components})
 		if err != nil {
 			return fmt.Errorf("new api: %w", err)
 		}
 		g.add(RoleAPI, StageIngress, srv)
-	} else {
-		g.add("metrics", StageIngress, ComponentFunc(func(ctx context.Context) error {
-			return serveMetrics(ctx, cfg.Listen, reg, log.With("component", "metrics"))
-		}))
 	}
-	if cfg.has(RolePersister) {
-		p, err := stream.NewPersister(stream.PersisterConfig{
-			Brokers:         cfg.KafkaBrokers,
-			Topic:           cfg.Topic,
-			DeadLetterTopic: cfg.DeadLetterTopic,
-			GroupID:         cfg.Group,
-			MaxBatch:        cfg.PersistBatch,
-			Parallelism:     cfg.PersistParallelism,
-			Registerer:      reg,
-			Logger:          log.With("component", "persister"),
-		}, database)
-		if err != nil {
-			return fmt.Errorf("new persister: %w", err)
+	// Every process can be scraped: on its own address when one is set, or
+	// on the public one when the api role does not serve it there.
+	if metricsAddr := cfg.MetricsListen; metricsAddr != "" || !cfg.has(RoleAPI) {
+		if metricsAddr == "" {
+			metricsAddr = cfg.Listen
 		}
-		g.add(RolePersister, StageConsumers, p)
+		g.add("metrics", StageIngress, ComponentFunc(func(ctx context.Context) error {
+			return serveMetrics(ctx, metricsAddr, reg, components, log.With("component", "metrics"))
+		}))
 	}
 	if cfg.has(RoleLearner) {
 		l, err := online.New(online.Config{
@@ -139,12 +158,28 @@ func ensureTopics(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 }
 
-// serveMetrics exposes /metrics and /healthz for processes without the api
-// role, so every process can be scraped.
-func serveMetrics(ctx context.Context, listen string, reg *prometheus.Registry, log *slog.Logger) error {
+// serveMetrics exposes /metrics, /healthz and /readyz on listen, so every
+// process can be scraped and probed, with or without the api role. Its
+// /readyz answers 503 while one of the components is not ready.
+func serveMetrics(ctx context.Context, listen string, reg *prometheus.Registry, components map[string]api.ReadinessChecker, log *slog.Logger) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		rctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		checks := map[string]string{}
+		status, code := "ok", http.StatusOK
+		for name, c := range components {
+			checks[name] = "ok"
+			if err := c.Ready(rctx); err != nil {
+				checks[name], status, code = err.Error(), "unavailable", http.StatusServiceUnavailable
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(map[string]any{"status": status, "checks": checks})
+	})
 	srv := &http.Server{Addr: listen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
@@ -153,7 +188,7 @@ func serveMetrics(ctx context.Context, listen string, reg *prometheus.Registry, 
 	case err := <-errc:
 		return fmt.Errorf("metrics server: %w", err)
 	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		return srv.Shutdown(sctx)
 	}

@@ -3,7 +3,6 @@ package offline
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -11,8 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/alignet/alignet/internal/cmdline"
 	"github.com/alignet/alignet/internal/progress"
 	"github.com/alignet/alignet/learner"
+	"github.com/alignet/alignet/modelfile"
 )
 
 // FitSplit holds the metrics of a teacher on one split.
@@ -28,7 +29,7 @@ type FitSplit struct {
 // metrics on the training and validation splits, the raw embeddings'
 // validation metrics at τ=1, the per-λ scores and the wall time.
 type FitReport struct {
-	Task        string                `json:"task"`
+	Task        learner.Task          `json:"task"`
 	Targets     string                `json:"targets"`
 	Lambda      float64               `json:"lambda"`
 	Tau         float64               `json:"tau"`
@@ -42,10 +43,12 @@ type FitReport struct {
 
 // FitOptions are the parsed options of "alignet fit".
 type FitOptions struct {
-	// Embeddings, Triplets and Repeats are the input paths.
-	Embeddings, Triplets, Repeats string
-	// Targets is "distilled" or "hard", Task the task and Out the output path.
-	Targets, Task, Out string
+	// Embeddings, IDs, Triplets and Repeats are the input paths.
+	Embeddings, IDs, Triplets, Repeats string
+	// Targets is "distilled" or "hard" and Out the output path.
+	Targets, Out string
+	// Task is the judgment task.
+	Task learner.Task
 	// Seed seeds the split and the human model.
 	Seed uint64
 	// ValFrac is the validation fraction used to pick λ and τ.
@@ -73,39 +76,52 @@ func parseFloats(s string) ([]float64, error) {
 	return out, nil
 }
 
-// ParseFitArgs parses the command line of "alignet fit".
-func ParseFitArgs(args []string, stderr io.Writer) (FitOptions, error) {
+// Usage texts of the input flags several commands share.
+const (
+	usageEmbeddings = "item embeddings `FILE` (.npy, one float row per item)"
+	usageIDs        = "ids `FILE` naming each embeddings row, one id per line (like THINGS concepts.txt); needed for --triplets files that name items by id, such as the server's exports"
+	usageTriplets   = "judgments `FILE`: THINGS text (\"i j k [subject]\" row indices, k the odd one; \"head close far\" for anchor) or the server's CSV or JSONL export (detected)"
+)
+
+// ParseFitArgs parses the command line of "alignet fit"; help goes to
+// stdout.
+func ParseFitArgs(args []string, stdout io.Writer) (FitOptions, error) {
 	var o FitOptions
-	fs := flag.NewFlagSet("fit", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&o.Embeddings, "embeddings", "", "item embeddings `.npy` (n×d float32)")
-	fs.StringVar(&o.Triplets, "triplets", "", "triplet text file: `i j k [subject]` (k odd) or `head close far`")
-	fs.StringVar(&o.Repeats, "repeats", "", "optional repeated-triplets CSV that sharpens the distilled targets (do not reuse it for evaluation)")
+	fs := cmdline.New("fit", "Fit a surrogate teacher (an affine map of the embeddings) to human judgments, choosing λ and τ on a validation split.", stdout)
+	fs.StringVar(&o.Embeddings, "embeddings", "", usageEmbeddings)
+	fs.StringVar(&o.IDs, "ids", "", usageIDs)
+	fs.StringVar(&o.Triplets, "triplets", "", usageTriplets)
+	fs.StringVar(&o.Repeats, "repeats", "", "optional repeated-triplets CSV `FILE` that sharpens the distilled targets (do not reuse it for evaluation)")
 	fs.StringVar(&o.Targets, "targets", "distilled", "training targets: distilled (human-model soft targets) or hard")
-	fs.StringVar(&o.Task, "task", learner.TaskOddOneOut, "task: odd-one-out or anchor")
-	fs.StringVar(&o.Out, "out", "", "write the teacher to this `.npz` file")
+	task := fs.String("task", string(learner.TaskOddOneOut), "task: odd-one-out or anchor")
+	fs.StringVar(&o.Out, "out", "", "write the teacher to this .npz `FILE`")
 	fs.Uint64Var(&o.Seed, "seed", 1, "seed for the validation split and every random choice")
 	fs.Float64Var(&o.ValFrac, "val-frac", 0.1, "fraction of triplets held out to pick λ and τ")
 	fs.BoolVar(&o.JSON, "json", false, "print JSON instead of a table")
-	lams := fs.String("lambdas", "", "comma-separated λ grid (default "+fmtFloats(learner.DefaultLambdas())+")")
+	lams := fs.String("lambdas", "", "comma-separated λ `LIST` (default "+fmtFloats(learner.DefaultLambdas())+")")
 	fs.IntVar(&o.MaxIter, "max-iter", 300, "L-BFGS iterations per λ")
 	fs.IntVar(&o.OutDim, "out-dim", 0, "output dimension (default: input dimension)")
+	fs.Placeholder("targets", "KIND")
+	fs.Placeholder("task", "TASK")
+	fs.Placeholder("val-frac", "FRACTION")
+	fs.Require("embeddings", "triplets")
+	fs.Example(
+		"alignet fit --embeddings clip.npy --triplets triplets_train.txt --out teacher.npz",
+		"alignet fit --embeddings clip.npy --ids concepts.txt --triplets export.jsonl --targets hard --out teacher.npz",
+	)
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
+	o.Task = learner.Task(*task)
 	var err error
 	if o.Lambdas, err = parseFloats(*lams); err != nil {
 		return o, fmt.Errorf("--lambdas: %w", err)
 	}
 	switch {
-	case o.Embeddings == "":
-		return o, errors.New("--embeddings is required")
-	case o.Triplets == "":
-		return o, errors.New("--triplets is required")
 	case o.Targets != "distilled" && o.Targets != "hard":
 		return o, fmt.Errorf("--targets must be distilled or hard, not %q", o.Targets)
-	case o.Task != learner.TaskOddOneOut && o.Task != learner.TaskAnchor:
-		return o, fmt.Errorf("--task must be odd-one-out or anchor, not %q", o.Task)
+	case o.Task.Valid() != nil:
+		return o, fmt.Errorf("--task: %w", o.Task.Valid())
 	case !(o.ValFrac > 0 && o.ValFrac < 1):
 		return o, fmt.Errorf("--val-frac must lie in (0,1), not %v", o.ValFrac)
 	case o.MaxIter < 1:
@@ -126,7 +142,7 @@ func fmtFloats(v []float64) string {
 }
 
 // splitMetrics scores a representation on triplets at temperature tau.
-func splitMetrics(task string, z []float32, p int, ts []learner.Triplet, tau float64) FitSplit {
+func splitMetrics(task learner.Task, z []float32, p int, ts []learner.Triplet, tau float64) FitSplit {
 	ls := learner.AllLogits(z, p, ts)
 	ece, _ := learner.ECE(task, ls, tau, 10)
 	return FitSplit{
@@ -141,27 +157,28 @@ func splitMetrics(task string, z []float32, p int, ts []learner.Triplet, tau flo
 // λ and then τ on a held-out validation split, prints a report and
 // optionally saves the teacher.
 func RunFit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	o, err := ParseFitArgs(args, stderr)
+	o, err := ParseFitArgs(args, stdout)
 	if err != nil {
-		return fmt.Errorf("fit: %w", err)
+		return err
 	}
 	start := time.Now()
-	x, n, d, err := ReadEmbeddings(o.Embeddings)
+	emb, err := loadEmbeddings(o.Embeddings, o.IDs)
 	if err != nil {
-		return fmt.Errorf("fit: %w", err)
+		return err
 	}
-	ts, _, err := ReadTriplets(o.Triplets, n)
+	x, n, d := emb.x, emb.n, emb.d
+	ts, err := emb.triplets(o.Triplets, o.Task)
 	if err != nil {
-		return fmt.Errorf("fit: %w", err)
+		return err
 	}
 	train, val := SplitTriplets(ts, o.ValFrac, o.Seed)
 	if len(train) == 0 || len(val) == 0 {
-		return fmt.Errorf("fit: %d triplets are too few to split", len(ts))
+		return fmt.Errorf("%d triplets are too few to split", len(ts))
 	}
 	var reps []learner.RepeatedTriplet
 	if o.Targets == "distilled" && o.Repeats != "" {
 		if reps, err = ReadRepeats(o.Repeats, n); err != nil {
-			return fmt.Errorf("fit: %w", err)
+			return err
 		}
 	}
 	lams := o.Lambdas
@@ -184,7 +201,7 @@ func RunFit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		hard, _, err := learner.SelectLambda(ctx, x, n, d, train, nil, val, nil, lams, cfg)
 		if err != nil {
 			bar.Finish()
-			return fmt.Errorf("fit: hard-label teacher for distilled targets: %w", err)
+			return fmt.Errorf("hard-label teacher for distilled targets: %w", err)
 		}
 		if rest := int64(len(lams)*o.MaxIter) - bar.Done(); rest > 0 {
 			bar.Add(rest)
@@ -192,7 +209,7 @@ func RunFit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stderr, "fitting the human model for distilled targets on %d triplets\n", len(train))
 		if targets, err = distilledTargets(x, n, train, reps, hard, o.Seed); err != nil {
 			bar.Finish()
-			return fmt.Errorf("fit: distilled targets: %w", err)
+			return fmt.Errorf("distilled targets: %w", err)
 		}
 	}
 	t, scores, err := learner.SelectLambda(ctx, x, n, d, train, targets, val, nil, lams, cfg)
@@ -202,7 +219,7 @@ func RunFit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	bar.Finish()
 	if err != nil {
-		return fmt.Errorf("fit: %w", err)
+		return err
 	}
 	z := t.Transform(x, n)
 	rep := FitReport{
@@ -215,7 +232,7 @@ func RunFit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	rep.WallSeconds = time.Since(start).Seconds()
 	if o.Out != "" {
-		prov := Provenance{
+		prov := modelfile.Provenance{
 			Seed: o.Seed, Task: o.Task, Embeddings: o.Embeddings, Triplets: o.Triplets,
 			Hyper: map[string]any{
 				"lambda": t.Lambda, "tau": t.Tau, "lambdas": lams, "targets": o.Targets,
@@ -223,14 +240,17 @@ func RunFit(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			},
 			Extra: map[string]any{"val_accuracy": rep.Val.Accuracy, "val_nll": rep.Val.NLL},
 		}
+		if o.IDs != "" {
+			prov.Extra["ids"] = o.IDs
+		}
 		if prov.EmbeddingsSHA256, err = FileSHA256(o.Embeddings); err != nil {
-			return fmt.Errorf("fit: %w", err)
+			return err
 		}
 		if prov.TripletsSHA256, err = FileSHA256(o.Triplets); err != nil {
-			return fmt.Errorf("fit: %w", err)
+			return err
 		}
-		if err := SaveTeacher(o.Out, t, prov); err != nil {
-			return fmt.Errorf("fit: %w", err)
+		if err := modelfile.SaveTeacher(o.Out, t, prov); err != nil {
+			return fmt.Errorf("save teacher: %w", err)
 		}
 	}
 	if o.JSON {

@@ -12,9 +12,10 @@ import (
 	"testing"
 
 	"github.com/alignet/alignet/learner"
+	"github.com/alignet/alignet/modelfile"
 )
 
-const alignetThingsDir = "../../shared/data/things"
+const alignetThingsDir = "../../../shared/data/things"
 
 // envInt returns the integer environment variable name, or def.
 func alignetEnvInt(name string, def int) int {
@@ -36,7 +37,7 @@ func alignetEnvInt(name string, def int) int {
 // figures come from
 //
 //	ALIGNET_THINGS_TEACHER_ITER=60 ALIGNET_THINGS_N=200000 ALIGNET_THINGS_EPOCHS=5 \
-//	  go test ./offline -run TestAligNetTHINGSStudent -v -timeout 1h
+//	  go test ./internal/offline -run TestAligNetTHINGSStudent -v -timeout 1h
 //
 // (ALIGNET_THINGS_LAMBDA, _LR, _BATCH and _DECAY override the teacher λ
 // (default 0.1) and the distillation step size, batch and decay.)
@@ -65,7 +66,7 @@ func TestAligNetTHINGSStudent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts, _, err := ReadTriplets(filepath.Join(alignetThingsDir, "triplets_train.txt"), n)
+	ts, err := ReadTriplets(filepath.Join(alignetThingsDir, "triplets_train.txt"), IndexRows(n), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +84,7 @@ func TestAligNetTHINGSStudent(t *testing.T) {
 		learner.Accuracy(learner.TaskOddOneOut, tz, teacher.P, val), learner.Accuracy(learner.TaskOddOneOut, x, d, val))
 	dir := t.TempDir()
 	teacherPath := filepath.Join(dir, "teacher.npz")
-	if err := SaveTeacher(teacherPath, teacher, Provenance{Seed: 1}); err != nil {
+	if err := modelfile.SaveTeacher(teacherPath, teacher, modelfile.Provenance{Seed: 1}); err != nil {
 		t.Fatal(err)
 	}
 	valPath := filepath.Join(dir, "val.txt")
@@ -107,11 +108,11 @@ func TestAligNetTHINGSStudent(t *testing.T) {
 	if gs.Triplets != int64(nTriplets) || gs.Clusters != 50 || gs.EmptyGroups != 0 {
 		t.Errorf("generate summary %+v", gs)
 	}
-	idx, sims, prov, err := ReadDataset(dataset)
+	idx, sims, prov, err := readDataset(t, dataset)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(idx) != 3*nTriplets || prov.Kind != "dataset" || prov.Extra["order"] != DatasetOrder {
+	if len(idx) != 3*nTriplets || prov.Kind != "dataset" || prov.Extra["order"] != modelfile.DatasetOrder {
 		t.Fatalf("dataset has %d indices, provenance %+v", len(idx), prov)
 	}
 	for r := 0; r < nTriplets; r += 997 {
@@ -144,7 +145,7 @@ func TestAligNetTHINGSStudent(t *testing.T) {
 		t.Errorf("train loss %.4f → %.4f did not fall", ds.TrainBefore, ds.TrainAfter)
 	}
 	// The saved student reproduces the reported accuracy.
-	h, p, err := LoadStudent(studentPath)
+	h, p, err := modelfile.LoadStudent(studentPath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 // (CLIP ViT-B/32, 1,854×512) at the λ chosen by "alignet fit" and reports
 // the held-out accuracy and the wall time of one fit.
 //
-//	go test ./offline/ -run '^$' -bench FitTeacherTHINGS -benchtime 1x
+//	go test ./internal/offline/ -run '^$' -bench FitTeacherTHINGS -benchtime 1x
 func BenchmarkFitTeacherTHINGS(b *testing.B) {
 	x, n, d, fit, held := thingsHoldout(b)
 	b.ResetTimer()
@@ -37,7 +37,7 @@ func BenchmarkFitTeacherTHINGS(b *testing.B) {
 // BenchmarkOnlineUpdate measures one online Adam step of the THINGS
 // teacher on 256 fresh and 1,024 replayed judgments.
 //
-//	go test ./offline/ -run '^$' -bench OnlineUpdate
+//	go test ./internal/offline/ -run '^$' -bench OnlineUpdate
 func BenchmarkOnlineUpdate(b *testing.B) {
 	x, n, d, fit, _ := thingsHoldout(b)
 	mean, std := learner.MeanStd(x)

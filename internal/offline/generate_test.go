@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/alignet/alignet/learner"
+	"github.com/alignet/alignet/modelfile"
 	"github.com/alignet/alignet/npy"
 )
 
@@ -45,7 +46,7 @@ func writeAlignetSynthetic(t *testing.T, dir string, n, d int) (emb, teacher str
 		tc.W[a*d+a] = 1
 	}
 	teacher = filepath.Join(dir, "teacher.npz")
-	if err := SaveTeacher(teacher, tc, Provenance{Seed: 9}); err != nil {
+	if err := modelfile.SaveTeacher(teacher, tc, modelfile.Provenance{Seed: 9}); err != nil {
 		t.Fatal(err)
 	}
 	return emb, teacher
@@ -72,11 +73,11 @@ func TestRunGenerateChunkingAndProvenance(t *testing.T) {
 	if s.Triplets != 1000 || s.Clusters != 6 || s.Strategy != learner.StrategyClusterBorder {
 		t.Errorf("summary %+v", s)
 	}
-	ia, sa, pa, err := ReadDataset(filepath.Join(dir, "a.npz"))
+	ia, sa, pa, err := readDataset(t, filepath.Join(dir, "a.npz"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ib, sb, _, err := ReadDataset(filepath.Join(dir, "b.npz"))
+	ib, sb, _, err := readDataset(t, filepath.Join(dir, "b.npz"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +121,7 @@ func TestRunGenerateClassStrategies(t *testing.T) {
 			"--strategy", s, "--labels", labels, "--out", out}, io.Discard, io.Discard); err != nil {
 			t.Fatalf("%s: %v", s, err)
 		}
-		idx, _, _, err := ReadDataset(out)
+		idx, _, _, err := readDataset(t, out)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,34 +134,6 @@ func TestRunGenerateClassStrategies(t *testing.T) {
 	if err := RunGenerate(context.Background(), []string{"--teacher", teacher, "--embeddings", emb, "--n", "10",
 		"--strategy", learner.StrategyWithinClass, "--out", filepath.Join(dir, "x.npz")}, io.Discard, io.Discard); err == nil {
 		t.Error("class strategy without --labels: no error")
-	}
-}
-
-func TestStudentFileRoundTrip(t *testing.T) {
-	h, err := learner.NewStudentHead(4, learner.HeadConfig{Init: learner.InitRandom, OutDim: 3, Tau: 0.7, Mean: 0.2, Std: 2, Seed: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.B[1] = 0.5
-	path := filepath.Join(t.TempDir(), "s.npz")
-	if err := SaveStudent(path, h, Provenance{Seed: 3}); err != nil {
-		t.Fatal(err)
-	}
-	g, p, err := LoadStudent(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(g.W, h.W) || !slices.Equal(g.B, h.B) || g.P != 3 || g.D != 4 || g.Tau != 0.7 || g.Mean != 0.2 || g.Std != 2 || g.Init != learner.InitRandom {
-		t.Errorf("loaded %+v, saved %+v", g, h)
-	}
-	if p.Kind != "student" || p.Seed != 3 {
-		t.Errorf("provenance %+v", p)
-	}
-	// A teacher file is not a student.
-	dir := t.TempDir()
-	_, teacher := writeAlignetSynthetic(t, dir, 10, 2)
-	if _, _, err := LoadStudent(teacher); err == nil {
-		t.Error("loading a teacher as a student: no error")
 	}
 }
 
@@ -189,7 +162,7 @@ func TestRunDistillSynthetic(t *testing.T) {
 		if s.HumanBefore != nil {
 			t.Error("human accuracy reported without --triplets")
 		}
-		if _, _, err := LoadStudent(out); err != nil {
+		if _, _, err := modelfile.LoadStudent(out); err != nil {
 			t.Fatal(err)
 		}
 	}

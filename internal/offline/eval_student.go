@@ -1,12 +1,16 @@
 package offline
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/alignet/alignet/modelfile"
+)
 
 // studentRepresentation loads a student head and returns its
 // representation of the n×d embeddings x, its output dimension and its
 // temperature.
 func studentRepresentation(path string, x []float32, n, d int) ([]float32, int, float64, error) {
-	h, _, err := LoadStudent(path)
+	h, _, err := modelfile.LoadStudent(path)
 	if err != nil {
 		return nil, 0, 0, err
 	}

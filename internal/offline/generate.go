@@ -3,26 +3,20 @@ package offline
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/alignet/alignet/internal/cmdline"
 	"github.com/alignet/alignet/internal/progress"
 	"github.com/alignet/alignet/learner"
+	"github.com/alignet/alignet/modelfile"
 	"github.com/alignet/alignet/npy"
 )
-
-// DatasetOrder documents the triplet convention of AligNet dataset files
-// (the odd-one-last layout of the official AligNet release; see
-// learner.Generator), and is stored in their metadata.
-const DatasetOrder = "indices (a,b,c) with c the teacher's odd one out, i.e. (a,b) the most similar pair; similarities (s_ab, s_ac, s_bc), so similarities[:,0] is the largest"
 
 // miniBatchThreshold is the item count above which generate clusters with
 // mini-batch k-means when --kmeans is auto.
@@ -60,56 +54,52 @@ type GenerateSummary struct {
 // streams them into a .npz with arrays "similarities" (N×3 float32),
 // "indices" (N×3 int32) and "meta" (provenance JSON as uint8).
 func RunGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("generate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	teacherPath := fs.String("teacher", "", "teacher model .npz (from alignet fit)")
-	embPath := fs.String("embeddings", "", "embeddings .npy (n×D float)")
+	fs := cmdline.New("generate", "Generate an AligNet triplet dataset: cluster the teacher's representations with k-means, draw triplets and label each with the teacher's similarities.", stdout)
+	teacherPath := fs.String("teacher", "", "teacher .npz `FILE` written by alignet fit")
+	embPath := fs.String("embeddings", "", usageEmbeddings)
 	total := fs.Int64("n", 0, "number of triplets to generate")
 	clusters := fs.Int("clusters", 500, "number of k-means clusters")
-	strategy := fs.String("strategy", learner.StrategyClusterBorder, "sampling strategy: "+strings.Join(learner.Strategies(), "|"))
-	labelsPath := fs.String("labels", "", "class labels: .npy of n integers, a text file with one integer per line, or a categories .tsv (first category of each item; none = unlabelled)")
+	strategy := fs.String("strategy", learner.StrategyClusterBorder, "sampling `STRATEGY`: "+strings.Join(learner.Strategies(), ", "))
+	labelsPath := fs.String("labels", "", "class labels `FILE`: .npy of n integers, a text file with one integer per line, or a categories .tsv (first category of each item; none = unlabelled)")
 	seed := fs.Uint64("seed", 1, "random seed")
 	chunk := fs.Int("chunk", 1<<16, "triplets generated per chunk")
-	kmeans := fs.String("kmeans", "auto", "clustering: lloyd, minibatch or auto (minibatch above 100,000 items)")
+	kmeans := fs.String("kmeans", "auto", "clustering `MODE`: lloyd, minibatch or auto (minibatch above 100,000 items)")
 	iters := fs.Int("kmeans-iter", 0, "k-means iterations or mini-batches (default 100)")
 	batch := fs.Int("kmeans-batch", 0, "mini-batch size (default 4096)")
-	out := fs.String("out", "", "output dataset .npz")
+	out := fs.String("out", "", "output dataset .npz `FILE`")
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
+	fs.Require("teacher", "embeddings", "n", "out")
+	fs.Example("alignet generate --teacher teacher.npz --embeddings clip.npy --n 200000 --clusters 50 --out alignet.npz")
+	fs.Note("The dataset holds \"indices\" (N×3 int32, the odd one out last), \"similarities\" (N×3 float32) and \"meta\" (provenance JSON); numpy.load reads it.")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	switch {
-	case *teacherPath == "":
-		return errors.New("generate: --teacher is required")
-	case *embPath == "":
-		return errors.New("generate: --embeddings is required")
-	case *out == "":
-		return errors.New("generate: --out is required")
 	case *total <= 0:
-		return errors.New("generate: --n must be positive")
+		return errors.New("--n must be positive")
 	case *chunk <= 0:
-		return errors.New("generate: --chunk must be positive")
-	case *total > npy.MaxElements/3:
-		return fmt.Errorf("generate: --n must be at most %d (npy.MaxElements/3)", npy.MaxElements/3)
+		return errors.New("--chunk must be positive")
+	case *total > modelfile.MaxDatasetTriplets:
+		return fmt.Errorf("--n must be at most %d", int64(modelfile.MaxDatasetTriplets))
 	}
-	teacher, tprov, err := LoadTeacher(*teacherPath)
+	teacher, tprov, err := modelfile.LoadTeacher(*teacherPath)
 	if err != nil {
-		return fmt.Errorf("generate: %w", err)
+		return err
 	}
 	x, n, d, err := ReadEmbeddings(*embPath)
 	if err != nil {
-		return fmt.Errorf("generate: %w", err)
+		return err
 	}
 	if d != teacher.D {
-		return fmt.Errorf("generate: embeddings have %d dimensions, teacher expects %d", d, teacher.D)
+		return fmt.Errorf("embeddings have %d dimensions, teacher expects %d", d, teacher.D)
 	}
 	tsha, err := FileSHA256(*teacherPath)
 	if err != nil {
-		return fmt.Errorf("generate: %w", err)
+		return err
 	}
 	esha, err := FileSHA256(*embPath)
 	if err != nil {
-		return fmt.Errorf("generate: %w", err)
+		return err
 	}
 	z := teacher.Transform(x, n)
 	x = nil
@@ -120,10 +110,10 @@ func RunGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	needLabels := strings.Contains(*strategy, "class")
 	if needLabels {
 		if *labelsPath == "" {
-			return fmt.Errorf("generate: strategy %s needs --labels", *strategy)
+			return fmt.Errorf("strategy %s needs --labels", *strategy)
 		}
 		if gcfg.Labels, err = ReadLabels(*labelsPath, n); err != nil {
-			return fmt.Errorf("generate: %w", err)
+			return err
 		}
 	}
 	if needClusters {
@@ -145,10 +135,10 @@ func RunGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		case "minibatch":
 			res, err = learner.MiniBatchKMeans(ctx, z, n, p, kcfg)
 		default:
-			return fmt.Errorf("generate: unknown --kmeans %q (want lloyd, minibatch or auto)", *kmeans)
+			return fmt.Errorf("unknown --kmeans %q (want lloyd, minibatch or auto)", *kmeans)
 		}
 		if err != nil {
-			return fmt.Errorf("generate: %w", err)
+			return err
 		}
 		sum.ClusterSecs = time.Since(start).Seconds()
 		sum.Clusters, sum.KMeans, sum.Inertia = k, mode, res.Inertia
@@ -161,15 +151,15 @@ func RunGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	gen, err := learner.NewGenerator(z, n, p, gcfg)
 	if err != nil {
-		return fmt.Errorf("generate: %w", err)
+		return err
 	}
-	prov := Provenance{
-		Version: ProvenanceVersion, Kind: "dataset", Created: time.Now().UTC(), Seed: *seed,
+	prov := modelfile.Provenance{
+		Version: modelfile.ProvenanceVersion, Kind: modelfile.KindDataset, Created: time.Now().UTC(), Seed: *seed,
 		Task: learner.TaskOddOneOut, Embeddings: *embPath, EmbeddingsSHA256: esha,
 		Hyper: map[string]any{"n": *total, "strategy": *strategy, "clusters": sum.Clusters,
 			"kmeans": sum.KMeans, "chunk": *chunk},
 		Extra: map[string]any{"teacher": *teacherPath, "teacher_sha256": tsha,
-			"teacher_tau": teacher.Tau, "teacher_seed": tprov.Seed, "order": DatasetOrder,
+			"teacher_tau": teacher.Tau, "teacher_seed": tprov.Seed, "order": modelfile.DatasetOrder,
 			"items": n, "inertia": sum.Inertia},
 	}
 	if *labelsPath != "" {
@@ -177,12 +167,12 @@ func RunGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	bar := progress.New(stderr, "generate", *total)
 	start := time.Now()
-	err = writeAtomic(*out, func(f *os.File) error {
-		return writeDataset(ctx, f, gen, *total, *chunk, prov, bar)
+	err = modelfile.SaveDataset(*out, *total, prov, func(dw *modelfile.DatasetWriter) error {
+		return fillDataset(ctx, dw, gen, *total, *chunk, bar)
 	})
 	bar.Finish()
 	if err != nil {
-		return fmt.Errorf("generate: %w", err)
+		return err
 	}
 	sum.GenSecs = time.Since(start).Seconds()
 	if sum.GenSecs > 0 {
@@ -211,26 +201,8 @@ func RunGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	return t.Write(stdout)
 }
 
-// writeDataset streams total triplets from gen into an .npz on f. The
-// similarities member is written directly while the indices are spooled
-// to a temporary file next to f and copied in afterwards, since zip
-// members are written one at a time.
-func writeDataset(ctx context.Context, f *os.File, gen *learner.Generator, total int64, chunk int, prov Provenance, bar *progress.Bar) error {
-	spool, err := os.CreateTemp(filepath.Dir(f.Name()), ".indices.tmp*")
-	if err != nil {
-		return fmt.Errorf("spool indices: %w", err)
-	}
-	defer func() {
-		spool.Close()
-		os.Remove(spool.Name())
-	}()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	zw := npy.NewNPZWriter(bw)
-	sw, err := zw.Create("similarities", npy.Header{Dtype: npy.Float32, Shape: []int{int(total), 3}})
-	if err != nil {
-		return err
-	}
-	iw := bufio.NewWriterSize(spool, 1<<20)
+// fillDataset writes total triplets from gen to dw, chunk at a time.
+func fillDataset(ctx context.Context, dw *modelfile.DatasetWriter, gen *learner.Generator, total int64, chunk int, bar *progress.Bar) error {
 	c := min(int64(chunk), total)
 	idx := make([]int32, 3*c)
 	sims := make([]float32, 3*c)
@@ -240,39 +212,13 @@ func writeDataset(ctx context.Context, f *os.File, gen *learner.Generator, total
 		}
 		m := min(c, total-done)
 		gen.NextInto(idx[:3*m], sims[:3*m])
-		if err := npy.WriteData(sw, sims[:3*m]); err != nil {
-			return fmt.Errorf("write similarities: %w", err)
-		}
-		if err := npy.WriteData(iw, idx[:3*m]); err != nil {
-			return fmt.Errorf("spool indices: %w", err)
+		if err := dw.Write(idx[:3*m], sims[:3*m]); err != nil {
+			return err
 		}
 		done += m
 		bar.Add(m)
 	}
-	if err := iw.Flush(); err != nil {
-		return fmt.Errorf("spool indices: %w", err)
-	}
-	if _, err := spool.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("spool indices: %w", err)
-	}
-	iwz, err := zw.Create("indices", npy.Header{Dtype: npy.Int32, Shape: []int{int(total), 3}})
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(iwz, bufio.NewReaderSize(spool, 1<<20)); err != nil {
-		return fmt.Errorf("copy indices: %w", err)
-	}
-	meta, err := json.Marshal(prov)
-	if err != nil {
-		return fmt.Errorf("encode meta: %w", err)
-	}
-	if err := zw.Add("meta", &npy.Array{Dtype: npy.Uint8, Shape: []int{len(meta)}, Data: meta}); err != nil {
-		return err
-	}
-	if err := zw.Close(); err != nil {
-		return fmt.Errorf("close archive: %w", err)
-	}
-	return bw.Flush()
+	return nil
 }
 
 // ReadLabels reads one integer class label per item from a .npy array of n
@@ -285,7 +231,7 @@ func ReadLabels(path string, n int) ([]int32, error) {
 	case strings.HasSuffix(path, ".npy"):
 		f, err := os.Open(path)
 		if err != nil {
-			return nil, fmt.Errorf("open labels: %w", err)
+			return nil, fmt.Errorf("read labels: %w", err)
 		}
 		defer f.Close()
 		a, err := npy.Read(bufio.NewReader(f))
@@ -314,7 +260,7 @@ func ReadLabels(path string, n int) ([]int32, error) {
 	default:
 		f, err := os.Open(path)
 		if err != nil {
-			return nil, fmt.Errorf("open labels: %w", err)
+			return nil, fmt.Errorf("read labels: %w", err)
 		}
 		defer f.Close()
 		sc := bufio.NewScanner(f)
@@ -339,53 +285,4 @@ func ReadLabels(path string, n int) ([]int32, error) {
 		return nil, fmt.Errorf("read labels %s: %d labels for %d items", path, len(labels), n)
 	}
 	return labels, nil
-}
-
-// ReadDataset reads an AligNet dataset .npz: indices (N×3, int32 or int64,
-// odd one out last) and similarities (N×3 float) as flat row-major slices,
-// and its provenance when a meta member is present.
-func ReadDataset(path string) (idx []int32, sims []float32, prov Provenance, err error) {
-	z, f, err := OpenNPZFile(path)
-	if err != nil {
-		return nil, nil, prov, fmt.Errorf("read dataset: %w", err)
-	}
-	defer f.Close()
-	ia, err := z.Read("indices")
-	if err != nil {
-		return nil, nil, prov, fmt.Errorf("read dataset %s: %w", path, err)
-	}
-	sa, err := z.Read("similarities")
-	if err != nil {
-		return nil, nil, prov, fmt.Errorf("read dataset %s: %w", path, err)
-	}
-	if len(ia.Shape) != 2 || ia.Shape[1] != 3 || len(sa.Shape) != 2 || sa.Shape[1] != 3 || ia.Shape[0] != sa.Shape[0] {
-		return nil, nil, prov, fmt.Errorf("read dataset %s: indices %v and similarities %v must both be N×3", path, ia.Shape, sa.Shape)
-	}
-	switch v := ia.Data.(type) {
-	case []int32:
-		idx = v
-	default:
-		w, err := ia.Int64()
-		if err != nil {
-			return nil, nil, prov, fmt.Errorf("read dataset %s: %w", path, err)
-		}
-		idx = make([]int32, len(w))
-		for i, x := range w {
-			if x < 0 || x > 1<<31-1 {
-				return nil, nil, prov, fmt.Errorf("read dataset %s: index %d out of range", path, x)
-			}
-			idx[i] = int32(x)
-		}
-	}
-	if sims, err = sa.Float32(); err != nil {
-		return nil, nil, prov, fmt.Errorf("read dataset %s: %w", path, err)
-	}
-	for _, name := range z.Names() {
-		if name == "meta" {
-			if prov, err = ReadProvenance(z); err != nil {
-				return nil, nil, prov, fmt.Errorf("read dataset %s: %w", path, err)
-			}
-		}
-	}
-	return idx, sims, prov, nil
 }

@@ -3,14 +3,15 @@ package offline
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
 	"time"
 
+	"github.com/alignet/alignet/internal/cmdline"
 	"github.com/alignet/alignet/internal/progress"
 	"github.com/alignet/alignet/learner"
+	"github.com/alignet/alignet/modelfile"
 )
 
 // DistillSummary is the report of RunDistill. Pointer fields are nil (null
@@ -73,10 +74,10 @@ func distillLevels(l learner.Levels) *DistillLevels {
 // reports the student's accuracy on those human triplets before and after,
 // and with --categories per abstraction level.
 func RunDistill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("distill", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	studentPath := fs.String("student", "", "student embeddings .npy (n×D float)")
-	datasetPath := fs.String("dataset", "", "AligNet dataset .npz (from alignet generate)")
+	fs := cmdline.New("distill", "Distil a student: fit an affine head on frozen student embeddings to an AligNet dataset by matching the teacher's triplet distributions.", stdout)
+	studentPath := fs.String("student", "", "student embeddings `FILE` (.npy, one float row per item)")
+	idsPath := fs.String("ids", "", usageIDs)
+	datasetPath := fs.String("dataset", "", "AligNet dataset .npz `FILE` written by alignet generate")
 	loss := fs.String("loss", learner.LossKL, "divergence: kl or jsd")
 	epochs := fs.Int("epochs", 10, "passes over the training triplets")
 	lr := fs.Float64("lr", 1e-3, "Adam step size")
@@ -87,31 +88,35 @@ func RunDistill(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	studentTau := fs.Float64("tau", 1, "student temperature")
 	teacherTau := fs.Float64("teacher-tau", 0, "teacher temperature (default: from the dataset metadata, else 1)")
 	valFrac := fs.Float64("val", 0.05, "fraction of dataset triplets held out for validation")
-	humanPath := fs.String("triplets", "", "optional human odd-one-out triplets to evaluate on")
-	catsPath := fs.String("categories", "", "optional categories .tsv for per-level accuracy (needs --triplets)")
+	humanPath := fs.String("triplets", "", "optional human odd-one-out judgments `FILE` to evaluate on, in any format alignet fit reads")
+	catsPath := fs.String("categories", "", "optional categories .tsv `FILE` for per-level accuracy (needs --triplets)")
 	seed := fs.Uint64("seed", 1, "random seed")
-	out := fs.String("out", "", "output student .npz")
+	out := fs.String("out", "", "output student .npz `FILE`")
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
+	fs.Placeholder("loss", "LOSS")
+	fs.Placeholder("init", "INIT")
+	fs.Placeholder("val", "FRACTION")
+	fs.Require("student", "dataset", "out")
+	fs.Example("alignet distill --student word2vec.npy --dataset alignet.npz --epochs 2 --triplets held.txt --categories categories.tsv --out student.npz")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	switch {
-	case *studentPath == "":
-		return errors.New("distill: --student is required")
-	case *datasetPath == "":
-		return errors.New("distill: --dataset is required")
-	case *out == "":
-		return errors.New("distill: --out is required")
-	case *valFrac < 0 || *valFrac >= 1:
-		return errors.New("distill: --val must be in [0, 1)")
+	if *valFrac < 0 || *valFrac >= 1 {
+		return errors.New("--val must be in [0, 1)")
 	}
-	x, n, d, err := ReadEmbeddings(*studentPath)
+	emb, err := loadEmbeddings(*studentPath, *idsPath)
 	if err != nil {
-		return fmt.Errorf("distill: %w", err)
+		return err
 	}
-	idx, sims, dprov, err := ReadDataset(*datasetPath)
-	if err != nil {
-		return fmt.Errorf("distill: %w", err)
+	x, n, d := emb.x, emb.n, emb.d
+	// Only the slices are kept, so they can be released once split.
+	var idx []int32
+	var sims []float32
+	var dprov modelfile.Provenance
+	if ds, err := modelfile.LoadDataset(*datasetPath); err != nil {
+		return err
+	} else {
+		idx, sims, dprov = ds.Indices, ds.Similarities, ds.Provenance
 	}
 	tauT := *teacherTau
 	if tauT <= 0 {
@@ -123,12 +128,12 @@ func RunDistill(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var human []learner.Triplet
 	var cats *Categories
 	if *humanPath != "" {
-		if human, _, err = ReadTriplets(*humanPath, n); err != nil {
-			return fmt.Errorf("distill: %w", err)
+		if human, err = emb.triplets(*humanPath, learner.TaskOddOneOut); err != nil {
+			return err
 		}
 		if *catsPath != "" {
 			if cats, err = ReadCategories(*catsPath); err != nil {
-				return fmt.Errorf("distill: %w", err)
+				return err
 			}
 		}
 	}
@@ -150,7 +155,7 @@ func RunDistill(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	h, err := learner.NewStudentHead(d, learner.HeadConfig{Init: *init, OutDim: *outDim, Tau: *studentTau,
 		Mean: mean, Std: std, Seed: *seed})
 	if err != nil {
-		return fmt.Errorf("distill: %w", err)
+		return err
 	}
 	dcfg := learner.DistillConfig{Loss: *loss, TeacherTau: tauT, Epochs: *epochs, BatchSize: *batch,
 		LR: *lr, Decay: *decay, Seed: *seed}
@@ -158,7 +163,7 @@ func RunDistill(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		InitScale: 1, Epochs: *epochs}
 	if h.Init == learner.InitAffine {
 		if sum.InitScale, err = h.CalibrateScale(x, n, trIdx, trSims, dcfg); err != nil {
-			return fmt.Errorf("distill: %w", err)
+			return err
 		}
 	}
 	eval := func() (val, agree, hum *float64, lv *DistillLevels, err error) {
@@ -180,7 +185,7 @@ func RunDistill(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return val, agree, hum, lv, nil
 	}
 	if sum.ValBefore, sum.AgreeBefore, sum.HumanBefore, sum.LevelsBefore, err = eval(); err != nil {
-		return fmt.Errorf("distill: %w", err)
+		return err
 	}
 	bar := progress.New(stderr, "distill", int64(*epochs)*int64(len(trI)))
 	dcfg.StepProgress = func(m int) { bar.Add(int64(m)) }
@@ -188,7 +193,7 @@ func RunDistill(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	st, err := learner.TrainStudent(ctx, h, x, n, trIdx, trSims, dcfg)
 	bar.Finish()
 	if err != nil {
-		return fmt.Errorf("distill: %w", err)
+		return err
 	}
 	sum.Seconds = time.Since(start).Seconds()
 	if sum.Seconds > 0 {
@@ -196,24 +201,24 @@ func RunDistill(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	sum.Steps, sum.TrainBefore, sum.TrainAfter = st.Steps, st.InitialLoss, st.FinalLoss
 	if sum.ValAfter, sum.AgreeAfter, sum.HumanAfter, sum.LevelsAfter, err = eval(); err != nil {
-		return fmt.Errorf("distill: %w", err)
+		return err
 	}
 	ssha, err := FileSHA256(*studentPath)
 	if err != nil {
-		return fmt.Errorf("distill: %w", err)
+		return err
 	}
 	dsha, err := FileSHA256(*datasetPath)
 	if err != nil {
-		return fmt.Errorf("distill: %w", err)
+		return err
 	}
-	prov := Provenance{Seed: *seed, Task: learner.TaskOddOneOut, Embeddings: *studentPath, EmbeddingsSHA256: ssha,
+	prov := modelfile.Provenance{Seed: *seed, Task: learner.TaskOddOneOut, Embeddings: *studentPath, EmbeddingsSHA256: ssha,
 		Hyper: map[string]any{"loss": *loss, "epochs": *epochs, "lr": *lr, "decay": *decay, "init": h.Init,
 			"init_scale": sum.InitScale, "out_dim": h.P, "batch": *batch, "tau": *studentTau,
 			"teacher_tau": tauT, "val": *valFrac},
 		Extra: map[string]any{"dataset": *datasetPath, "dataset_sha256": dsha,
 			"train_loss": st.FinalLoss, "epoch_loss": st.EpochLoss}}
-	if err := SaveStudent(*out, h, prov); err != nil {
-		return fmt.Errorf("distill: %w", err)
+	if err := modelfile.SaveStudent(*out, h, prov); err != nil {
+		return fmt.Errorf("save student: %w", err)
 	}
 	if *asJSON {
 		return WriteJSON(stdout, sum)

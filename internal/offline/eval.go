@@ -3,11 +3,12 @@ package offline
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 
+	"github.com/alignet/alignet/internal/cmdline"
 	"github.com/alignet/alignet/learner"
+	"github.com/alignet/alignet/modelfile"
 )
 
 // EvalLevels is the per-abstraction-level part of the eval report.
@@ -24,7 +25,7 @@ type EvalLevels struct {
 // undefined (no repeats, no categories) are null.
 type EvalReport struct {
 	Model             string                   `json:"model"`
-	Task              string                   `json:"task"`
+	Task              learner.Task             `json:"task"`
 	Tau               float64                  `json:"tau"`
 	NTriplets         int                      `json:"n_triplets"`
 	Accuracy          *float64                 `json:"accuracy"`
@@ -53,64 +54,69 @@ func reliabilityJSON(bins []learner.ReliabilityBin) []learner.ReliabilityBin {
 // raw embeddings (dot products at τ=1) on triplets, and optionally on
 // repeated triplets and per abstraction level.
 func RunEval(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("eval", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	teacherPath := fs.String("teacher", "", "teacher `.npz` written by alignet fit")
-	studentPath := fs.String("student", "", "student `.npz` written by alignet distill")
-	embPath := fs.String("embeddings", "", "item embeddings `.npy` (n×d)")
-	tripPath := fs.String("triplets", "", "triplet text file")
-	repPath := fs.String("repeats", "", "optional repeated-triplets CSV (kl_human, majority_agreement)")
-	catPath := fs.String("categories", "", "optional categories TSV (levels)")
+	fs := cmdline.New("eval", "Score a teacher, a student or the raw embeddings on human judgments: accuracy, NLL, calibration, and optionally agreement with repeated judgments and accuracy per abstraction level.", stdout)
+	teacherPath := fs.String("teacher", "", "teacher .npz `FILE` written by alignet fit")
+	studentPath := fs.String("student", "", "student .npz `FILE` written by alignet distill")
+	embPath := fs.String("embeddings", "", usageEmbeddings)
+	idsPath := fs.String("ids", "", usageIDs)
+	tripPath := fs.String("triplets", "", usageTriplets)
+	repPath := fs.String("repeats", "", "optional repeated-triplets CSV `FILE` (kl_human, majority_agreement)")
+	catPath := fs.String("categories", "", "optional categories TSV `FILE` (coarse and fine accuracy)")
 	task := fs.String("task", "", "task: odd-one-out or anchor (default: the teacher's, else odd-one-out)")
 	tauFlag := fs.Float64("tau", 0, "temperature override (default: the teacher's τ, else 1)")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	fs.Placeholder("task", "TASK")
+	fs.Require("embeddings", "triplets")
+	fs.Example(
+		"alignet eval --embeddings clip.npy --triplets held.txt --repeats repeats_dev.csv --categories categories.tsv",
+		"alignet eval --teacher teacher.npz --embeddings clip.npy --ids concepts.txt --triplets export.csv --json",
+	)
+	fs.Note("Without --teacher or --student the raw embeddings are scored by dot products at τ=1. With --categories, a triplet is fine when one category holds all three items, and coarse when the pair kept together shares a category that the odd one lacks and no category holds all three.")
 	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("eval: %w", err)
-	}
-	if *embPath == "" || *tripPath == "" {
-		return errors.New("eval: --embeddings and --triplets are required")
+		return err
 	}
 	if *teacherPath != "" && *studentPath != "" {
-		return errors.New("eval: give at most one of --teacher and --student")
+		return cmdline.Usagef("eval", "give at most one of --teacher and --student")
 	}
-	x, n, d, err := ReadEmbeddings(*embPath)
+	emb, err := loadEmbeddings(*embPath, *idsPath)
 	if err != nil {
-		return fmt.Errorf("eval: %w", err)
+		return err
 	}
+	x, n, d := emb.x, emb.n, emb.d
 	rep := EvalReport{Model: "raw", Tau: 1, Task: learner.TaskOddOneOut}
 	z, p := x, d
 	switch {
 	case *teacherPath != "":
-		t, _, err := LoadTeacher(*teacherPath)
+		t, _, err := modelfile.LoadTeacher(*teacherPath)
 		if err != nil {
-			return fmt.Errorf("eval: %w", err)
+			return err
 		}
 		if t.D != d {
-			return fmt.Errorf("eval: teacher expects %d-d embeddings, got %d", t.D, d)
+			return fmt.Errorf("teacher %s expects %d-d embeddings, got %d", *teacherPath, t.D, d)
 		}
 		z, p = t.Transform(x, n), t.P
 		rep.Model, rep.Tau, rep.Task = "teacher "+*teacherPath, t.Tau, t.Task
 	case *studentPath != "":
 		if z, p, rep.Tau, err = studentRepresentation(*studentPath, x, n, d); err != nil {
-			return fmt.Errorf("eval: %w", err)
+			return err
 		}
 		rep.Model = "student " + *studentPath
 	}
 	if *task != "" {
-		if *task != learner.TaskOddOneOut && *task != learner.TaskAnchor {
-			return fmt.Errorf("eval: --task must be odd-one-out or anchor, not %q", *task)
+		rep.Task = learner.Task(*task)
+		if err := rep.Task.Valid(); err != nil {
+			return fmt.Errorf("--task: %w", err)
 		}
-		rep.Task = *task
 	}
 	if *tauFlag > 0 {
 		rep.Tau = *tauFlag
 	}
-	ts, _, err := ReadTriplets(*tripPath, n)
+	ts, err := emb.triplets(*tripPath, rep.Task)
 	if err != nil {
-		return fmt.Errorf("eval: %w", err)
+		return err
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("eval: %w", err)
+		return err
 	}
 	ls := learner.AllLogits(z, p, ts)
 	ece, bins := learner.ECE(rep.Task, ls, rep.Tau, 10)
@@ -122,7 +128,7 @@ func RunEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *repPath != "" {
 		reps, err := ReadRepeats(*repPath, n)
 		if err != nil {
-			return fmt.Errorf("eval: %w", err)
+			return err
 		}
 		rep.NRepeats = len(reps)
 		rep.KLHuman = JSONFloat(learner.KLHuman(reps, z, p, rep.Tau))
@@ -130,14 +136,14 @@ func RunEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if *catPath != "" {
 		if rep.Task != learner.TaskOddOneOut {
-			return errors.New("eval: --categories levels are defined for the odd-one-out task only")
+			return errors.New("--categories levels are defined for the odd-one-out task only")
 		}
 		cats, err := ReadCategories(*catPath)
 		if err != nil {
-			return fmt.Errorf("eval: %w", err)
+			return err
 		}
 		if len(cats.Items) != n {
-			return fmt.Errorf("eval: categories list %d items, embeddings %d", len(cats.Items), n)
+			return fmt.Errorf("categories %s list %d items, embeddings %d", *catPath, len(cats.Items), n)
 		}
 		lv := learner.LevelAccuracy(z, p, ts, cats.Items)
 		rep.Levels = &EvalLevels{Coarse: JSONFloat(lv.Coarse), Fine: JSONFloat(lv.Fine), NCoarse: lv.NCoarse, NFine: lv.NFine}

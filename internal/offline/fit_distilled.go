@@ -13,8 +13,7 @@ import (
 // with the observed choice and smoothed toward repeated responses where
 // available (learner.EnsembleDistilledTargets).
 func distilledTargets(x []float32, n int, train []learner.Triplet, reps []learner.RepeatedTriplet, hard *learner.Teacher, seed uint64) ([][3]float32, error) {
-	cfg := learner.HumanModelConfig{Seed: int64(seed), OneHotMix: learner.EnsembleOneHotMix}
-	q, err := learner.EnsembleDistilledTargets(n, train, reps, hard.Probs(x, n, train), cfg)
+	q, err := learner.EnsembleDistilledTargets(x, n, train, reps, hard, learner.HumanModelConfig{Seed: int64(seed)})
 	if err != nil {
 		return nil, fmt.Errorf("human model: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/alignet/alignet/learner"
+	"github.com/alignet/alignet/modelfile"
 )
 
 // thingsHoldout loads CLIP ViT-B/32 and splits the THINGS training triplets
@@ -20,7 +21,7 @@ func thingsHoldout(t testing.TB) (x []float32, n, d int, fit, held []learner.Tri
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts, _, err := ReadTriplets(filepath.Join(fitThingsDir, "triplets_train.txt"), n)
+	ts, err := ReadTriplets(filepath.Join(fitThingsDir, "triplets_train.txt"), IndexRows(n), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +80,7 @@ func zapposHoldout(t testing.TB, keep int) (x []float32, n, d int, fit, held []l
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts, _, err := ReadTriplets(filepath.Join(fitZapposDir, "triplets_train.txt"), n)
+	ts, err := ReadTriplets(filepath.Join(fitZapposDir, "triplets_train.txt"), IndexRows(n), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +138,7 @@ func TestRunFitAndEvalZappos(t *testing.T) {
 	if len(fr.Lambdas) != 2 || fr.Val.Accuracy == nil || !(fr.Tau > 0) || (fr.Lambda != 0.01 && fr.Lambda != 0.001) {
 		t.Fatalf("fit report %+v", fr)
 	}
-	tc, prov, err := LoadTeacher(out)
+	tc, prov, err := modelfile.LoadTeacher(out)
 	if err != nil {
 		t.Fatal(err)
 	}

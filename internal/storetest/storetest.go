@@ -1,0 +1,449 @@
+// Package storetest is one test suite for every implementation of the
+// store interfaces package api consumes: the real *db.DB (db's tests run it
+// against Postgres) and the API's in-memory fake (api's tests run it), so
+// the fake the API is tested against cannot drift from the real store.
+//
+// The suite asserts only what the interfaces document, plus what Postgres
+// imposes on text (no NUL, valid UTF-8), which the API must therefore
+// reject before it reaches a store.
+package storetest
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/alignet/alignet"
+)
+
+// Store is everything the suite exercises: the methods of api.SpaceStore,
+// api.StudyStore, api.JudgmentExporter, api.KeyStore, api.WorkerStore and
+// api.ReadinessChecker, plus InsertJudgments, with which the persister
+// stores judgments (the suite needs it to seed exports).
+type Store interface {
+	PutSpace(ctx context.Context, name string, dim int) (alignet.Space, bool, error)
+	GetSpace(ctx context.Context, name string) (alignet.Space, error)
+	UpsertEmbeddings(ctx context.Context, space string, ids []string, vectors []float32) (int64, error)
+	CountEmbeddings(ctx context.Context, space string) (int64, error)
+
+	CreateStudy(ctx context.Context, s alignet.Study) (alignet.Study, bool, error)
+	GetStudy(ctx context.Context, id string) (alignet.Study, error)
+	ListStudies(ctx context.Context) ([]alignet.Study, error)
+	AddStudyItems(ctx context.Context, study string, items []string) (int64, error)
+	StudyItems(ctx context.Context, study string) ([]string, error)
+	CountJudgments(ctx context.Context, study string) (int64, error)
+
+	InsertJudgments(ctx context.Context, js []alignet.Judgment) (int64, error)
+	ExportJudgments(ctx context.Context, f alignet.JudgmentFilter, fn func(alignet.Judgment) error) error
+	WorkerSummary(ctx context.Context, worker string) ([]alignet.WorkerStudy, error)
+
+	CreateAPIKey(ctx context.Context, k alignet.APIKey, hash []byte) (alignet.APIKey, error)
+	EnsureAPIKey(ctx context.Context, k alignet.APIKey, hash []byte) error
+	APIKeyByHash(ctx context.Context, hash []byte) (alignet.APIKey, error)
+	ListAPIKeys(ctx context.Context) ([]alignet.APIKey, error)
+	RevokeAPIKey(ctx context.Context, id string) error
+	KeysRevokedSince(ctx context.Context, since time.Time) ([]string, time.Time, error)
+
+	Ready(ctx context.Context) error
+}
+
+// Run runs the whole suite as parallel subtests, each on a fresh, empty
+// store from newStore.
+func Run(t *testing.T, newStore func(t *testing.T) Store) {
+	tests := []struct {
+		name string
+		fn   func(*testing.T, Store)
+	}{
+		{"Spaces", testSpaces},
+		{"Embeddings", testEmbeddings},
+		{"Studies", testStudies},
+		{"StudyItems", testStudyItems},
+		{"Judgments", testJudgments},
+		{"Keys", testKeys},
+		{"KeysRevokedSince", testKeysRevokedSince},
+		{"RejectsText", testRejectsText},
+		{"Ready", func(t *testing.T, s Store) {
+			if err := s.Ready(context.Background()); err != nil {
+				t.Fatalf("Ready: %v", err)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.fn(t, newStore(t))
+		})
+	}
+}
+
+func hashOf(s string) []byte { h := sha256.Sum256([]byte(s)); return h[:] }
+
+func mustSpaceStudy(t *testing.T, s Store, study string, task alignet.Task) {
+	t.Helper()
+	ctx := context.Background()
+	if _, _, err := s.PutSpace(ctx, "space-"+study, 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.CreateStudy(ctx, alignet.Study{ID: study, Task: task, Space: "space-" + study}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testSpaces(t *testing.T, s Store) {
+	ctx := context.Background()
+	sp, created, err := s.PutSpace(ctx, "clip", 3)
+	if err != nil || !created || sp.Name != "clip" || sp.Dim != 3 || sp.CreatedAt.IsZero() {
+		t.Fatalf("PutSpace = %+v, %v, %v", sp, created, err)
+	}
+	again, created, err := s.PutSpace(ctx, "clip", 3)
+	if err != nil || created || !again.CreatedAt.Equal(sp.CreatedAt) {
+		t.Fatalf("PutSpace again = %+v, %v, %v; want the existing space, created=false", again, created, err)
+	}
+	if _, _, err := s.PutSpace(ctx, "clip", 4); !errors.Is(err, alignet.ErrConflict) {
+		t.Fatalf("PutSpace with another dim: err = %v, want ErrConflict", err)
+	}
+	got, err := s.GetSpace(ctx, "clip")
+	if err != nil || got.Dim != 3 || !got.CreatedAt.Equal(sp.CreatedAt) {
+		t.Fatalf("GetSpace = %+v, %v", got, err)
+	}
+	if _, err := s.GetSpace(ctx, "nope"); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("GetSpace missing: err = %v, want ErrNotFound", err)
+	}
+}
+
+func testEmbeddings(t *testing.T, s Store) {
+	ctx := context.Background()
+	if _, err := s.UpsertEmbeddings(ctx, "nope", []string{"a"}, []float32{1, 2}); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("UpsertEmbeddings into missing space: err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.CountEmbeddings(ctx, "nope"); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("CountEmbeddings of missing space: err = %v, want ErrNotFound", err)
+	}
+	if _, _, err := s.PutSpace(ctx, "sp", 2); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.CountEmbeddings(ctx, "sp"); err != nil || n != 0 {
+		t.Fatalf("CountEmbeddings of empty space = %d, %v", n, err)
+	}
+	if n, err := s.UpsertEmbeddings(ctx, "sp", []string{"a", "b"}, []float32{1, 2, 3, 4}); err != nil || n != 2 {
+		t.Fatalf("UpsertEmbeddings = %d, %v; want 2", n, err)
+	}
+	if n, err := s.UpsertEmbeddings(ctx, "sp", []string{"b", "c"}, []float32{5, 6, 7, 8}); err != nil || n != 2 {
+		t.Fatalf("UpsertEmbeddings overlapping = %d, %v; want 2 rows written", n, err)
+	}
+	for _, bad := range []struct {
+		ids  []string
+		vecs []float32
+	}{
+		{[]string{"d", "d"}, []float32{1, 2, 3, 4}}, // duplicate id
+		{[]string{"d", ""}, []float32{1, 2, 3, 4}},  // empty id
+		{[]string{"d", "e"}, []float32{1, 2, 3}},    // wrong length
+	} {
+		if _, err := s.UpsertEmbeddings(ctx, "sp", bad.ids, bad.vecs); err == nil {
+			t.Errorf("UpsertEmbeddings(%q, %d floats) succeeded", bad.ids, len(bad.vecs))
+		}
+	}
+	if n, err := s.CountEmbeddings(ctx, "sp"); err != nil || n != 3 {
+		t.Fatalf("CountEmbeddings = %d, %v; want 3 (failed upserts store nothing)", n, err)
+	}
+}
+
+func testStudies(t *testing.T, s Store) {
+	ctx := context.Background()
+	if _, _, err := s.CreateStudy(ctx, alignet.Study{ID: "s1", Task: alignet.TaskOddOneOut, Space: "ghost"}); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("CreateStudy in missing space: err = %v, want ErrNotFound", err)
+	}
+	for _, sp := range []string{"clip", "dino"} {
+		if _, _, err := s.PutSpace(ctx, sp, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, created, err := s.CreateStudy(ctx, alignet.Study{ID: "s2", Task: alignet.TaskOddOneOut, Space: "clip"})
+	if err != nil || !created || st.ID != "s2" || st.Task != alignet.TaskOddOneOut || st.Space != "clip" || st.CreatedAt.IsZero() {
+		t.Fatalf("CreateStudy = %+v, %v, %v", st, created, err)
+	}
+	again, created, err := s.CreateStudy(ctx, alignet.Study{ID: "s2", Task: alignet.TaskOddOneOut, Space: "clip"})
+	if err != nil || created || !again.CreatedAt.Equal(st.CreatedAt) {
+		t.Fatalf("CreateStudy again = %+v, %v, %v; want the existing study, created=false", again, created, err)
+	}
+	for _, other := range []alignet.Study{
+		{ID: "s2", Task: alignet.TaskAnchor, Space: "clip"},
+		{ID: "s2", Task: alignet.TaskOddOneOut, Space: "dino"},
+	} {
+		if _, _, err := s.CreateStudy(ctx, other); !errors.Is(err, alignet.ErrConflict) {
+			t.Fatalf("CreateStudy(%+v) over s2: err = %v, want ErrConflict", other, err)
+		}
+	}
+	if _, _, err := s.CreateStudy(ctx, alignet.Study{ID: "a1", Task: alignet.TaskAnchor, Space: "dino"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetStudy(ctx, "s2")
+	if err != nil || got.Task != alignet.TaskOddOneOut || got.Space != "clip" || !got.CreatedAt.Equal(st.CreatedAt) {
+		t.Fatalf("GetStudy = %+v, %v", got, err)
+	}
+	if _, err := s.GetStudy(ctx, "nope"); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("GetStudy missing: err = %v, want ErrNotFound", err)
+	}
+	list, err := s.ListStudies(ctx)
+	if err != nil || len(list) != 2 || list[0].ID != "a1" || list[1].ID != "s2" || list[0].Task != alignet.TaskAnchor {
+		t.Fatalf("ListStudies = %+v, %v; want a1, s2 sorted by id", list, err)
+	}
+}
+
+func testStudyItems(t *testing.T, s Store) {
+	ctx := context.Background()
+	if _, err := s.AddStudyItems(ctx, "nope", []string{"a"}); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("AddStudyItems to missing study: err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.StudyItems(ctx, "nope"); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("StudyItems of missing study: err = %v, want ErrNotFound", err)
+	}
+	mustSpaceStudy(t, s, "s", alignet.TaskOddOneOut)
+	items, err := s.StudyItems(ctx, "s")
+	if err != nil || items == nil || len(items) != 0 {
+		t.Fatalf("StudyItems of empty study = %#v, %v; want empty, non-nil", items, err)
+	}
+	if n, err := s.AddStudyItems(ctx, "s", []string{"b", "é", "a", "B", "b"}); err != nil || n != 4 {
+		t.Fatalf("AddStudyItems = %d, %v; want 4 new", n, err)
+	}
+	if n, err := s.AddStudyItems(ctx, "s", []string{"a", "c"}); err != nil || n != 1 {
+		t.Fatalf("AddStudyItems overlapping = %d, %v; want 1 new", n, err)
+	}
+	if _, err := s.AddStudyItems(ctx, "s", []string{"d", ""}); err == nil {
+		t.Fatal("AddStudyItems with an empty item succeeded")
+	}
+	want := []string{"B", "a", "b", "c", "é"} // bytewise
+	if items, err := s.StudyItems(ctx, "s"); err != nil || !slices.Equal(items, want) {
+		t.Fatalf("StudyItems = %q, %v; want %q", items, err, want)
+	}
+}
+
+var t0 = time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+
+func judgment(study, id, worker string, sec int) alignet.Judgment {
+	return alignet.Judgment{
+		ID: id, Study: study, Task: alignet.TaskOddOneOut, Worker: worker,
+		Items: [3]string{"x-" + id, "y", "z"}, Odd: "y", RTMillis: int32(1000 + sec),
+		QueryID: "q-" + id, ReceivedAt: t0.Add(time.Duration(sec) * time.Second),
+	}
+}
+
+func testJudgments(t *testing.T, s Store) {
+	ctx := context.Background()
+	mustSpaceStudy(t, s, "s", alignet.TaskOddOneOut)
+	mustSpaceStudy(t, s, "other", alignet.TaskOddOneOut)
+	if _, err := s.CountJudgments(ctx, "ghost"); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("CountJudgments of missing study: err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.InsertJudgments(ctx, []alignet.Judgment{judgment("s", "x", "w", 1), judgment("ghost", "x", "w", 1)}); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("InsertJudgments into a missing study: err = %v, want ErrNotFound", err)
+	}
+	// Out of order, ties on received_at broken by id, one anchor judgment.
+	js := []alignet.Judgment{
+		judgment("s", "c", "w1", 30), judgment("s", "b", "w2", 10), judgment("s", "a", "w1", 30),
+		judgment("s", "d", "w1", 20), judgment("s", "e", "w2", 40), judgment("other", "a", "w1", 15),
+	}
+	js[1].Odd, js[1].QueryID, js[1].Task = "", "", alignet.TaskAnchor
+	if n, err := s.InsertJudgments(ctx, js); err != nil || n != 6 {
+		t.Fatalf("InsertJudgments = %d, %v; want 6", n, err)
+	}
+	// Idempotent on (study, id): the stored judgment wins.
+	dup := judgment("s", "a", "w9", 99)
+	if n, err := s.InsertJudgments(ctx, []alignet.Judgment{dup, judgment("s", "f", "w2", 50), judgment("s", "f", "w3", 51)}); err != nil || n != 1 {
+		t.Fatalf("InsertJudgments with repeats = %d, %v; want 1 new", n, err)
+	}
+	if n, err := s.CountJudgments(ctx, "s"); err != nil || n != 6 {
+		t.Fatalf("CountJudgments = %d, %v; want 6", n, err)
+	}
+	export := func(f alignet.JudgmentFilter) []alignet.Judgment {
+		t.Helper()
+		var out []alignet.Judgment
+		if err := s.ExportJudgments(ctx, f, func(j alignet.Judgment) error { out = append(out, j); return nil }); err != nil {
+			t.Fatalf("ExportJudgments(%+v): %v", f, err)
+		}
+		return out
+	}
+	keys := func(js []alignet.Judgment) []string {
+		var out []string
+		for _, j := range js {
+			out = append(out, j.Study+"/"+j.ID)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		f    alignet.JudgmentFilter
+		want []string
+	}{
+		{alignet.JudgmentFilter{Study: "s"}, []string{"s/b", "s/d", "s/a", "s/c", "s/e", "s/f"}},
+		{alignet.JudgmentFilter{Study: "s", Since: t0.Add(20 * time.Second)}, []string{"s/d", "s/a", "s/c", "s/e", "s/f"}},
+		{alignet.JudgmentFilter{Study: "s", Until: t0.Add(30 * time.Second)}, []string{"s/b", "s/d"}},
+		{alignet.JudgmentFilter{Study: "s", Worker: "w1"}, []string{"s/d", "s/a", "s/c"}},
+		{alignet.JudgmentFilter{Worker: "w1"}, []string{"other/a", "s/d", "s/a", "s/c"}},
+		{alignet.JudgmentFilter{}, []string{"s/b", "other/a", "s/d", "s/a", "s/c", "s/e", "s/f"}},
+	} {
+		if got := keys(export(tc.f)); !slices.Equal(got, tc.want) {
+			t.Errorf("ExportJudgments(%+v) = %v, want %v", tc.f, got, tc.want)
+		}
+	}
+	// Every field round-trips, the empty odd and query id of the anchor too.
+	got := export(alignet.JudgmentFilter{Study: "s", Until: t0.Add(20 * time.Second)})
+	if len(got) != 1 || !got[0].ReceivedAt.Equal(js[1].ReceivedAt) {
+		t.Fatalf("export = %+v", got)
+	}
+	got[0].ReceivedAt = js[1].ReceivedAt
+	if got[0] != js[1] {
+		t.Fatalf("exported %+v, want %+v", got[0], js[1])
+	}
+	stop := errors.New("stop")
+	calls := 0
+	if err := s.ExportJudgments(ctx, alignet.JudgmentFilter{Study: "s"}, func(alignet.Judgment) error { calls++; return stop }); !errors.Is(err, stop) || calls != 1 {
+		t.Fatalf("export with failing fn: err = %v after %d calls", err, calls)
+	}
+	calls = 0
+	if err := s.ExportJudgments(ctx, alignet.JudgmentFilter{Study: "ghost"}, func(alignet.Judgment) error { calls++; return nil }); !errors.Is(err, alignet.ErrNotFound) || calls != 0 {
+		t.Fatalf("export of missing study: err = %v after %d calls, want ErrNotFound before any", err, calls)
+	}
+	sum, err := s.WorkerSummary(ctx, "w1")
+	want := []alignet.WorkerStudy{
+		{Study: "other", Judgments: 1, First: t0.Add(15 * time.Second), Last: t0.Add(15 * time.Second)},
+		{Study: "s", Judgments: 3, First: t0.Add(20 * time.Second), Last: t0.Add(30 * time.Second)},
+	}
+	if err != nil || !slices.EqualFunc(sum, want, func(a, b alignet.WorkerStudy) bool {
+		return a.Study == b.Study && a.Judgments == b.Judgments && a.First.Equal(b.First) && a.Last.Equal(b.Last)
+	}) {
+		t.Fatalf("WorkerSummary(w1) = %+v, %v; want %+v", sum, err, want)
+	}
+	if sum, err := s.WorkerSummary(ctx, "nobody"); err != nil || sum == nil || len(sum) != 0 {
+		t.Fatalf("WorkerSummary(nobody) = %#v, %v; want empty, non-nil", sum, err)
+	}
+}
+
+func testKeys(t *testing.T, s Store) {
+	ctx := context.Background()
+	k, err := s.CreateAPIKey(ctx, alignet.APIKey{Name: "lab", Scopes: []string{"collect", "read"}, Prefix: "alg_12"}, hashOf("secret-1"))
+	if err != nil || k.ID == "" || k.Name != "lab" || k.Prefix != "alg_12" || k.CreatedAt.IsZero() || k.RevokedAt != nil ||
+		!slices.Equal(k.Scopes, []string{"collect", "read"}) {
+		t.Fatalf("CreateAPIKey = %+v, %v", k, err)
+	}
+	if _, err := s.CreateAPIKey(ctx, alignet.APIKey{Name: "dup"}, hashOf("secret-1")); !errors.Is(err, alignet.ErrConflict) {
+		t.Fatalf("CreateAPIKey with a stored hash: err = %v, want ErrConflict", err)
+	}
+	if _, err := s.CreateAPIKey(ctx, alignet.APIKey{ID: k.ID, Name: "dup"}, hashOf("secret-2")); !errors.Is(err, alignet.ErrConflict) {
+		t.Fatalf("CreateAPIKey with a stored id: err = %v, want ErrConflict", err)
+	}
+	if _, err := s.CreateAPIKey(ctx, alignet.APIKey{Name: "short"}, []byte("abc")); err == nil {
+		t.Fatal("CreateAPIKey with a 3-byte hash succeeded")
+	}
+	got, err := s.APIKeyByHash(ctx, hashOf("secret-1"))
+	if err != nil || got.ID != k.ID || got.Name != "lab" || !slices.Equal(got.Scopes, k.Scopes) || !got.CreatedAt.Equal(k.CreatedAt) {
+		t.Fatalf("APIKeyByHash = %+v, %v", got, err)
+	}
+	if _, err := s.APIKeyByHash(ctx, hashOf("unknown")); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("APIKeyByHash unknown: err = %v, want ErrNotFound", err)
+	}
+	admin := alignet.APIKey{ID: "admin", Name: "bootstrap admin", Scopes: []string{"admin"}, Prefix: "alg_ad"}
+	for i := range 2 {
+		if err := s.EnsureAPIKey(ctx, admin, hashOf("admin-key")); err != nil {
+			t.Fatalf("EnsureAPIKey #%d: %v", i, err)
+		}
+	}
+	if err := s.EnsureAPIKey(ctx, alignet.APIKey{ID: "admin", Name: "x"}, hashOf("other")); !errors.Is(err, alignet.ErrConflict) {
+		t.Fatalf("EnsureAPIKey with a taken id and a new hash: err = %v, want ErrConflict", err)
+	}
+	if err := s.RevokeAPIKey(ctx, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := s.ListAPIKeys(ctx)
+	if err != nil || len(keys) != 2 || keys[0].ID != k.ID || keys[1].ID != "admin" || keys[0].RevokedAt == nil || keys[1].RevokedAt != nil {
+		t.Fatalf("ListAPIKeys = %+v, %v; want %s (revoked) then admin, oldest first", keys, err, k.ID)
+	}
+	first := *keys[0].RevokedAt
+	if err := s.RevokeAPIKey(ctx, k.ID); err != nil {
+		t.Fatalf("revoking twice: %v", err)
+	}
+	if keys, err := s.ListAPIKeys(ctx); err != nil || !keys[0].RevokedAt.Equal(first) {
+		t.Fatalf("revoking twice changed the revocation time: %+v, %v", keys, err)
+	}
+	if err := s.RevokeAPIKey(ctx, "nope"); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("RevokeAPIKey unknown: err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.APIKeyByHash(ctx, hashOf("secret-1")); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("APIKeyByHash revoked: err = %v, want ErrNotFound", err)
+	}
+}
+
+func testKeysRevokedSince(t *testing.T, s Store) {
+	ctx := context.Background()
+	var ids []string
+	for _, name := range []string{"k1", "k2"} {
+		k, err := s.CreateAPIKey(ctx, alignet.APIKey{Name: name, Scopes: []string{"read"}}, hashOf(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, k.ID)
+	}
+	none, asOf0, err := s.KeysRevokedSince(ctx, time.Time{})
+	if err != nil || len(none) != 0 || asOf0.IsZero() {
+		t.Fatalf("KeysRevokedSince before revocations = %v, %v, %v", none, asOf0, err)
+	}
+	if err := s.RevokeAPIKey(ctx, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	got, asOf1, err := s.KeysRevokedSince(ctx, asOf0)
+	if err != nil || !slices.Equal(got, ids[:1]) || asOf1.Before(asOf0) {
+		t.Fatalf("KeysRevokedSince(before revocation) = %v, %v, %v; want [%s]", got, asOf1, err, ids[0])
+	}
+	if got, _, err := s.KeysRevokedSince(ctx, time.Time{}); err != nil || !slices.Equal(got, ids[:1]) {
+		t.Fatalf("KeysRevokedSince(zero) = %v, %v; want [%s]", got, err, ids[0])
+	}
+	if got, _, err := s.KeysRevokedSince(ctx, asOf1); err != nil || len(got) != 0 {
+		t.Fatalf("KeysRevokedSince(after revocation) = %v, %v; want none", got, err)
+	}
+}
+
+// testRejectsText checks that text Postgres cannot store (NUL, invalid
+// UTF-8) fails, and stores nothing, in every store: the API must reject it
+// first.
+func testRejectsText(t *testing.T, s Store) {
+	ctx := context.Background()
+	mustSpaceStudy(t, s, "s", alignet.TaskOddOneOut)
+	for _, bad := range []string{"a\x00b", "a\xffb"} {
+		if _, _, err := s.PutSpace(ctx, bad, 2); err == nil {
+			t.Errorf("PutSpace(%q) succeeded", bad)
+		}
+		if _, err := s.CreateAPIKey(ctx, alignet.APIKey{Name: bad, Scopes: []string{"read"}}, hashOf(bad)); err == nil {
+			t.Errorf("CreateAPIKey with name %q succeeded", bad)
+		}
+		if _, err := s.AddStudyItems(ctx, "s", []string{"ok-" + bad, bad}); err == nil {
+			t.Errorf("AddStudyItems(%q) succeeded", bad)
+		}
+		j := judgment("s", "j", bad, 1)
+		if _, err := s.InsertJudgments(ctx, []alignet.Judgment{j}); err == nil {
+			t.Errorf("InsertJudgments with worker %q succeeded", bad)
+		}
+	}
+	if items, err := s.StudyItems(ctx, "s"); err != nil || len(items) != 0 {
+		t.Fatalf("StudyItems after rejected adds = %q, %v", items, err)
+	}
+	if n, err := s.CountJudgments(ctx, "s"); err != nil || n != 0 {
+		t.Fatalf("CountJudgments after rejected inserts = %d, %v", n, err)
+	}
+	if keys, err := s.ListAPIKeys(ctx); err != nil || len(keys) != 0 {
+		t.Fatalf("ListAPIKeys after rejected creates = %+v, %v", keys, err)
+	}
+	// Lookups fail too, rather than find nothing: the API must not pass
+	// such text on as an id or filter.
+	bad := "a\x00b"
+	if _, err := s.GetStudy(ctx, bad); err == nil || errors.Is(err, alignet.ErrNotFound) {
+		t.Errorf("GetStudy(%q): err = %v, want a failure", bad, err)
+	}
+	if err := s.ExportJudgments(ctx, alignet.JudgmentFilter{Study: "s", Worker: bad}, func(alignet.Judgment) error { return nil }); err == nil {
+		t.Errorf("ExportJudgments with worker %q succeeded", bad)
+	}
+	if _, err := s.WorkerSummary(ctx, bad); err == nil {
+		t.Errorf("WorkerSummary(%q) succeeded", bad)
+	}
+}

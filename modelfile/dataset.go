@@ -1,0 +1,215 @@
+package modelfile
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/alignet/alignet/npy"
+)
+
+// DatasetOrder documents the triplet convention of AligNet dataset files
+// (the odd-one-last layout of the official AligNet release; see
+// learner.Generator). Producers store it in Provenance.Extra["order"].
+const DatasetOrder = "indices (a,b,c) with c the teacher's odd one out, i.e. (a,b) the most similar pair; similarities (s_ab, s_ac, s_bc), so similarities[:,0] is the largest"
+
+// MaxDatasetTriplets is the most triplets a dataset file can hold.
+const MaxDatasetTriplets = npy.MaxElements / 3
+
+// Dataset is an AligNet triplet dataset held in memory.
+type Dataset struct {
+	// Indices holds N×3 item indices, row-major, odd one out last.
+	Indices []int32
+	// Similarities holds the N×3 teacher similarities (s_ab, s_ac, s_bc).
+	Similarities []float32
+	// Provenance is the file's provenance (zero when it has none).
+	Provenance Provenance
+}
+
+// Len returns the number of triplets.
+func (d *Dataset) Len() int { return len(d.Indices) / 3 }
+
+// DatasetWriter streams a dataset of a known number of triplets into an
+// .npz archive with arrays "similarities" (N×3 float32), "indices" (N×3
+// int32) and "meta". Zip members are written one at a time, so the
+// similarities go straight to the archive while the indices are spooled
+// and copied in by Close.
+type DatasetWriter struct {
+	zw      *npy.NPZWriter
+	sims    io.Writer
+	spool   io.ReadWriteSeeker
+	mem     *bytes.Buffer
+	idx     *bufio.Writer
+	total   int64
+	written int64
+}
+
+// NewDatasetWriter starts a dataset of total triplets on w. The indices
+// are spooled to spool, which must be empty and is read back from its
+// start by Close (a temporary file suits); with a nil spool they are kept
+// in memory (12 bytes per triplet).
+func NewDatasetWriter(w io.Writer, total int64, spool io.ReadWriteSeeker) (*DatasetWriter, error) {
+	if total < 0 || total > MaxDatasetTriplets {
+		return nil, fmt.Errorf("dataset of %d triplets: want 0 to %d", total, int64(MaxDatasetTriplets))
+	}
+	dw := &DatasetWriter{zw: npy.NewNPZWriter(w), spool: spool, total: total}
+	var sw io.Writer = spool
+	if spool == nil {
+		dw.mem = new(bytes.Buffer)
+		sw = dw.mem
+	}
+	dw.idx = bufio.NewWriterSize(sw, 1<<20)
+	var err error
+	dw.sims, err = dw.zw.Create("similarities", npy.Header{Dtype: npy.Float32, Shape: []int{int(total), 3}})
+	if err != nil {
+		return nil, err
+	}
+	return dw, nil
+}
+
+// Write appends len(idx)/3 triplets: idx holds their indices (odd one
+// last) and sims their similarities, three per triplet.
+func (dw *DatasetWriter) Write(idx []int32, sims []float32) error {
+	if len(idx)%3 != 0 || len(sims) != len(idx) {
+		return fmt.Errorf("write dataset: %d indices and %d similarities are not whole triplets", len(idx), len(sims))
+	}
+	m := int64(len(idx) / 3)
+	if dw.written+m > dw.total {
+		return fmt.Errorf("write dataset: %d triplets exceed the %d announced", dw.written+m, dw.total)
+	}
+	if err := npy.WriteData(dw.sims, sims); err != nil {
+		return fmt.Errorf("write similarities: %w", err)
+	}
+	if err := npy.WriteData(dw.idx, idx); err != nil {
+		return fmt.Errorf("spool indices: %w", err)
+	}
+	dw.written += m
+	return nil
+}
+
+// Close checks that every announced triplet was written, copies the
+// indices and p (Kind KindDataset and Version when unset) into the archive
+// and finishes it. It does not close w.
+func (dw *DatasetWriter) Close(p Provenance) error {
+	if dw.written != dw.total {
+		return fmt.Errorf("write dataset: %d of %d triplets written", dw.written, dw.total)
+	}
+	if err := dw.idx.Flush(); err != nil {
+		return fmt.Errorf("spool indices: %w", err)
+	}
+	var src io.Reader = dw.mem
+	if dw.mem == nil {
+		if _, err := dw.spool.Seek(0, io.SeekStart); err != nil {
+			return fmt.Errorf("spool indices: %w", err)
+		}
+		src = bufio.NewReaderSize(dw.spool, 1<<20)
+	}
+	iw, err := dw.zw.Create("indices", npy.Header{Dtype: npy.Int32, Shape: []int{int(dw.total), 3}})
+	if err != nil {
+		return err
+	}
+	if _, err := io.CopyN(iw, src, 12*dw.total); err != nil {
+		return fmt.Errorf("copy indices: %w", err)
+	}
+	meta, err := metaArray(p.withDefaults(KindDataset))
+	if err != nil {
+		return err
+	}
+	if err := dw.zw.Add("meta", meta); err != nil {
+		return err
+	}
+	return dw.zw.Close()
+}
+
+// ReadDataset reads a dataset from the size bytes of r: indices (N×3,
+// int32 or int64) and similarities (N×3 float), and the provenance when a
+// meta member is present (AligNet datasets from elsewhere have none).
+func ReadDataset(r io.ReaderAt, size int64) (*Dataset, error) {
+	z, err := npy.OpenNPZ(r, size)
+	if err != nil {
+		return nil, err
+	}
+	ia, err := z.Read("indices")
+	if err != nil {
+		return nil, err
+	}
+	sa, err := z.Read("similarities")
+	if err != nil {
+		return nil, err
+	}
+	if len(ia.Shape) != 2 || ia.Shape[1] != 3 || len(sa.Shape) != 2 || sa.Shape[1] != 3 || ia.Shape[0] != sa.Shape[0] {
+		return nil, fmt.Errorf("indices %v and similarities %v must both be N×3", ia.Shape, sa.Shape)
+	}
+	d := &Dataset{}
+	switch v := ia.Data.(type) {
+	case []int32:
+		d.Indices = v
+	default:
+		w, err := ia.Int64()
+		if err != nil {
+			return nil, err
+		}
+		d.Indices = make([]int32, len(w))
+		for i, x := range w {
+			if x < 0 || x > 1<<31-1 {
+				return nil, fmt.Errorf("index %d out of range", x)
+			}
+			d.Indices[i] = int32(x)
+		}
+	}
+	if d.Similarities, err = sa.Float32(); err != nil {
+		return nil, err
+	}
+	for _, name := range z.Names() {
+		if name == "meta" {
+			if d.Provenance, err = readProvenance(z); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return d, nil
+}
+
+// SaveDataset writes a dataset of total triplets to path atomically: fill
+// writes the triplets to the DatasetWriter, then p is stored. The indices
+// are spooled to a temporary file next to path.
+func SaveDataset(path string, total int64, p Provenance, fill func(*DatasetWriter) error) error {
+	return save(path, func(f *os.File) error {
+		spool, err := os.CreateTemp(filepath.Dir(path), ".indices.tmp*")
+		if err != nil {
+			return fmt.Errorf("spool indices: %w", err)
+		}
+		defer func() {
+			spool.Close()
+			os.Remove(spool.Name())
+		}()
+		bw := bufio.NewWriterSize(f, 1<<20)
+		dw, err := NewDatasetWriter(bw, total, spool)
+		if err != nil {
+			return err
+		}
+		if err := fill(dw); err != nil {
+			return err
+		}
+		if err := dw.Close(p); err != nil {
+			return err
+		}
+		return bw.Flush()
+	})
+}
+
+// LoadDataset reads the dataset file at path with ReadDataset.
+func LoadDataset(path string) (*Dataset, error) {
+	var d *Dataset
+	err := load(path, func(r io.ReaderAt, size int64) (err error) {
+		d, err = ReadDataset(r, size)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load dataset: %w", err)
+	}
+	return d, nil
+}

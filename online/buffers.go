@@ -127,19 +127,8 @@ func (r *reservoir) add(s sample) {
 	}
 }
 
-// draw appends k triplets drawn uniformly with replacement to dst.
-func (r *reservoir) draw(k int, dst []learner.Triplet) []learner.Triplet {
-	if len(r.items) == 0 {
-		return dst
-	}
-	for range k {
-		dst = append(dst, r.items[r.rng.IntN(len(r.items))].t)
-	}
-	return dst
-}
-
-// drawSamples is draw returning whole samples.
-func (r *reservoir) drawSamples(k int, dst []sample) []sample {
+// draw appends k samples drawn uniformly with replacement to dst.
+func (r *reservoir) draw(k int, dst []sample) []sample {
 	if len(r.items) == 0 {
 		return dst
 	}

@@ -57,8 +57,8 @@ func TestReservoirIsUniform(t *testing.T) {
 	}
 	drawn := r.draw(20000, nil)
 	old := 0
-	for _, tr := range drawn {
-		if int(tr.I) < added/2 {
+	for _, s := range drawn {
+		if int(s.t.I) < added/2 {
 			old++
 		}
 	}

@@ -79,9 +79,9 @@ type Config struct {
 	// MaxFresh is the most fresh judgments one online step takes. Default
 	// 4096.
 	MaxFresh int
-	// ReplayBatch is how many judgments, drawn uniformly from the replay
-	// buffer, join the fresh ones in each step; idle steps use as many.
-	// Default 1024.
+	// ReplayBatch is the most judgments, drawn uniformly from the replay
+	// buffer, that join the fresh ones in a step (four per fresh judgment,
+	// at least 256); idle steps replay this many. Default 1024.
 	ReplayBatch int
 	// ReplayCap bounds the replay buffer of a study: a uniform (reservoir)
 	// sample of the judgments it trained on. Default 200,000 (about 6 MB).

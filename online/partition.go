@@ -445,7 +445,7 @@ func (p *partition) step(s *study) {
 	}
 	iv := time.Duration(s.meta.Settings.Learner.VersionInterval)
 	if s.changed && time.Since(s.lastVersion) >= iv {
-		p.queueVersion(s, alignet.VersionOnline, evaluate(s.served, s.sp.x, s.sp.dim, s.meta.Task, s.heldOut()))
+		p.queueVersion(s, alignet.VersionOnline, evaluate(s.served, s.sp.x, s.sp.dim, s.meta.Task, s.held.items))
 	}
 }
 
@@ -488,7 +488,7 @@ func (p *partition) idleStep() {
 	p.nextIdle = time.Now().Add(time.Duration(float64(took) * (1 - share) / share))
 	iv := time.Duration(s.meta.Settings.Learner.VersionInterval)
 	if s.changed && time.Since(s.lastVersion) >= iv {
-		p.queueVersion(s, alignet.VersionOnline, evaluate(s.served, s.sp.x, s.sp.dim, s.meta.Task, s.heldOut()))
+		p.queueVersion(s, alignet.VersionOnline, evaluate(s.served, s.sp.x, s.sp.dim, s.meta.Task, s.held.items))
 	}
 }
 

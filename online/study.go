@@ -30,6 +30,15 @@ const (
 	reasonUnknownStudy = "unknown_study"
 )
 
+// Replayed judgments per step with fresh ones: replayPerFresh for each
+// fresh judgment (the mix of learner.OnlineConfig's defaults), at least
+// minReplay so that a step on a few judgments is still averaged over
+// many, and at most Config.ReplayBatch.
+const (
+	replayPerFresh = 4
+	minReplay      = 256
+)
+
 // errHeldOut is returned by admit for a held-out judgment.
 var errHeldOut = errors.New("held-out judgment refused for training")
 
@@ -47,6 +56,7 @@ func admit(study, id string, share float64, t learner.Triplet) (sample, error) {
 type pending struct {
 	t      learner.Triplet
 	id     string
+	hash   uint64
 	held   bool
 	worker uint64
 }
@@ -194,7 +204,7 @@ func (s *study) accept(j *alignet.Judgment, m *metrics) (missing bool) {
 		return true
 	}
 	s.pending = append(s.pending, pending{
-		t: t, id: j.ID, held: alignet.HeldOut(s.id, j.ID, s.share()), worker: alignet.IDHash(j.Worker),
+		t: t, id: j.ID, hash: h, held: alignet.HeldOut(s.id, j.ID, s.share()), worker: alignet.IDHash(j.Worker),
 	})
 	return false
 }
@@ -228,7 +238,7 @@ func (s *study) step(l *Learner) {
 	fresh := make([]sample, 0, len(ps))
 	for _, p := range ps {
 		if p.held {
-			h := heldSample{t: p.t, worker: p.worker, hash: alignet.IDHash(p.id)}
+			h := heldSample{t: p.t, worker: p.worker, hash: p.hash}
 			s.held.add(h)
 			if s.job != nil {
 				s.job.heldDuring = append(s.job.heldDuring, h)
@@ -270,9 +280,13 @@ func (s *study) step(l *Learner) {
 // Every sample passed the admit gate; the check below guards the boundary
 // again so that a held-out judgment can never reach a batch.
 func (s *study) train(l *Learner, fresh []sample, kind string) {
-	batch := make([]sample, 0, len(fresh)+l.cfg.ReplayBatch)
+	k := l.cfg.ReplayBatch
+	if len(fresh) > 0 {
+		k = min(k, max(replayPerFresh*len(fresh), minReplay))
+	}
+	batch := make([]sample, 0, len(fresh)+k)
 	batch = append(batch, fresh...)
-	batch = s.replay.drawSamples(l.cfg.ReplayBatch, batch)
+	batch = s.replay.draw(k, batch)
 	if len(batch) == 0 {
 		return
 	}
@@ -383,9 +397,6 @@ func (s *study) version(kind string, eval alignet.TeacherEval, offsets map[int32
 		Offsets: maps.Clone(offsets), Params: toParams(s.served, s.meta.Task), Hyper: s.st.Hyper, Eval: eval,
 	}
 }
-
-// heldOut returns the held-out buffer's judgments.
-func (s *study) heldOut() []heldSample { return s.held.items }
 
 // wantsRefit reports whether a refit should start now.
 func (s *study) wantsRefit() bool {

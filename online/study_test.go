@@ -166,21 +166,28 @@ func TestPrequentialScoresBeforeTraining(t *testing.T) {
 }
 
 // TestAdaptiveBatching checks that a step takes every queued judgment up
-// to MaxFresh, mixed with ReplayBatch replayed ones.
+// to MaxFresh, mixed with four replayed judgments per fresh one (at least
+// 256, at most ReplayBatch), and that idle steps replay ReplayBatch.
 func TestAdaptiveBatching(t *testing.T) {
-	l := memLearner(t, Config{MaxFresh: 100, ReplayBatch: 7})
+	l := memLearner(t, Config{MaxFresh: 100, ReplayBatch: 300})
 	s := newSynth(30, 6, 3)
 	p, _ := memStudy(t, l, s, "b", alignet.TaskOddOneOut, `{"learner":{"held_out_share":0}}`)
 	var sizes []int
 	l.hooks.batch = func(_ string, batch []sample) { sizes = append(sizes, len(batch)) }
 	js := s.judgments("b", alignet.TaskOddOneOut, "b", 350, 5)
 	feed(t, p, js, 350) // one message of 350: steps of 100 as the queue fills
-	if !slices.Equal(sizes, []int{100, 107, 107}) {
-		t.Fatalf("batches %v while handling the message, want 100 (nothing to replay yet), 107, 107", sizes)
+	if !slices.Equal(sizes, []int{100, 400, 400}) {
+		t.Fatalf("batches %v while handling the message, want 100 (nothing to replay yet), then 100 + 300 replayed twice", sizes)
 	}
 	p.stepAll() // the remaining 50, as the quiet partition's step timer would
-	if !slices.Equal(sizes, []int{100, 107, 107, 57}) {
-		t.Fatalf("batches %v, want a last one of 50 fresh + 7 replayed", sizes)
+	if !slices.Equal(sizes, []int{100, 400, 400, 50 + 256}) {
+		t.Fatalf("batches %v, want a last one of 50 fresh + 256 replayed", sizes)
+	}
+	for range 2 {
+		p.idleStep()
+	}
+	if !slices.Equal(sizes[4:], []int{300, 300}) {
+		t.Fatalf("idle batches %v, want ReplayBatch", sizes[4:])
 	}
 }
 

@@ -91,12 +91,16 @@ type synth struct {
 	n, d  int
 }
 
-func newSynth(n, d int, seed uint64) *synth {
+func newSynth(n, d int, seed uint64) *synth { return newSynthWith(n, d, seed, 1) }
+
+// newSynthWith is newSynth with the hidden transform A = I + noise·N/√d;
+// noise 0 makes the raw embeddings the human representation.
+func newSynthWith(n, d int, seed uint64, noise float64) *synth {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	s := &synth{n: n, d: d, x: make([]float32, n*d), z: make([]float64, n*d)}
 	a := make([]float64, d*d)
 	for i := range a {
-		a[i] = rng.NormFloat64() / math.Sqrt(float64(d))
+		a[i] = noise * rng.NormFloat64() / math.Sqrt(float64(d))
 	}
 	for i := range d {
 		a[i*d+i] += 1

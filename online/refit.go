@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/alignet/alignet"
@@ -178,7 +180,7 @@ func (l *Learner) fit(ctx context.Context, j job, rec *record) (*learner.Teacher
 	targets := "hard"
 	var soft [][3]float32
 	if len(reps) > 0 {
-		hard, _, err := learner.SelectLambda(ctx, x, n, d, lt, nil, lv, nil, j.settings.Lambdas, cfg)
+		hard, _, err := selectLambda(ctx, x, n, d, lt, nil, lv, j.settings.Lambdas, cfg)
 		if err != nil {
 			return nil, "", nil, fmt.Errorf("hard-label teacher: %w", err)
 		}
@@ -188,9 +190,52 @@ func (l *Learner) fit(ctx context.Context, j job, rec *record) (*learner.Teacher
 		}
 		targets = "distilled"
 	}
-	t, scores, err := learner.SelectLambda(ctx, x, n, d, lt, soft, lv, nil, j.settings.Lambdas, cfg)
+	t, scores, err := selectLambda(ctx, x, n, d, lt, soft, lv, j.settings.Lambdas, cfg)
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("select λ: %w", err)
 	}
 	return t, targets, scores, nil
+}
+
+// lambdaExtensions is how many values, each 10 times the previous,
+// selectLambda adds above a grid whose strongest value wins.
+const lambdaExtensions = 4
+
+// selectLambda is learner.SelectLambda over the study's grid, extended
+// upward by lambdaExtensions values (10, 100, ... times its strongest)
+// when its strongest value wins on validation data: the grid suits the
+// data sizes it was chosen for, and with few judgments (the first refits
+// of a study) a 512×512 transform needs far stronger regularisation than
+// 10⁵ judgments do, or it fits worse than the raw embeddings. It returns
+// the best teacher and every score.
+func selectLambda(ctx context.Context, x []float32, n, d int, train []learner.Triplet, targets [][3]float32, val []learner.Triplet, grid []float64, cfg learner.TeacherConfig) (*learner.Teacher, []learner.LambdaScore, error) {
+	best, scores, err := learner.SelectLambda(ctx, x, n, d, train, targets, val, nil, grid, cfg)
+	if err != nil {
+		return nil, scores, err
+	}
+	top := slices.Max(grid)
+	if best.Lambda < top || top <= 0 {
+		return best, scores, nil
+	}
+	up := make([]float64, lambdaExtensions)
+	for i := range up {
+		top *= 10
+		up[i] = top
+	}
+	strong, more, err := learner.SelectLambda(ctx, x, n, d, train, targets, val, nil, up, cfg)
+	if err != nil {
+		return nil, scores, err
+	}
+	if minNLL(more) < minNLL(scores) {
+		best = strong
+	}
+	return best, append(scores, more...), nil
+}
+
+func minNLL(scores []learner.LambdaScore) float64 {
+	m := math.Inf(1)
+	for _, s := range scores {
+		m = min(m, s.ValNLL)
+	}
+	return m
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/alignet/alignet"
+	"github.com/alignet/alignet/learner"
 )
 
 // recordStore serves a fixed record of judgments.
@@ -98,5 +99,49 @@ func TestRefitSplitsAndDistils(t *testing.T) {
 				t.Errorf("held-out NLL %v of the refit is not below the raw embeddings' %v", e.Teacher.NLL, e.Raw.NLL)
 			}
 		})
+	}
+}
+
+// TestSelectLambdaExtendsTheGrid fits few judgments with a grid that is
+// far too weak for them: the grid is extended upward, and the chosen
+// teacher predicts held-out judgments better than the grid's best.
+func TestSelectLambdaExtendsTheGrid(t *testing.T) {
+	// The raw embeddings are the human representation: with few judgments
+	// the identity is hard to beat.
+	s := newSynthWith(40, 24, 13, 0)
+	js := s.judgments("x", alignet.TaskOddOneOut, "x", 2600, 14)
+	l := memLearner(t, Config{})
+	_, st := memStudy(t, l, s, "x", alignet.TaskOddOneOut, "")
+	var train, val, test []learner.Triplet
+	for i := range js {
+		tr, _, _ := st.sp.triplet(&js[i])
+		switch {
+		case i < 200:
+			train = append(train, tr)
+		case i < 600:
+			val = append(val, tr)
+		default:
+			test = append(test, tr)
+		}
+	}
+	cfg := learner.TeacherConfig{Task: learner.TaskOddOneOut, MaxIter: 50, Workers: 1}
+	grid := []float64{1e-3}
+	narrow, _, err := learner.SelectLambda(context.Background(), s.x, s.n, s.d, train, nil, val, nil, grid, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wide, scores, err := selectLambda(context.Background(), s.x, s.n, s.d, train, nil, val, grid, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nll := func(tc *learner.Teacher) float64 {
+		return learner.NLL(learner.TaskOddOneOut, learner.AllLogits(tc.Transform(s.x, s.n), tc.P, test), tc.Tau)
+	}
+	t.Logf("grid %v: λ %g, test NLL %.4f; extended to %d values: λ %g, test NLL %.4f", grid, narrow.Lambda, nll(narrow), len(scores), wide.Lambda, nll(wide))
+	if wide.Lambda <= grid[0] || len(scores) < 2 {
+		t.Fatalf("the grid was not extended: λ %g from %d scores", wide.Lambda, len(scores))
+	}
+	if nll(wide) >= nll(narrow) {
+		t.Fatalf("extended grid: test NLL %.4f, not below the narrow grid's %.4f", nll(wide), nll(narrow))
 	}
 }

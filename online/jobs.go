@@ -1,0 +1,133 @@
+package online
+
+import (
+	"slices"
+	"time"
+
+	"github.com/alignet/alignet"
+	"github.com/alignet/alignet/learner"
+)
+
+// maybeRefits starts the refits that are due.
+func (p *partition) maybeRefits() {
+	for _, s := range p.studies {
+		if s.wantsRefit() {
+			p.startJob(s, true)
+		}
+	}
+}
+
+// startJob reads the study's record in the background and, for a refit,
+// fits the teacher; refits wait for a free refit slot.
+func (p *partition) startJob(s *study, fit bool) {
+	j := job{study: s.id, task: s.meta.Task, settings: s.meta.Settings.Learner, sp: s.sp, fit: fit, seen: s.st.JudgmentsSeen}
+	s.job = &jobRun{fit: fit, seenAtStart: s.st.JudgmentsSeen}
+	if fit {
+		s.job.asked, s.refitAsked = s.refitAsked, false
+		p.l.log.Info("refit started", "study", s.id, "judgments_seen", s.st.JudgmentsSeen)
+	}
+	ctx := p.ctx
+	go func() {
+		if fit {
+			select {
+			case p.l.refits <- struct{}{}:
+				defer func() { <-p.l.refits }()
+			case <-ctx.Done():
+				return
+			}
+		}
+		res := p.l.runJob(ctx, j)
+		select {
+		case p.jobs <- res:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// finishJob applies a finished refit or warm-up.
+func (p *partition) finishJob(r jobResult) {
+	s := p.studies[r.study]
+	if s == nil || s.job == nil {
+		return
+	}
+	run := s.job
+	s.job = nil
+	if r.err != nil {
+		if r.fit {
+			p.l.m.refits.WithLabelValues(s.id, "error").Inc()
+			p.l.log.Warn("refit failed", "study", s.id, "err", r.err)
+			s.refitBase = max(run.seenAtStart, 1)
+		} else {
+			p.l.log.Warn("refill buffers from the record", "study", s.id, "err", r.err)
+		}
+		return
+	}
+	p.refill(s, r)
+	if !r.fit {
+		return
+	}
+	s.served, s.iterate, s.adam = r.teacher.Clone(), r.teacher.Clone(), learner.AdamState{}
+	var onTop []sample
+	for _, smp := range run.during {
+		if !r.read.has(smp.hash) {
+			onTop = append(onTop, smp)
+		}
+	}
+	if s.meta.Settings.Learner.Online {
+		for lo := 0; lo < len(onTop); lo += p.l.cfg.MaxFresh {
+			start := time.Now()
+			s.train(p.l, onTop[lo:min(lo+p.l.cfg.MaxFresh, len(onTop))], "on_top")
+			p.l.m.step.WithLabelValues(s.id, "on_top").Observe(time.Since(start).Seconds())
+		}
+	}
+	s.idleSteps, s.idleOff = 0, len(onTop) == 0
+	now := time.Now()
+	ls := s.meta.Settings.Learner
+	s.st.Status = alignet.TeacherFitted
+	s.st.LastRefitAt = &now
+	s.st.LastRefitJudgments = r.count
+	var grid []float64
+	for _, sc := range r.scores {
+		grid = append(grid, sc.Lambda)
+	}
+	s.st.Hyper = alignet.TeacherHyper{Targets: r.targets, Lambdas: grid, LearningRate: ls.LearningRate, Seed: p.l.cfg.Seed}
+	s.refitBase = max(run.seenAtStart, 1)
+	held := append([]heldSample(nil), r.held...)
+	for _, h := range run.heldDuring {
+		if !r.read.has(h.hash) {
+			held = append(held, h)
+		}
+	}
+	p.queueVersion(s, alignet.VersionRefit, evaluate(s.served, s.sp.x, s.sp.dim, s.meta.Task, held))
+	s.dirty = true
+	p.l.m.refits.WithLabelValues(s.id, "ok").Inc()
+	p.l.m.refitTime.WithLabelValues(s.id).Observe(r.duration.Seconds())
+	p.l.log.Info("refit done", "study", s.id, "judgments", r.count, "train", len(r.train), "held_out", len(r.held),
+		"targets", r.targets, "lambda", r.teacher.Lambda, "tau", r.teacher.Tau, "on_top", len(onTop), "took", r.duration)
+}
+
+// refill rebuilds the replay and held-out buffers from the record a job
+// read, keeping the buffered judgments it did not include.
+func (p *partition) refill(s *study, r jobResult) {
+	old := slices.Clone(s.replay.items)
+	s.replay.reset()
+	for _, smp := range r.train {
+		s.replay.add(smp)
+	}
+	for _, smp := range old {
+		if !r.read.has(smp.hash) {
+			s.replay.add(smp)
+		}
+	}
+	oldHeld := slices.Clone(s.held.items)
+	s.held = &heldRing{cap: p.l.cfg.HeldOutCap}
+	for _, h := range r.held {
+		s.held.add(h)
+	}
+	for _, h := range oldHeld {
+		if !r.read.has(h.hash) {
+			s.held.add(h)
+		}
+	}
+	s.applyShare()
+}

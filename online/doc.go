@@ -75,11 +75,16 @@
 // the teacher is fitted to uncertainty-distilled soft targets
 // (learner.EnsembleDistilledTargets: VICE and the hard-label teacher).
 // Refits run on RefitWorkers goroutines, ConcurrentRefits at a time per
-// process, so ingestion keeps a core; the actor goes on stepping. The
-// refitted teacher is swapped in with a fresh Adam state, the judgments
+// process, so ingestion keeps a core; the actor goes on stepping. When
+// the strongest λ of the grid wins, the grid is extended upward (few
+// judgments need far stronger regularisation than the defaults, which
+// suit 10⁵). The refitted teacher gets a fresh Adam state, the judgments
 // trained on during the refit that its read did not include are replayed
-// on top, and the result is stored as a version (kind refit) evaluated on
-// the whole held-out share of the record.
+// on top, and it is scored on the whole held-out share of the record. It
+// is swapped in and stored as a version (kind refit) unless the teacher it
+// would replace predicts those held-out judgments better (lower NLL), as
+// can happen after a refit of a small record or of one far behind the
+// stream; then the current teacher stays.
 //
 // # Versions
 //
@@ -140,7 +145,7 @@
 //	                                               of the newest judgment it reflects
 //	alignet_learner_consumer_lag                   by partition
 //	alignet_teacher_refit_duration_seconds         histogram
-//	alignet_teacher_refits_total                   by result (ok, error)
+//	alignet_teacher_refits_total                   by result (ok, kept, error)
 //	alignet_teacher_versions_total                 by kind (refit, online)
 //	alignet_learner_step_duration_seconds          histogram, by kind (fresh, idle, on_top)
 //	alignet_learner_flush_duration_seconds         histogram (no label)

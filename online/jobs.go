@@ -66,6 +66,7 @@ func (p *partition) finishJob(r jobResult) {
 	if !r.fit {
 		return
 	}
+	prev, prevIter, prevAdam, prevIdle, prevOff := s.served, s.iterate, s.adam, s.idleSteps, s.idleOff
 	s.served, s.iterate, s.adam = r.teacher.Clone(), r.teacher.Clone(), learner.AdamState{}
 	var onTop []sample
 	for _, smp := range run.during {
@@ -82,26 +83,38 @@ func (p *partition) finishJob(r jobResult) {
 	}
 	s.idleSteps, s.idleOff = 0, len(onTop) == 0
 	now := time.Now()
-	ls := s.meta.Settings.Learner
-	s.st.Status = alignet.TeacherFitted
 	s.st.LastRefitAt = &now
 	s.st.LastRefitJudgments = r.count
-	var grid []float64
-	for _, sc := range r.scores {
-		grid = append(grid, sc.Lambda)
-	}
-	s.st.Hyper = alignet.TeacherHyper{Targets: r.targets, Lambdas: grid, LearningRate: ls.LearningRate, Seed: p.l.cfg.Seed}
 	s.refitBase = max(run.seenAtStart, 1)
+	s.dirty = true
+	p.l.m.refitTime.WithLabelValues(s.id).Observe(r.duration.Seconds())
 	held := append([]heldSample(nil), r.held...)
 	for _, h := range run.heldDuring {
 		if !r.read.has(h.hash) {
 			held = append(held, h)
 		}
 	}
-	p.queueVersion(s, alignet.VersionRefit, evaluate(s.served, s.sp.x, s.sp.dim, s.meta.Task, held))
-	s.dirty = true
+	eval := evaluate(s.served, s.sp.x, s.sp.dim, s.meta.Task, held)
+	// Never serve a teacher that predicts the held-out people worse than
+	// the one it would replace (as after a refit of a small or stale
+	// record): both are scored on the same held-out judgments, which
+	// neither trained on.
+	if was := evaluate(prev, s.sp.x, s.sp.dim, s.meta.Task, held); was.Teacher.N > 0 && was.Teacher.NLL < eval.Teacher.NLL {
+		s.served, s.iterate, s.adam, s.idleSteps, s.idleOff = prev, prevIter, prevAdam, prevIdle, prevOff
+		p.l.m.refits.WithLabelValues(s.id, "kept").Inc()
+		p.l.log.Info("refit done; the current teacher predicts held-out judgments better and stays", "study", s.id,
+			"judgments", r.count, "refit_nll", eval.Teacher.NLL, "current_nll", was.Teacher.NLL, "took", r.duration)
+		return
+	}
+	ls := s.meta.Settings.Learner
+	s.st.Status = alignet.TeacherFitted
+	var grid []float64
+	for _, sc := range r.scores {
+		grid = append(grid, sc.Lambda)
+	}
+	s.st.Hyper = alignet.TeacherHyper{Targets: r.targets, Lambdas: grid, LearningRate: ls.LearningRate, Seed: p.l.cfg.Seed}
+	p.queueVersion(s, alignet.VersionRefit, eval)
 	p.l.m.refits.WithLabelValues(s.id, "ok").Inc()
-	p.l.m.refitTime.WithLabelValues(s.id).Observe(r.duration.Seconds())
 	p.l.log.Info("refit done", "study", s.id, "judgments", r.count, "train", len(r.train), "held_out", len(r.held),
 		"targets", r.targets, "lambda", r.teacher.Lambda, "tau", r.teacher.Tau, "on_top", len(onTop), "took", r.duration)
 }

@@ -80,7 +80,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"study"}),
 		refits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "alignet_teacher_refits_total",
-			Help: "Refits, by result (ok, error).",
+			Help: "Refits, by result (ok: swapped in; kept: the current teacher predicted held-out judgments better; error).",
 		}, []string{"study", "result"}),
 		versions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "alignet_teacher_versions_total",

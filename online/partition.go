@@ -493,4 +493,5 @@ drain:
 	for _, s := range p.studies {
 		p.drop(s)
 	}
+	p.l.m.lag.DeleteLabelValues(strconv.Itoa(int(p.id)))
 }

@@ -3,6 +3,7 @@ package online
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/alignet/alignet"
@@ -144,4 +145,48 @@ func TestSelectLambdaExtendsTheGrid(t *testing.T) {
 	if nll(wide) >= nll(narrow) {
 		t.Fatalf("extended grid: test NLL %.4f, not below the narrow grid's %.4f", nll(wide), nll(narrow))
 	}
+}
+
+// TestRefitSwapsOnlyWhenBetter hands the actor two refit results: one
+// whose teacher predicts the held-out judgments worse than the serving
+// teacher (it stays, and no version is stored), and one that predicts
+// them better (it is swapped in and versioned).
+func TestRefitSwapsOnlyWhenBetter(t *testing.T) {
+	s := newSynthWith(30, 8, 15, 0) // the raw embeddings are the truth
+	l := memLearner(t, Config{})
+	p, st := memStudy(t, l, s, "w", alignet.TaskOddOneOut, "")
+	js := s.judgments("w", alignet.TaskOddOneOut, "w", 2000, 16)
+	var held []heldSample
+	for i := range js {
+		tr, _, _ := st.sp.triplet(&js[i])
+		held = append(held, heldSample{t: tr, hash: alignet.IDHash(js[i].ID), worker: uint64(i)})
+	}
+	good := st.served.Clone() // the calibrated identity: close to the truth
+	good.Tau = learner.CalibrateTemperature(learner.TaskOddOneOut, logitsOf(good, st.sp.x, tripletsOf(held)), nil)
+	bad := good.Clone()
+	for i := range bad.W {
+		bad.W[i] = float64(i%7) - 3 // a scrambled transform
+	}
+	result := func(tc *learner.Teacher) jobResult {
+		st.job = &jobRun{fit: true, seenAtStart: 1}
+		return jobResult{study: "w", fit: true, teacher: tc, targets: "hard", held: held, read: newIDSet(0), count: 2000}
+	}
+	st.served = good.Clone()
+	p.finishJob(result(bad))
+	if !slices.Equal(st.served.W, good.W) || len(p.versions) != 0 || st.st.Status == alignet.TeacherFitted {
+		t.Fatal("a refit worse on the held-out judgments replaced the serving teacher")
+	}
+	st.served = bad.Clone()
+	p.finishJob(result(good))
+	if !slices.Equal(st.served.W, good.W) || len(p.versions) != 1 || st.st.Status != alignet.TeacherFitted {
+		t.Fatalf("a better refit was not swapped in: %d versions, status %s", len(p.versions), st.st.Status)
+	}
+}
+
+func tripletsOf(hs []heldSample) []learner.Triplet {
+	out := make([]learner.Triplet, len(hs))
+	for i, h := range hs {
+		out[i] = h.t
+	}
+	return out
 }

@@ -18,6 +18,9 @@ func memLearner(t testing.TB, cfg Config) *Learner {
 	t.Helper()
 	cfg.Brokers = []string{"unused:9092"}
 	cfg.Registerer = prometheus.NewRegistry()
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
 	l, err := New(cfg, nilStore{})
 	if err != nil {
 		t.Fatal(err)

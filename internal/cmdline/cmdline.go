@@ -20,6 +20,7 @@ type FlagSet struct {
 	*flag.FlagSet
 	command      string
 	summary      string
+	args         []string // names of the positional arguments
 	examples     []string
 	notes        []string
 	required     []string
@@ -48,6 +49,11 @@ func New(command, summary string, stdout io.Writer) *FlagSet {
 	fs.FlagSet.Usage = func() {}
 	return fs
 }
+
+// Args declares the command's positional arguments, by placeholder name
+// (such as "FILE"); Parse then requires exactly that many and the help
+// synopsis shows them. Without Args a positional argument is an error.
+func (fs *FlagSet) Args(names ...string) { fs.args = names }
 
 // Example adds an example command line to the help.
 func (fs *FlagSet) Example(lines ...string) { fs.examples = append(fs.examples, lines...) }
@@ -138,8 +144,11 @@ func (fs *FlagSet) Parse(args []string) error {
 			}
 		}
 	}
-	if fs.NArg() > 0 {
-		return Usagef(fs.command, "unexpected argument %q (flags start with --)", fs.Arg(0))
+	switch {
+	case fs.NArg() > len(fs.args):
+		return Usagef(fs.command, "unexpected argument %q (flags start with --)", fs.Arg(len(fs.args)))
+	case fs.NArg() < len(fs.args):
+		return Usagef(fs.command, "%s is required", strings.Join(fs.args[fs.NArg():], " and "))
 	}
 	var missing []string
 	for _, n := range fs.required {
@@ -164,7 +173,8 @@ func (fs *FlagSet) Parse(args []string) error {
 // PrintHelp writes the help text to w.
 func (fs *FlagSet) PrintHelp(w io.Writer) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Usage: alignet %s [flags]\n\n%s\n", fs.command, fs.summary)
+	synopsis := strings.Join(append([]string{"[flags]"}, fs.args...), " ")
+	fmt.Fprintf(&b, "Usage: alignet %s %s\n\n%s\n", fs.command, synopsis, fs.summary)
 	if len(fs.examples) > 0 {
 		b.WriteString("\nExample:\n")
 		for _, e := range fs.examples {

@@ -82,8 +82,8 @@ func newPartition(l *Learner, id int32, gen committer) *partition {
 // run consumes the partition from its stored offset until ctx ends, then
 // steps what is pending and stores the final progress.
 func (p *partition) run(ctx context.Context) error {
-	// Merge the generation's context into one that carries no deadline
-	// surprises for helper goroutines.
+	// ctx ends with the generation; the helpers of jobs and look-ups stop
+	// with it, or when run returns.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	p.ctx = ctx
@@ -125,10 +125,11 @@ func (p *partition) run(ctx context.Context) error {
 	p.l.log.Info("partition acquired", "partition", p.id, "offset", start)
 	p.loop(ctx, msgs)
 	stopFetch()
+	owned := len(p.studies)
 	p.finish()
 	close(p.dbq)
 	wg.Wait()
-	p.l.log.Info("partition released", "partition", p.id, "offset", p.next, "studies", len(p.studies))
+	p.l.log.Info("partition released", "partition", p.id, "offset", p.next, "studies", owned)
 	return nil
 }
 

@@ -50,6 +50,12 @@ func (p *partition) finishJob(r jobResult) {
 	if s == nil || s.job == nil {
 		return
 	}
+	if r.fit && r.err == nil {
+		// Step what is queued while the job still collects the judgments
+		// trained during it, so that the version covers every judgment
+		// counted.
+		p.step(s)
+	}
 	run := s.job
 	s.job = nil
 	if r.err != nil {

@@ -47,7 +47,9 @@ type Config struct {
 	// PseudonymKey keys the hash that pseudonymises worker ids
 	// (ALIGNET_PSEUDONYM_KEY or ALIGNET_PSEUDONYM_KEY_FILE, at least 16 bytes).
 	PseudonymKey string
-	// Roles are the components to run (ALIGNET_ROLES, default "api,persister").
+	// Roles are the components to run (ALIGNET_ROLES, default
+	// "api,persister"; dev adds "learner" unless ALIGNET_ROLES or --roles
+	// is given).
 	Roles []string
 	// Topic is the judgments topic (ALIGNET_KAFKA_TOPIC, default "alignet.judgments").
 	Topic string

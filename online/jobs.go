@@ -21,7 +21,7 @@ func (p *partition) maybeRefits() {
 // fits the teacher; refits wait for a free refit slot.
 func (p *partition) startJob(s *study, fit bool) {
 	j := job{study: s.id, task: s.meta.Task, settings: s.meta.Settings.Learner, sp: s.sp, fit: fit, seen: s.st.JudgmentsSeen}
-	s.job = &jobRun{fit: fit, seenAtStart: s.st.JudgmentsSeen}
+	s.job = &jobRun{seenAtStart: s.st.JudgmentsSeen}
 	if fit {
 		s.job.asked, s.refitAsked = s.refitAsked, false
 		p.l.log.Info("refit started", "study", s.id, "judgments_seen", s.st.JudgmentsSeen)

@@ -168,7 +168,7 @@ func TestRefitSwapsOnlyWhenBetter(t *testing.T) {
 		bad.W[i] = float64(i%7) - 3 // a scrambled transform
 	}
 	result := func(tc *learner.Teacher) jobResult {
-		st.job = &jobRun{fit: true, seenAtStart: 1}
+		st.job = &jobRun{seenAtStart: 1}
 		return jobResult{study: "w", fit: true, teacher: tc, targets: "hard", held: held, read: newIDSet(0), count: 2000}
 	}
 	st.served = good.Clone()

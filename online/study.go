@@ -63,7 +63,6 @@ type pending struct {
 
 // jobRun is a running refit or warm-up of a study.
 type jobRun struct {
-	fit bool
 	// asked is set when the refit was requested (so that a released
 	// partition records the request again).
 	asked       bool

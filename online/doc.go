@@ -82,9 +82,10 @@
 // trained on during the refit that its read did not include are replayed
 // on top, and it is scored on the whole held-out share of the record. It
 // is swapped in and stored as a version (kind refit) unless the teacher it
-// would replace predicts those held-out judgments better (lower NLL), as
-// can happen after a refit of a small record or of one far behind the
-// stream; then the current teacher stays.
+// would replace predicts those held-out judgments clearly better (its mean
+// log-loss lower by more than two standard errors of the paired
+// difference), as can happen after a refit of a small record or of one far
+// behind the stream; then the current teacher stays.
 //
 // # Versions
 //

@@ -42,6 +42,30 @@ func evaluate(t *learner.Teacher, x []float32, d int, task alignet.Task, held []
 	}
 }
 
+// lossDiff returns the mean, over held-out judgments, of the log-loss of
+// teacher a minus that of teacher b (each at its own temperature), and the
+// standard error of that mean; 0, 0 without judgments.
+func lossDiff(a, b *learner.Teacher, x []float32, task alignet.Task, held []heldSample) (mean, se float64) {
+	if len(held) < 2 {
+		return 0, 0
+	}
+	ts := make([]learner.Triplet, len(held))
+	for i, h := range held {
+		ts[i] = h.t
+	}
+	la, lb := logitsOf(a, x, ts), logitsOf(b, x, ts)
+	var s, ss float64
+	for i := range ts {
+		ca, _ := learner.TaskCrossEntropy(learner.Task(task), la[i], a.Tau, learner.HardTarget)
+		cb, _ := learner.TaskCrossEntropy(learner.Task(task), lb[i], b.Tau, learner.HardTarget)
+		s += ca - cb
+		ss += (ca - cb) * (ca - cb)
+	}
+	n := float64(len(ts))
+	mean = s / n
+	return mean, math.Sqrt(max(ss/n-mean*mean, 0) / (n - 1))
+}
+
 // scoreOn computes the held-out metrics of the representation z (rows×p).
 func scoreOn(task learner.Task, z []float32, p int, ts []learner.Triplet, reps []learner.RepeatedTriplet, tau float64) alignet.TeacherMetrics {
 	m := alignet.TeacherMetrics{N: len(ts)}

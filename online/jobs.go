@@ -101,15 +101,15 @@ func (p *partition) finishJob(r jobResult) {
 		}
 	}
 	eval := evaluate(s.served, s.sp.x, s.sp.dim, s.meta.Task, held)
-	// Never serve a teacher that predicts the held-out people worse than
-	// the one it would replace (as after a refit of a small or stale
-	// record): both are scored on the same held-out judgments, which
-	// neither trained on.
-	if was := evaluate(prev, s.sp.x, s.sp.dim, s.meta.Task, held); was.Teacher.N > 0 && was.Teacher.NLL < eval.Teacher.NLL {
+	// Never serve a teacher that predicts the held-out people clearly
+	// worse than the one it would replace (as after a refit of a small
+	// record, or of one far behind the stream): both are scored on the same
+	// held-out judgments, which neither trained on.
+	if worse, se := lossDiff(s.served, prev, s.sp.x, s.meta.Task, held); worse > 2*se {
 		s.served, s.iterate, s.adam, s.idleSteps, s.idleOff = prev, prevIter, prevAdam, prevIdle, prevOff
 		p.l.m.refits.WithLabelValues(s.id, "kept").Inc()
 		p.l.log.Info("refit done; the current teacher predicts held-out judgments better and stays", "study", s.id,
-			"judgments", r.count, "refit_nll", eval.Teacher.NLL, "current_nll", was.Teacher.NLL, "took", r.duration)
+			"judgments", r.count, "nll_increase", worse, "standard_error", se, "took", r.duration)
 		return
 	}
 	ls := s.meta.Settings.Learner

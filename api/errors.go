@@ -30,6 +30,9 @@ const (
 	CodeMissingField = "missing_field"
 	// CodeUnknownItem (422) marks an item that is not in the study's pool.
 	CodeUnknownItem = "unknown_item"
+	// CodeNoEmbedding (422) marks an item of the study's pool that has no
+	// embedding yet, so the teacher cannot score it.
+	CodeNoEmbedding = "no_embedding"
 	// CodeDuplicateID (422) marks a judgment id repeated within a batch.
 	CodeDuplicateID = "duplicate_id"
 	// CodeNotFound (404) marks an unknown route, study, space or key.

@@ -100,23 +100,25 @@ func (s *Server) getSpace(c echo.Context) error {
 
 // studyBody is the JSON form of a study.
 type studyBody struct {
-	ID        string       `json:"id"`
-	Task      alignet.Task `json:"task"`
-	Space     string       `json:"space"`
-	CreatedAt time.Time    `json:"created_at"`
-	Items     *int         `json:"items,omitempty"`
-	Judgments *int64       `json:"judgments,omitempty"`
+	ID        string                `json:"id"`
+	Task      alignet.Task          `json:"task"`
+	Space     string                `json:"space"`
+	CreatedAt time.Time             `json:"created_at"`
+	Settings  alignet.StudySettings `json:"settings"`
+	Items     *int                  `json:"items,omitempty"`
+	Judgments *int64                `json:"judgments,omitempty"`
 }
 
 func toStudyBody(st alignet.Study) studyBody {
-	return studyBody{ID: st.ID, Task: st.Task, Space: st.Space, CreatedAt: st.CreatedAt}
+	return studyBody{ID: st.ID, Task: st.Task, Space: st.Space, CreatedAt: st.CreatedAt, Settings: st.Settings}
 }
 
 func (s *Server) postStudy(c echo.Context) error {
 	var req struct {
-		ID    *string `json:"id"`
-		Task  *string `json:"task"`
-		Space *string `json:"space"`
+		ID       *string         `json:"id"`
+		Task     *string         `json:"task"`
+		Space    *string         `json:"space"`
+		Settings json.RawMessage `json:"settings"`
 	}
 	if err := bindJSON(c, s.cfg.MaxJudgmentBody, &req); err != nil {
 		return err
@@ -135,8 +137,12 @@ func (s *Server) postStudy(c echo.Context) error {
 	case !alignet.ValidName(*req.Space):
 		return invalid("space", "space names are 1-%d characters of [A-Za-z0-9._-]", alignet.MaxNameLen)
 	}
+	settings, err := alignet.DecodeStudySettings(req.Settings)
+	if err != nil {
+		return settingsErr(err)
+	}
 	st, created, err := s.deps.Studies.CreateStudy(c.Request().Context(),
-		alignet.Study{ID: *req.ID, Task: alignet.Task(*req.Task), Space: *req.Space, CreatedAt: time.Now().UTC()})
+		alignet.Study{ID: *req.ID, Task: alignet.Task(*req.Task), Space: *req.Space, CreatedAt: time.Now().UTC(), Settings: settings})
 	switch {
 	case errors.Is(err, alignet.ErrNotFound):
 		return notFound("space", "space %q not found", *req.Space)

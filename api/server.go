@@ -61,9 +61,18 @@
 // key; each chunk of an export must be taken within Config.WriteTimeout;
 // and at most Config.MaxExports exports hold a database connection at once.
 //
+// The /teacher routes show what the learner role stores in Postgres: a
+// study's current teacher state, its versions and, as the .npz file of
+// alignet fit --out, its parameters. Predictions and neighbours are served
+// from a TeacherCache, an in-memory copy of every cached study's teacher
+// representations that Serve keeps current by polling cheap stamps every
+// Config.TeacherPollInterval; before the learner stored anything, the raw
+// embeddings are the teacher.
+//
 // The server is wired as
 //
 //	srv, err := api.New(cfg, api.Deps{Spaces: database, Studies: database,
+//		Settings: database, Teachers: database, TeacherSource: database,
 //		Judgments: database, Keys: database, Workers: database,
 //		Ready: database, Publisher: producer}) // *db.DB, *stream.Producer
 //	err = srv.Run(ctx)
@@ -128,6 +137,8 @@ const (
 	// DefaultMaxExports is the default number of exports that may run at
 	// once, each holding one database connection.
 	DefaultMaxExports = 4
+	// DefaultMaxPredictTriplets is the default largest predict request.
+	DefaultMaxPredictTriplets = 10000
 )
 
 // reloadInterval is the least time between two reloads of one study or key
@@ -191,6 +202,13 @@ type Config struct {
 	// one database connection, so the rest of the pool stays free for the
 	// persister. Further exports get 503 with Retry-After. Default 4.
 	MaxExports int
+	// TeacherPollInterval is how often the teacher cache behind predict
+	// and neighbours asks Postgres whether a cached study's teacher, items
+	// or embeddings changed. Default 500ms.
+	TeacherPollInterval time.Duration
+	// MaxPredictTriplets is the largest number of triplets one predict
+	// request may hold. Default 10,000.
+	MaxPredictTriplets int
 	// Registerer receives the API's metrics. Default: a new private registry.
 	Registerer prometheus.Registerer
 	// Gatherer is served on /metrics. Default: Registerer if it is also a
@@ -259,6 +277,12 @@ func (c Config) withDefaults() Config {
 	if c.MaxExports <= 0 {
 		c.MaxExports = DefaultMaxExports
 	}
+	if c.TeacherPollInterval <= 0 {
+		c.TeacherPollInterval = DefaultTeacherPollInterval
+	}
+	if c.MaxPredictTriplets <= 0 {
+		c.MaxPredictTriplets = DefaultMaxPredictTriplets
+	}
 	if c.Registerer == nil {
 		r := prometheus.NewRegistry()
 		c.Registerer = r
@@ -300,16 +324,17 @@ func checkOrigins(origins []string) error {
 
 // Server is the HTTP API. Create it with New.
 type Server struct {
-	cfg     Config
-	deps    Deps
-	log     *slog.Logger
-	e       *echo.Echo
-	metrics *metrics
-	keys    *ttlcache.Cache[[sha256.Size]byte, keyEntry]
-	studies *ttlcache.Cache[string, *studyEntry]
-	exports chan struct{} // one token per running export
-	routes  map[string]bool
-	bufs    bufPool
+	cfg      Config
+	deps     Deps
+	log      *slog.Logger
+	e        *echo.Echo
+	metrics  *metrics
+	keys     *ttlcache.Cache[[sha256.Size]byte, keyEntry]
+	studies  *ttlcache.Cache[string, *studyEntry]
+	teachers *TeacherCache
+	exports  chan struct{} // one token per running export
+	routes   map[string]bool
+	bufs     bufPool
 
 	adminHash [sha256.Size]byte
 	hasAdmin  bool
@@ -354,6 +379,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if s.studies, err = s.newStudyCache(); err != nil {
 		return nil, err
 	}
+	if s.teachers, err = NewTeacherCache(TeacherCacheConfig{PollInterval: cfg.TeacherPollInterval,
+		Registerer: cfg.Registerer, Logger: cfg.Logger, Now: cfg.Now}, deps.TeacherSource); err != nil {
+		return nil, err
+	}
 	if cfg.AdminKey != "" {
 		s.adminHash = sha256.Sum256([]byte(cfg.AdminKey))
 		s.hasAdmin = true
@@ -364,6 +393,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 
 // Handler returns the API as an http.Handler.
 func (s *Server) Handler() http.Handler { return s.e }
+
+// Teachers returns the server's teacher cache, which Serve keeps current.
+func (s *Server) Teachers() *TeacherCache { return s.teachers }
 
 // Run listens on Config.Listen and serves until ctx is cancelled; then it
 // stops accepting connections, drains in-flight requests for up to
@@ -378,8 +410,9 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // Serve is Run on an existing listener, which it closes. It holds at most
-// Config.MaxConns connections open and polls for revocations while it runs;
-// when it returns, the caches stop refreshing.
+// Config.MaxConns connections open, and polls for revocations and keeps the
+// teacher cache current while it runs; when it returns, the caches stop
+// refreshing.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer s.close()
 	ln = netutil.LimitListener(ln, s.cfg.MaxConns)
@@ -394,6 +427,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	bgCtx, stopBG := context.WithCancel(ctx)
 	defer func() { stopBG(); bg.Wait() }()
 	bg.Go(func() { s.pollRevocations(bgCtx) })
+	bg.Go(func() { _ = s.teachers.Run(bgCtx) })
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -420,6 +454,7 @@ func (s *Server) close() {
 	s.closeOnce.Do(func() {
 		s.keys.Close()
 		s.studies.Close()
+		s.teachers.Close()
 	})
 }
 
@@ -464,10 +499,20 @@ func (s *Server) registerRoutes(e *echo.Echo) {
 	v1.POST("/studies", s.postStudy, s.auth(alignet.ScopeAdmin))
 	v1.GET("/studies", s.listStudies, s.auth(alignet.ScopeRead))
 	v1.GET("/studies/:study", s.getStudy, s.auth(alignet.ScopeRead), checkParams)
+	v1.PATCH("/studies/:study", s.patchStudy, s.auth(alignet.ScopeAdmin), checkParams)
 	v1.POST("/studies/:study/items", s.postItems, s.auth(alignet.ScopeAdmin), checkParams)
 	v1.GET("/studies/:study/items", s.getItems, s.auth(alignet.ScopeRead), checkParams)
 	v1.POST("/studies/:study/judgments", s.postJudgments, s.countRejected, s.auth(alignet.ScopeCollect), checkParams)
 	v1.GET("/studies/:study/judgments", s.exportJudgments, s.auth(alignet.ScopeRead), checkParams)
+
+	v1.GET("/studies/:study/teacher", s.getTeacher, s.auth(alignet.ScopeRead), checkParams)
+	v1.GET("/studies/:study/teacher.npz", s.getTeacherNPZ, s.auth(alignet.ScopeRead), checkParams)
+	v1.POST("/studies/:study/teacher/refit", s.postRefit, s.auth(alignet.ScopeAdmin), checkParams)
+	v1.GET("/studies/:study/teacher/versions", s.listTeacherVersions, s.auth(alignet.ScopeRead), checkParams)
+	v1.POST("/studies/:study/teacher/versions", s.postTeacherVersion, s.auth(alignet.ScopeAdmin), checkParams)
+	v1.GET("/studies/:study/teacher/versions/:version", s.getTeacherVersion, s.auth(alignet.ScopeRead), checkParams)
+	v1.POST("/studies/:study/predict", s.predict, s.auth(alignet.ScopeRead), checkParams)
+	v1.GET("/studies/:study/items/:item/neighbours", s.neighbours, s.auth(alignet.ScopeRead), checkParams)
 
 	v1.POST("/keys", s.postKey, s.auth(alignet.ScopeAdmin))
 	v1.GET("/keys", s.listKeys, s.auth(alignet.ScopeAdmin))
@@ -477,8 +522,8 @@ func (s *Server) registerRoutes(e *echo.Echo) {
 }
 
 // checkParams answers 404 for a path naming a space or study by a string
-// that is not a valid name, or a key by one that is not valid text: no
-// such entity can exist, and the store need not be asked.
+// that is not a valid name, or a key or item by one that is not valid
+// text: no such entity can exist, and the store need not be asked.
 func checkParams(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		for _, name := range c.ParamNames() {
@@ -492,10 +537,27 @@ func checkParams(next echo.HandlerFunc) echo.HandlerFunc {
 				if v == "" || alignet.CheckText(v, alignet.MaxIDLen) != "" {
 					return notFound("", "key %q not found", truncate(v, alignet.MaxIDLen))
 				}
+			case "item":
+				v, err := pathParam(c, name)
+				if err != nil || !alignet.ValidItemID(v) {
+					return notFound("item", "item %q not found", truncate(v, alignet.MaxItemIDLen))
+				}
 			}
 		}
 		return next(c)
 	}
+}
+
+// pathParam returns the path parameter name unescaped. Echo matches the
+// raw (escaped) path when the request's path has escapes the default
+// encoding would not produce, as %2F for a slash inside an item id, and
+// then its parameters are escaped; otherwise they are not.
+func pathParam(c echo.Context, name string) (string, error) {
+	v := c.Param(name)
+	if c.Request().URL.RawPath == "" {
+		return v, nil
+	}
+	return url.PathUnescape(v)
 }
 
 // observe records the request metric and log line and renders errors.

@@ -85,10 +85,26 @@ type Judgment struct {
 	QueryID string   `json:"query_id,omitempty"`
 }
 
-// Accepted is the answer to a judgment post.
+// Accepted is the answer to a judgment post. ReceivedAt is the accept
+// time the judgments carry; a teacher whose NewestAcceptedAt is at or
+// after it reflects them.
 type Accepted struct {
-	Accepted int      `json:"accepted"`
-	IDs      []string `json:"ids"`
+	Accepted   int       `json:"accepted"`
+	IDs        []string  `json:"ids"`
+	ReceivedAt time.Time `json:"received_at"`
+}
+
+// TeacherInfo is part of a study's current teacher as GET
+// /v1/studies/{study}/teacher shows it; the times are nil before the
+// learner stored any state.
+type TeacherInfo struct {
+	Study            string     `json:"study"`
+	Status           string     `json:"status"`
+	Version          int64      `json:"version"`
+	UpdatedAt        *time.Time `json:"updated_at"`
+	NewestAcceptedAt *time.Time `json:"newest_accepted_at"`
+	FreshnessSeconds *float64   `json:"freshness_seconds"`
+	JudgmentsSeen    int64      `json:"judgments_seen"`
 }
 
 // StudyInfo describes a study.
@@ -213,6 +229,13 @@ func (c *Client) AddItems(ctx context.Context, study string, items []string) (in
 	}
 	err := c.doJSON(ctx, http.MethodPost, "/v1/studies/"+url.PathEscape(study)+"/items", map[string][]string{"items": items}, &out)
 	return out.Added, err
+}
+
+// Teacher returns the study's current teacher state.
+func (c *Client) Teacher(ctx context.Context, study string) (TeacherInfo, error) {
+	var t TeacherInfo
+	err := c.do(ctx, http.MethodGet, "/v1/studies/"+url.PathEscape(study)+"/teacher", "", nil, &t)
+	return t, err
 }
 
 // PostJudgment posts one judgment. It returns once the server has the

@@ -37,6 +37,10 @@ type Config struct {
 	// MaxExports caps concurrent judgment exports, each holding one database
 	// connection (ALIGNET_MAX_EXPORTS, default 4).
 	MaxExports int
+	// TeacherPoll is how often the API's teacher cache asks Postgres whether
+	// a cached study's teacher, items or embeddings changed
+	// (ALIGNET_TEACHER_POLL, default 500ms).
+	TeacherPoll time.Duration
 	// DatabaseURL is the Postgres connection string (DATABASE_URL).
 	DatabaseURL string
 	// KafkaBrokers are the bootstrap brokers (KAFKA_BROKERS, comma-separated).
@@ -136,6 +140,7 @@ func (cfg *Config) Bind(fs *flag.FlagSet, getenv func(string) string) {
 	})
 	fs.IntVar(&cfg.MaxConns, "max-conns", envInt("ALIGNET_MAX_CONNS", api.DefaultMaxConns), "most open API client connections (ALIGNET_MAX_CONNS)")
 	fs.IntVar(&cfg.MaxExports, "max-exports", envInt("ALIGNET_MAX_EXPORTS", api.DefaultMaxExports), "most concurrent judgment exports (ALIGNET_MAX_EXPORTS)")
+	fs.DurationVar(&cfg.TeacherPoll, "teacher-poll", envDuration("ALIGNET_TEACHER_POLL", api.DefaultTeacherPollInterval), "how often the API's teacher cache polls Postgres for changes (ALIGNET_TEACHER_POLL)")
 	fs.StringVar(&cfg.DatabaseURL, "database-url", env("DATABASE_URL", ""), "Postgres URL (DATABASE_URL)")
 	cfg.KafkaBrokers = splitList(env("KAFKA_BROKERS", ""))
 	fs.Func("kafka-brokers", "comma-separated Kafka brokers (KAFKA_BROKERS)", func(s string) error {

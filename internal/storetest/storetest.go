@@ -20,9 +20,11 @@ import (
 )
 
 // Store is everything the suite exercises: the methods of api.SpaceStore,
-// api.StudyStore, api.JudgmentExporter, api.KeyStore, api.WorkerStore and
-// api.ReadinessChecker, plus InsertJudgments, with which the persister
-// stores judgments (the suite needs it to seed exports).
+// api.StudyStore, api.SettingsStore, api.JudgmentExporter, api.KeyStore,
+// api.WorkerStore, api.TeacherStore, api.TeacherSource and
+// api.ReadinessChecker, plus what the persister and the learner write
+// with, which the suite needs to seed the rest: InsertJudgments,
+// SaveLearnerProgress and TakeRefitRequests.
 type Store interface {
 	PutSpace(ctx context.Context, name string, dim int) (alignet.Space, bool, error)
 	GetSpace(ctx context.Context, name string) (alignet.Space, error)
@@ -35,6 +37,18 @@ type Store interface {
 	AddStudyItems(ctx context.Context, study string, items []string) (int64, error)
 	StudyItems(ctx context.Context, study string) ([]string, error)
 	CountJudgments(ctx context.Context, study string) (int64, error)
+	UpdateStudySettings(ctx context.Context, id string, update func(alignet.StudySettings) (alignet.StudySettings, error)) (alignet.Study, error)
+	LoadEmbeddings(ctx context.Context, space string, ids []string) ([]float32, []bool, error)
+	StudyStamps(ctx context.Context, studies []string) (map[string]alignet.StudyStamp, error)
+
+	SaveLearnerProgress(ctx context.Context, p alignet.LearnerProgress) error
+	TeacherState(ctx context.Context, study string) (alignet.TeacherState, error)
+	TeacherStateMeta(ctx context.Context, study string) (alignet.TeacherState, error)
+	InsertTeacherVersion(ctx context.Context, v alignet.TeacherVersion, keep int) (alignet.TeacherVersion, error)
+	TeacherVersions(ctx context.Context, study string) ([]alignet.TeacherVersion, error)
+	TeacherVersion(ctx context.Context, study string, n int64) (alignet.TeacherVersion, error)
+	RequestRefit(ctx context.Context, study string) error
+	TakeRefitRequests(ctx context.Context, studies []string) ([]string, error)
 
 	InsertJudgments(ctx context.Context, js []alignet.Judgment) (int64, error)
 	ExportJudgments(ctx context.Context, f alignet.JudgmentFilter, fn func(alignet.Judgment) error) error
@@ -65,6 +79,12 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		{"Keys", testKeys},
 		{"KeysRevokedSince", testKeysRevokedSince},
 		{"RejectsText", testRejectsText},
+		{"StudySettings", testStudySettings},
+		{"LoadEmbeddings", testLoadEmbeddings},
+		{"StudyStamps", testStudyStamps},
+		{"TeacherState", testTeacherState},
+		{"TeacherVersions", testTeacherVersions},
+		{"RefitRequests", testRefitRequests},
 		{"Ready", func(t *testing.T, s Store) {
 			if err := s.Ready(context.Background()); err != nil {
 				t.Fatalf("Ready: %v", err)

@@ -154,7 +154,7 @@ func refitAll(t *testing.T, d *db.DB, n int64) {
 	}
 	// A refit that does not predict the held-out judgments better than the
 	// serving teacher is not swapped in; it still counts as the refit.
-	waitFor(t, 10*time.Minute, "a refit of the whole record", func() bool {
+	waitFor(t, 30*time.Minute, "a refit of the whole record", func() bool {
 		return state(t, d, "refit").LastRefitJudgments == n
 	})
 }

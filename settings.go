@@ -21,12 +21,15 @@ import (
 type StudySettings struct {
 	// Learner configures the online learner and its refits.
 	Learner LearnerSettings `json:"learner"`
+	// Page holds the texts of the built-in participant page.
+	Page PageSettings `json:"page"`
 }
 
 // DefaultStudySettings returns the settings of a study that sets nothing.
 func DefaultStudySettings() StudySettings {
 	return StudySettings{
 		Learner: DefaultLearnerSettings(),
+		Page:    DefaultPageSettings(),
 	}
 }
 
@@ -35,6 +38,9 @@ func DefaultStudySettings() StudySettings {
 func (s *StudySettings) Validate() error {
 	if err := s.Learner.validate(); err != nil {
 		return err.Prefix("learner")
+	}
+	if err := s.Page.validate(); err != nil {
+		return err.Prefix("page")
 	}
 	return nil
 }

@@ -26,6 +26,8 @@ type StudySettings struct {
 	// Checks are attention checks the study supplies; without them the
 	// checks are triplets on which the teacher is near-certain.
 	Checks []CheckTriplet `json:"checks"`
+	// Page holds the texts of the built-in participant page.
+	Page PageSettings `json:"page"`
 }
 
 // DefaultStudySettings returns the settings of a study that sets nothing.
@@ -34,6 +36,7 @@ func DefaultStudySettings() StudySettings {
 		Learner: DefaultLearnerSettings(),
 		Queries: DefaultQuerySettings(),
 		Checks:  []CheckTriplet{},
+		Page:    DefaultPageSettings(),
 	}
 }
 
@@ -48,6 +51,9 @@ func (s *StudySettings) Validate() error {
 	}
 	if err := validateChecks(s.Checks); err != nil {
 		return err.Prefix("checks")
+	}
+	if err := s.Page.validate(); err != nil {
+		return err.Prefix("page")
 	}
 	return nil
 }

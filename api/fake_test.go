@@ -48,8 +48,10 @@ type fakeStore struct {
 	byWorker   map[[2]string][]*fakeQuery    // by (study, worker)
 	flags      map[[2]string]*fakeFlags      // by (study, worker)
 	repeats    map[string][][3]string
-	down       error // returned by every method when set
-	exportErr  error // returned by ExportJudgments after exportOK rows
+	displays   map[string]alignet.ItemDisplay // label and image URL by item; made on first use
+	images     map[string]fakeImage           // uploaded images by item; made on first use
+	down       error                          // returned by every method when set
+	exportErr  error                          // returned by ExportJudgments after exportOK rows
 	exportOK   int
 	calls      map[string]int
 	inUse      int // connections held now
@@ -68,6 +70,7 @@ var (
 	_ JudgmentExporter = storetest.Store(nil)
 	_ KeyStore         = storetest.Store(nil)
 	_ WorkerStore      = storetest.Store(nil)
+	_ ItemStore        = storetest.Store(nil)
 	_ ReadinessChecker = storetest.Store(nil)
 	_ SessionStore     = storetest.Store(nil)
 	_ FlagStore        = storetest.Store(nil)
@@ -104,7 +107,7 @@ func newFakeStore() *fakeStore {
 // deps returns Deps with every store role filled by f.
 func (f *fakeStore) deps(pub Publisher) Deps {
 	return Deps{Spaces: f, Studies: f, Settings: f, Teachers: f, TeacherSource: f, Judgments: f, Keys: f,
-		Workers: f, Ready: f, Publisher: pub, Sessions: f, Flags: f}
+		Workers: f, Items: f, Ready: f, Publisher: pub, Sessions: f, Flags: f}
 }
 
 // enter counts a call of op, fails when the store is down, takes a pool
@@ -549,6 +552,9 @@ func (f *fakeStore) CreateAPIKey(ctx context.Context, k alignet.APIKey, hash []b
 	}
 	if _, ok := f.keyHash[k.ID]; ok {
 		return alignet.APIKey{}, fmt.Errorf("api key %q: %w", k.ID, alignet.ErrConflict)
+	}
+	if _, ok := f.studies[k.Study]; k.Study != "" && !ok {
+		return alignet.APIKey{}, fmt.Errorf("api key %q: study %q: %w", k.ID, k.Study, alignet.ErrNotFound)
 	}
 	f.keys[h] = k
 	f.keyHash[k.ID] = h

@@ -301,6 +301,9 @@ func (s *Server) postJudgments(c echo.Context) error {
 	if aerr != nil {
 		return aerr
 	}
+	if err := s.limitWorkers(c, id, in); err != nil {
+		return err
+	}
 	rules := judgmentRules{
 		study:   st.study,
 		pool:    st.items,

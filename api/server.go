@@ -92,7 +92,7 @@
 //
 //	srv, err := api.New(cfg, api.Deps{Spaces: database, Studies: database,
 //		Settings: database, Teachers: database, TeacherSource: database,
-//		Judgments: database, Keys: database, Workers: database,
+//		Judgments: database, Keys: database, Workers: database, Items: database,
 //		Ready: database, Embeddings: database, Sessions: database,
 //		Flags: database, Publisher: producer}) // *db.DB, *stream.Producer
 //	err = srv.Run(ctx)
@@ -167,6 +167,12 @@ const (
 	DefaultQueryLogMaxPending = 200000
 	// DefaultMaxPredictTriplets is the default largest predict request.
 	DefaultMaxPredictTriplets = 10000
+	// DefaultMaxImageBody is the default cap on uploaded item images
+	// (5 MiB).
+	DefaultMaxImageBody = 5 << 20
+	// DefaultDisplayCacheTTL is the default lifetime of the cached display
+	// data of a study's items.
+	DefaultDisplayCacheTTL = 30 * time.Second
 )
 
 // reloadInterval is the least time between two reloads of one study or key
@@ -249,6 +255,23 @@ type Config struct {
 	// MaxPredictTriplets is the largest number of triplets one predict
 	// request may hold. Default 10,000.
 	MaxPredictTriplets int
+	// MaxImageBody caps uploaded item images in bytes. Default 5 MiB.
+	MaxImageBody int64
+	// DisplayCacheTTL is how long the display data of a study's items are
+	// served from memory before they are refreshed in the background;
+	// writes through this server are seen at once. Default 30s.
+	DisplayCacheTTL time.Duration
+	// SessionLimit is the rate limit of one participant session using a
+	// study-bound key. Default DefaultSessionLimit.
+	SessionLimit RateLimit
+	// AddressLimit is the rate limit of one client address using
+	// study-bound keys. Default DefaultAddressLimit.
+	AddressLimit RateLimit
+	// TrustForwardedFor takes the client address of AddressLimit from the
+	// X-Forwarded-For header set by a reverse proxy on a private or
+	// loopback address. Default false: the connection's address, which
+	// clients cannot forge.
+	TrustForwardedFor bool
 	// Registerer receives the API's metrics. Default: a new private registry.
 	Registerer prometheus.Registerer
 	// Gatherer is served on /metrics. Default: Registerer if it is also a
@@ -335,6 +358,18 @@ func (c Config) withDefaults() Config {
 	if c.MaxPredictTriplets <= 0 {
 		c.MaxPredictTriplets = DefaultMaxPredictTriplets
 	}
+	if c.MaxImageBody <= 0 {
+		c.MaxImageBody = DefaultMaxImageBody
+	}
+	if c.DisplayCacheTTL <= 0 {
+		c.DisplayCacheTTL = DefaultDisplayCacheTTL
+	}
+	if c.SessionLimit == (RateLimit{}) {
+		c.SessionLimit = DefaultSessionLimit
+	}
+	if c.AddressLimit == (RateLimit{}) {
+		c.AddressLimit = DefaultAddressLimit
+	}
 	if c.Registerer == nil {
 		r := prometheus.NewRegistry()
 		c.Registerer = r
@@ -384,13 +419,19 @@ type Server struct {
 	keys     *ttlcache.Cache[[sha256.Size]byte, keyEntry]
 	studies  *ttlcache.Cache[string, *studyEntry]
 	teachers *TeacherCache
-	exports  chan struct{} // one token per running export
-	routes   map[string]bool
-	bufs     bufPool
-	sel      *selection
-	qlog     *queryLog
-	stopBG   context.CancelFunc // stops the query log and selection loops
-	bgDone   sync.WaitGroup
+	// displays holds the display data of each study's pool.
+	displays *ttlcache.Cache[string, *displayEntry]
+	// sessionLimit and addressLimit bound study-bound keys.
+	sessionLimit, addressLimit *limiter
+	// page is the built-in participant page.
+	page    *runPage
+	exports chan struct{} // one token per running export
+	routes  map[string]bool
+	bufs    bufPool
+	sel     *selection
+	qlog    *queryLog
+	stopBG  context.CancelFunc // stops the query log and selection loops
+	bgDone  sync.WaitGroup
 	// unsubscribe ends query selection's subscription to the teacher
 	// cache (a no-op with Deps.QueryTeachers).
 	unsubscribe func()
@@ -420,6 +461,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	if err := checkRateLimit("session", cfg.SessionLimit); err != nil {
+		return nil, err
+	}
+	if err := checkRateLimit("address", cfg.AddressLimit); err != nil {
+		return nil, err
+	}
 	cfg.PseudonymKey = append([]byte(nil), cfg.PseudonymKey...)
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
@@ -432,6 +479,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		metrics:     m,
 		exports:     make(chan struct{}, cfg.MaxExports),
 		unsubscribe: func() {},
+
+		sessionLimit: newLimiter(limitSession, cfg.SessionLimit, cfg.Now),
+		addressLimit: newLimiter(limitAddress, cfg.AddressLimit, cfg.Now),
+	}
+	if s.page, err = newRunPage(); err != nil {
+		return nil, err
 	}
 	if s.keys, err = s.newKeyCache(); err != nil {
 		return nil, err
@@ -441,6 +494,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	if s.teachers, err = NewTeacherCache(TeacherCacheConfig{PollInterval: cfg.TeacherPollInterval,
 		Registerer: cfg.Registerer, Logger: cfg.Logger, Now: cfg.Now}, deps.TeacherSource); err != nil {
+		return nil, err
+	}
+	if s.displays, err = s.newDisplayCache(); err != nil {
 		return nil, err
 	}
 	if cfg.AdminKey != "" {
@@ -533,6 +589,7 @@ func (s *Server) close() {
 		s.keys.Close()
 		s.studies.Close()
 		s.teachers.Close()
+		s.displays.Close()
 	})
 }
 
@@ -542,6 +599,10 @@ func (s *Server) newEcho() *echo.Echo {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = s.errorHandler
+	e.IPExtractor = echo.ExtractIPDirect()
+	if s.cfg.TrustForwardedFor {
+		e.IPExtractor = echo.ExtractIPFromXFFHeader()
+	}
 	e.Pre(s.deadlines)
 	if len(s.cfg.AllowOrigins) > 0 {
 		e.Pre(corsMiddleware(s.cfg.AllowOrigins))
@@ -601,6 +662,18 @@ func (s *Server) registerRoutes(e *echo.Echo) {
 	v1.DELETE("/keys/:id", s.deleteKey, s.auth(alignet.ScopeAdmin), checkParams)
 
 	v1.POST("/workers/lookup", s.lookupWorker, s.auth(alignet.ScopeRead))
+
+	v1.POST("/items", s.postItemDisplays, s.auth(alignet.ScopeAdmin))
+	v1.GET("/items/:item", s.getItem, s.auth(alignet.ScopeRead))
+	v1.PUT("/items/:item/image", s.putItemImage, s.auth(alignet.ScopeAdmin))
+	// Public: browsers load stimuli with <img>, which sends no key.
+	v1.GET("/items/:item/image", s.getItemImage)
+
+	// The built-in participant page (public HTML and assets; the page
+	// calls the API with the study-bound key of its link).
+	v1.GET("/studies/:study/page", s.getPageSettings, s.auth(alignet.ScopeCollect), checkParams)
+	e.GET("/run/:study", s.runPageHTML, checkParams)
+	e.GET("/run/assets/:file", s.runPageAsset)
 }
 
 // checkParams answers 404 for a path naming a space or study by a string

@@ -167,6 +167,24 @@ type WorkerStore interface {
 	WorkerSummary(ctx context.Context, worker string) ([]alignet.WorkerStudy, error)
 }
 
+// ItemStore holds the display data of items: labels, external image URLs
+// and uploaded images, global per item id.
+type ItemStore interface {
+	// PutItemDisplays stores the label and image URL of each display,
+	// all or nothing, replacing the items' previous ones, and returns how
+	// many rows were written; uploaded images are kept.
+	PutItemDisplays(ctx context.Context, ds []alignet.ItemDisplay) (int64, error)
+	// ItemDisplays returns the display data, with uploaded images'
+	// metadata, of those items that have any.
+	ItemDisplays(ctx context.Context, items []string) ([]alignet.ItemDisplay, error)
+	// PutItemImage stores data, of a type alignet.ValidImageType accepts,
+	// as the image of item and returns its metadata.
+	PutItemImage(ctx context.Context, item, contentType string, data []byte) (alignet.ItemImage, error)
+	// ItemImage returns the uploaded image of item and its bytes; an item
+	// without one is alignet.ErrNotFound.
+	ItemImage(ctx context.Context, item string) (alignet.ItemImage, []byte, error)
+}
+
 // ReadinessChecker reports whether the database can serve.
 type ReadinessChecker interface {
 	// Ready reports whether the database is reachable and migrated.
@@ -204,6 +222,8 @@ type Deps struct {
 	Keys KeyStore
 	// Workers serves worker lookups.
 	Workers WorkerStore
+	// Items serves the /v1/items routes and the display data of queries.
+	Items ItemStore
 	// Ready is the database check of /readyz.
 	Ready ReadinessChecker
 	// Sessions serve participant sessions and the query log.
@@ -227,7 +247,7 @@ type Deps struct {
 
 func (d Deps) check() error {
 	if d.Spaces == nil || d.Studies == nil || d.Settings == nil || d.Teachers == nil || d.TeacherSource == nil ||
-		d.Judgments == nil || d.Keys == nil || d.Workers == nil || d.Ready == nil || d.Publisher == nil ||
+		d.Judgments == nil || d.Keys == nil || d.Workers == nil || d.Items == nil || d.Ready == nil || d.Publisher == nil ||
 		d.Sessions == nil || d.Flags == nil {
 		return errors.New("api: every field of Deps is required")
 	}

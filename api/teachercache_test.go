@@ -155,11 +155,13 @@ func TestTeacherCacheServesThroughOutage(t *testing.T) {
 	if age, _ := gauge(t, e, "alignet_teacher_cache_age_seconds", "s1"); age < 60 {
 		t.Fatalf("age during the outage = %v, want at least 60", age)
 	}
+	// The poller runs every 5ms: wait for a poll that fails before the
+	// store comes back, or the outage may end unseen.
+	eventually(t, "the failed poll is logged", func() bool {
+		return strings.Contains(e.logs.String(), "teacher cache: poll failed")
+	})
 	e.store.setDown(nil)
 	eventually(t, "the age falls", func() bool { age, _ := gauge(t, e, "alignet_teacher_cache_age_seconds", "s1"); return age < 60 })
-	if !strings.Contains(e.logs.String(), "teacher cache: poll failed") {
-		t.Fatal("the failed poll was not logged")
-	}
 }
 
 // TestTeacherCacheSharesFirstLoad: concurrent first requests load the

@@ -275,3 +275,20 @@ func (c *Client) Export(ctx context.Context, study, format string, since time.Ti
 	}
 	return resp.Body, nil
 }
+
+// ItemDisplay is how an item is shown to participants; empty fields clear.
+type ItemDisplay struct {
+	ID       string `json:"id"`
+	Label    string `json:"label,omitempty"`
+	ImageURL string `json:"image_url,omitempty"`
+}
+
+// PutItemDisplays sets the labels and external image URLs of items.
+func (c *Client) PutItemDisplays(ctx context.Context, ds []ItemDisplay) error {
+	return c.doJSON(ctx, http.MethodPost, "/v1/items", map[string]any{"items": ds}, nil)
+}
+
+// PutItemImage uploads an image (JPEG, PNG, WebP or GIF) for item.
+func (c *Client) PutItemImage(ctx context.Context, item string, data []byte) error {
+	return c.do(ctx, http.MethodPut, "/v1/items/"+url.PathEscape(item)+"/image", "application/octet-stream", bytes.NewReader(data), nil)
+}

@@ -1,6 +1,7 @@
 // Package server wires alignet's components into running roles: the HTTP
-// API that produces judgments to Kafka, and the consumer that persists them
-// to Postgres. It supervises them with ordered, graceful shutdown.
+// API that produces judgments to Kafka, the consumer that persists them to
+// Postgres, and the learner that keeps each study's teacher. It supervises
+// them with ordered, graceful shutdown.
 package server
 
 import (
@@ -15,6 +16,7 @@ import (
 
 	"github.com/alignet/alignet/api"
 	"github.com/alignet/alignet/db"
+	"github.com/alignet/alignet/online"
 	"github.com/alignet/alignet/stream"
 )
 
@@ -35,6 +37,15 @@ type Config struct {
 	// MaxExports caps concurrent judgment exports, each holding one database
 	// connection (ALIGNET_MAX_EXPORTS, default 4).
 	MaxExports int
+	// SessionLimit and AddressLimit rate-limit study-bound collect keys per
+	// participant session and per client address (ALIGNET_SESSION_LIMIT and
+	// ALIGNET_ADDRESS_LIMIT, as RATE/s:BURST such as "5:60"; defaults
+	// api.DefaultSessionLimit and api.DefaultAddressLimit).
+	SessionLimit, AddressLimit api.RateLimit
+	// TrustForwardedFor takes the client address from X-Forwarded-For set by
+	// a reverse proxy on a private address (ALIGNET_TRUST_FORWARDED_FOR,
+	// default false).
+	TrustForwardedFor bool
 	// TeacherPoll is how often the API's teacher cache asks Postgres whether
 	// a cached study's teacher, items or embeddings changed
 	// (ALIGNET_TEACHER_POLL, default 500ms).
@@ -49,7 +60,9 @@ type Config struct {
 	// PseudonymKey keys the hash that pseudonymises worker ids
 	// (ALIGNET_PSEUDONYM_KEY or ALIGNET_PSEUDONYM_KEY_FILE, at least 16 bytes).
 	PseudonymKey string
-	// Roles are the components to run (ALIGNET_ROLES, default "api,persister").
+	// Roles are the components to run (ALIGNET_ROLES, default
+	// "api,persister"; dev adds "learner" unless ALIGNET_ROLES or --roles
+	// is given).
 	Roles []string
 	// Topic is the judgments topic (ALIGNET_KAFKA_TOPIC, default "alignet.judgments").
 	Topic string
@@ -59,6 +72,9 @@ type Config struct {
 	// Group is the persister's consumer group (ALIGNET_KAFKA_GROUP, default
 	// "alignet-persister").
 	Group string
+	// LearnerGroup is the learner's consumer group (ALIGNET_LEARNER_GROUP,
+	// default "alignet-learner"); learners of one group split the studies.
+	LearnerGroup string
 	// Partitions is the partition count used when creating topics
 	// (ALIGNET_KAFKA_PARTITIONS, default 6).
 	Partitions int
@@ -80,12 +96,15 @@ type Config struct {
 
 	fileKeys func() error
 	envErrs  []error
+	// rolesSet records that ALIGNET_ROLES or --roles was given.
+	rolesSet bool
 }
 
 // Roles that a process can run.
 const (
 	RoleAPI       = "api"
 	RolePersister = "persister"
+	RoleLearner   = "learner"
 )
 
 // Bind registers the flags of cfg on fs, with defaults read from the
@@ -130,6 +149,19 @@ func (cfg *Config) Bind(fs *flag.FlagSet, getenv func(string) string) {
 	})
 	fs.IntVar(&cfg.MaxConns, "max-conns", envInt("ALIGNET_MAX_CONNS", api.DefaultMaxConns), "most open API client connections (ALIGNET_MAX_CONNS)")
 	fs.IntVar(&cfg.MaxExports, "max-exports", envInt("ALIGNET_MAX_EXPORTS", api.DefaultMaxExports), "most concurrent judgment exports (ALIGNET_MAX_EXPORTS)")
+	rateLimit := func(dst *api.RateLimit, flagName, envName string, def api.RateLimit) {
+		*dst = def
+		if v := getenv(envName); v != "" {
+			if err := dst.Set(v); err != nil {
+				cfg.envErrs = append(cfg.envErrs, fmt.Errorf("%s=%q: %w", envName, v, err))
+			}
+		}
+		fs.Var(dst, flagName, "rate limit RATE:BURST (requests per second and burst) of study-bound keys ("+envName+")")
+	}
+	rateLimit(&cfg.SessionLimit, "session-limit", "ALIGNET_SESSION_LIMIT", api.DefaultSessionLimit)
+	rateLimit(&cfg.AddressLimit, "address-limit", "ALIGNET_ADDRESS_LIMIT", api.DefaultAddressLimit)
+	cfg.TrustForwardedFor = getenv("ALIGNET_TRUST_FORWARDED_FOR") == "true"
+	fs.BoolVar(&cfg.TrustForwardedFor, "trust-forwarded-for", cfg.TrustForwardedFor, "take client addresses from X-Forwarded-For of a reverse proxy on a private address (ALIGNET_TRUST_FORWARDED_FOR=true)")
 	fs.DurationVar(&cfg.TeacherPoll, "teacher-poll", envDuration("ALIGNET_TEACHER_POLL", api.DefaultTeacherPollInterval), "how often the API's teacher cache polls Postgres for changes (ALIGNET_TEACHER_POLL)")
 	fs.StringVar(&cfg.DatabaseURL, "database-url", env("DATABASE_URL", ""), "Postgres URL (DATABASE_URL)")
 	cfg.KafkaBrokers = splitList(env("KAFKA_BROKERS", ""))
@@ -150,13 +182,15 @@ func (cfg *Config) Bind(fs *flag.FlagSet, getenv func(string) string) {
 		return nil
 	})
 	cfg.Roles = splitList(env("ALIGNET_ROLES", "api,persister"))
-	fs.Func("roles", "comma-separated roles: api, persister (ALIGNET_ROLES)", func(s string) error {
-		cfg.Roles = splitList(s)
+	cfg.rolesSet = getenv("ALIGNET_ROLES") != ""
+	fs.Func("roles", "comma-separated roles: api, persister, learner (ALIGNET_ROLES)", func(s string) error {
+		cfg.Roles, cfg.rolesSet = splitList(s), true
 		return nil
 	})
 	fs.StringVar(&cfg.Topic, "topic", env("ALIGNET_KAFKA_TOPIC", stream.DefaultJudgmentsTopic), "judgments topic (ALIGNET_KAFKA_TOPIC)")
 	fs.StringVar(&cfg.DeadLetterTopic, "dlq-topic", env("ALIGNET_KAFKA_DLQ_TOPIC", stream.DefaultDeadLetterTopic), "dead-letter topic (ALIGNET_KAFKA_DLQ_TOPIC)")
 	fs.StringVar(&cfg.Group, "group", env("ALIGNET_KAFKA_GROUP", stream.DefaultPersisterGroup), "persister consumer group (ALIGNET_KAFKA_GROUP)")
+	fs.StringVar(&cfg.LearnerGroup, "learner-group", env("ALIGNET_LEARNER_GROUP", online.DefaultGroup), "learner consumer group (ALIGNET_LEARNER_GROUP)")
 	fs.IntVar(&cfg.Partitions, "partitions", envInt("ALIGNET_KAFKA_PARTITIONS", stream.DefaultPartitions), "partitions for new topics (ALIGNET_KAFKA_PARTITIONS)")
 	fs.DurationVar(&cfg.Linger, "linger", envDuration("ALIGNET_PRODUCE_LINGER", stream.DefaultLinger), "producer linger (ALIGNET_PRODUCE_LINGER)")
 	fs.IntVar(&cfg.PersistBatch, "persist-batch", envInt("ALIGNET_PERSIST_BATCH", stream.DefaultMaxBatch), "judgments per persister transaction (ALIGNET_PERSIST_BATCH)")
@@ -201,8 +235,8 @@ func (cfg *Config) Resolve() error {
 		errs = append(errs, errors.New("ALIGNET_PSEUDONYM_KEY (or _FILE) of at least 16 characters is required by the api role"))
 	}
 	for _, r := range cfg.Roles {
-		if r != RoleAPI && r != RolePersister {
-			errs = append(errs, fmt.Errorf("unknown role %q (want api, persister)", r))
+		if r != RoleAPI && r != RolePersister && r != RoleLearner {
+			errs = append(errs, fmt.Errorf("unknown role %q (want api, persister, learner)", r))
 		}
 	}
 	if len(cfg.Roles) == 0 {

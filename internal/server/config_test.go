@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/alignet/alignet/api"
 )
 
 func bind(t *testing.T, env map[string]string, args ...string) (*Config, error) {
@@ -64,14 +66,46 @@ func TestFlagsOverrideEnvironment(t *testing.T) {
 }
 
 func TestResolveNamesEveryProblem(t *testing.T) {
-	_, err := bind(t, map[string]string{"ALIGNET_ROLES": "api,learner", "ALIGNET_PSEUDONYM_KEY": "short"})
+	_, err := bind(t, map[string]string{"ALIGNET_ROLES": "api,learner,trainer", "ALIGNET_PSEUDONYM_KEY": "short"})
 	if err == nil {
 		t.Fatal("expected errors")
 	}
-	for _, want := range []string{"DATABASE_URL", "KAFKA_BROKERS", "ALIGNET_PSEUDONYM_KEY", `unknown role "learner"`} {
+	for _, want := range []string{"DATABASE_URL", "KAFKA_BROKERS", "ALIGNET_PSEUDONYM_KEY", `unknown role "trainer"`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %s", err, want)
 		}
+	}
+}
+
+func TestLearnerRole(t *testing.T) {
+	base := map[string]string{"DATABASE_URL": "postgres://x", "KAFKA_BROKERS": "a:1", "ALIGNET_PSEUDONYM_KEY": "0123456789abcdef"}
+	cfg, err := bind(t, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.LearnerGroup != "alignet-learner" || cfg.has(RoleLearner) {
+		t.Fatalf("serve defaults: group %q, roles %v", cfg.LearnerGroup, cfg.Roles)
+	}
+	if got := withDevRoles(*cfg).Roles; !reflect.DeepEqual(got, []string{"api", "persister", "learner"}) {
+		t.Fatalf("dev roles %v, want api, persister, learner", got)
+	}
+	env := map[string]string{"ALIGNET_ROLES": "learner", "ALIGNET_LEARNER_GROUP": "g2"}
+	for k, v := range base {
+		env[k] = v
+	}
+	cfg, err = bind(t, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.LearnerGroup != "g2" || !reflect.DeepEqual(withDevRoles(*cfg).Roles, []string{"learner"}) {
+		t.Fatalf("explicit roles: group %q, dev roles %v", cfg.LearnerGroup, withDevRoles(*cfg).Roles)
+	}
+	cfg, err = bind(t, base, "--roles", "api,persister")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := withDevRoles(*cfg).Roles; !reflect.DeepEqual(got, []string{"api", "persister"}) {
+		t.Fatalf("dev with --roles api,persister runs %v", got)
 	}
 }
 
@@ -85,11 +119,12 @@ func TestMalformedEnvironmentIsAnError(t *testing.T) {
 	_, err := bind(t, map[string]string{
 		"DATABASE_URL": "postgres://x/y", "KAFKA_BROKERS": "a:1", "ALIGNET_PSEUDONYM_KEY": "0123456789abcdef",
 		"ALIGNET_PERSIST_BATCH": "5k", "ALIGNET_PRODUCE_LINGER": "2", "ALIGNET_LOG_LEVEL": "verbose",
+		"ALIGNET_ADDRESS_LIMIT": "fast",
 	})
 	if err == nil {
 		t.Fatal("malformed settings were accepted")
 	}
-	for _, want := range []string{`ALIGNET_PERSIST_BATCH="5k"`, `ALIGNET_PRODUCE_LINGER="2"`, "ALIGNET_LOG_LEVEL"} {
+	for _, want := range []string{`ALIGNET_PERSIST_BATCH="5k"`, `ALIGNET_PRODUCE_LINGER="2"`, "ALIGNET_LOG_LEVEL", `ALIGNET_ADDRESS_LIMIT="fast"`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
 		}
@@ -100,13 +135,14 @@ func TestCORSAndMetricsListenFromEnvironment(t *testing.T) {
 	cfg, err := bind(t, map[string]string{
 		"DATABASE_URL": "postgres://x/y", "KAFKA_BROKERS": "a:1", "ALIGNET_PSEUDONYM_KEY": "0123456789abcdef",
 		"ALIGNET_CORS_ORIGINS": "https://a.example, https://b.example", "ALIGNET_METRICS_LISTEN": "127.0.0.1:9100",
-		"ALIGNET_MAX_EXPORTS": "2",
+		"ALIGNET_MAX_EXPORTS": "2", "ALIGNET_SESSION_LIMIT": "2.5:10",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(cfg.CORSOrigins, []string{"https://a.example", "https://b.example"}) ||
-		cfg.MetricsListen != "127.0.0.1:9100" || cfg.MaxExports != 2 {
+		cfg.MetricsListen != "127.0.0.1:9100" || cfg.MaxExports != 2 ||
+		cfg.SessionLimit != (api.RateLimit{Rate: 2.5, Burst: 10}) || cfg.AddressLimit != api.DefaultAddressLimit {
 		t.Fatalf("config = %+v", cfg)
 	}
 }

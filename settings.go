@@ -21,6 +21,11 @@ import (
 type StudySettings struct {
 	// Learner configures the online learner and its refits.
 	Learner LearnerSettings `json:"learner"`
+	// Queries configures query selection and participant sessions.
+	Queries QuerySettings `json:"queries"`
+	// Checks are attention checks the study supplies; without them the
+	// checks are triplets on which the teacher is near-certain.
+	Checks []CheckTriplet `json:"checks"`
 	// Page holds the texts of the built-in participant page.
 	Page PageSettings `json:"page"`
 }
@@ -29,6 +34,8 @@ type StudySettings struct {
 func DefaultStudySettings() StudySettings {
 	return StudySettings{
 		Learner: DefaultLearnerSettings(),
+		Queries: DefaultQuerySettings(),
+		Checks:  []CheckTriplet{},
 		Page:    DefaultPageSettings(),
 	}
 }
@@ -38,6 +45,12 @@ func DefaultStudySettings() StudySettings {
 func (s *StudySettings) Validate() error {
 	if err := s.Learner.validate(); err != nil {
 		return err.Prefix("learner")
+	}
+	if err := s.Queries.validate(); err != nil {
+		return err.Prefix("queries")
+	}
+	if err := validateChecks(s.Checks); err != nil {
+		return err.Prefix("checks")
 	}
 	if err := s.Page.validate(); err != nil {
 		return err.Prefix("page")

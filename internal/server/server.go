@@ -105,7 +105,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 			Logger:              log.With("component", "api"),
 		}, api.Deps{Spaces: database, Studies: database, Settings: database, Teachers: database,
 			TeacherSource: database, Judgments: database, Keys: database, Workers: database, Items: database,
-			Ready: database, Publisher: producer, Components: components})
+			Ready: database, Sessions: database, Flags: database, Publisher: producer, Components: components})
 		if err != nil {
 			return fmt.Errorf("new api: %w", err)
 		}

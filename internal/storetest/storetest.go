@@ -23,10 +23,11 @@ import (
 
 // Store is everything the suite exercises: the methods of api.SpaceStore,
 // api.StudyStore, api.SettingsStore, api.JudgmentExporter, api.KeyStore,
-// api.WorkerStore, api.ItemStore, api.TeacherStore, api.TeacherSource and
-// api.ReadinessChecker, plus what the persister and the learner write
-// with, which the suite needs to seed the rest: InsertJudgments,
-// SaveLearnerProgress and TakeRefitRequests.
+// api.WorkerStore, api.ItemStore, api.TeacherStore, api.TeacherSource,
+// api.SessionStore, api.FlagStore and api.ReadinessChecker, plus what the
+// persister and the learner write and read with, which the suite needs to
+// seed the rest: InsertJudgments, SaveLearnerProgress, TakeRefitRequests
+// and FlagChangesSince.
 type Store interface {
 	PutSpace(ctx context.Context, name string, dim int) (alignet.Space, bool, error)
 	GetSpace(ctx context.Context, name string) (alignet.Space, error)
@@ -54,6 +55,7 @@ type Store interface {
 
 	InsertJudgments(ctx context.Context, js []alignet.Judgment) (int64, error)
 	ExportJudgments(ctx context.Context, f alignet.JudgmentFilter, fn func(alignet.Judgment) error) error
+	ExportJudgmentQueries(ctx context.Context, f alignet.JudgmentFilter, fn func(alignet.Judgment, *alignet.Query) error) error
 	WorkerSummary(ctx context.Context, worker string) ([]alignet.WorkerStudy, error)
 
 	CreateAPIKey(ctx context.Context, k alignet.APIKey, hash []byte) (alignet.APIKey, error)
@@ -63,6 +65,18 @@ type Store interface {
 	RevokeAPIKey(ctx context.Context, id string) error
 	KeysRevokedSince(ctx context.Context, since time.Time) ([]string, time.Time, error)
 
+	OpenSession(ctx context.Context, s alignet.Session) (alignet.Session, bool, error)
+	GetSession(ctx context.Context, study, id string) (alignet.Session, error)
+	CompleteSession(ctx context.Context, study, id string, at time.Time) error
+	LogQueries(ctx context.Context, qs []alignet.Query) (int64, error)
+	GetQuery(ctx context.Context, study, id string) (alignet.Query, error)
+	WorkerQueries(ctx context.Context, study, worker string) ([]alignet.Query, error)
+	AnswerQueries(ctx context.Context, study string, as []alignet.Answer, flags alignet.FlagSettings) ([]alignet.AnswerOutcome, error)
+	UnanswerQueries(ctx context.Context, study string, as []alignet.Answer, flags alignet.FlagSettings) error
+	WorkerFlags(ctx context.Context, study string) ([]alignet.WorkerFlags, error)
+	FlagChangesSince(ctx context.Context, since time.Time) ([]alignet.WorkerFlags, time.Time, error)
+	RepeatSet(ctx context.Context, study string) ([][3]string, error)
+	EnsureRepeatSet(ctx context.Context, study string, ts [][3]string) ([][3]string, error)
 	PutItemDisplays(ctx context.Context, ds []alignet.ItemDisplay) (int64, error)
 	ItemDisplays(ctx context.Context, items []string) ([]alignet.ItemDisplay, error)
 	PutItemImage(ctx context.Context, item, contentType string, data []byte) (alignet.ItemImage, error)
@@ -95,6 +109,10 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		{"TeacherState", testTeacherState},
 		{"TeacherVersions", testTeacherVersions},
 		{"RefitRequests", testRefitRequests},
+		{"Sessions", testSessions},
+		{"QueryLog", testQueryLog},
+		{"Answers", testAnswers},
+		{"RepeatSet", testRepeatSet},
 		{"Ready", func(t *testing.T, s Store) {
 			if err := s.Ready(context.Background()); err != nil {
 				t.Fatalf("Ready: %v", err)
@@ -257,7 +275,7 @@ func judgment(study, id, worker string, sec int) alignet.Judgment {
 	return alignet.Judgment{
 		ID: id, Study: study, Task: alignet.TaskOddOneOut, Worker: worker,
 		Items: [3]string{"x-" + id, "y", "z"}, Odd: "y", RTMillis: int32(1000 + sec),
-		QueryID: "q-" + id, ReceivedAt: t0.Add(time.Duration(sec) * time.Second),
+		QueryID: "q-" + id, QueryKind: alignet.QueryActive, ReceivedAt: t0.Add(time.Duration(sec) * time.Second),
 	}
 }
 
@@ -276,7 +294,7 @@ func testJudgments(t *testing.T, s Store) {
 		judgment("s", "c", "w1", 30), judgment("s", "b", "w2", 10), judgment("s", "a", "w1", 30),
 		judgment("s", "d", "w1", 20), judgment("s", "e", "w2", 40), judgment("other", "a", "w1", 15),
 	}
-	js[1].Odd, js[1].QueryID, js[1].Task = "", "", alignet.TaskAnchor
+	js[1].Odd, js[1].QueryID, js[1].QueryKind, js[1].Task = "", "", "", alignet.TaskAnchor
 	if n, err := s.InsertJudgments(ctx, js); err != nil || n != 6 {
 		t.Fatalf("InsertJudgments = %d, %v; want 6", n, err)
 	}

@@ -17,12 +17,15 @@ import (
 type StudySettings struct {
 	// Learner configures the online learner and its refits.
 	Learner LearnerSettings `json:"learner"`
+	// Trainer configures AligNet regeneration and student training.
+	Trainer TrainerSettings `json:"trainer"`
 }
 
 // DefaultStudySettings returns the settings of a study that sets nothing.
 func DefaultStudySettings() StudySettings {
 	return StudySettings{
 		Learner: DefaultLearnerSettings(),
+		Trainer: DefaultTrainerSettings(),
 	}
 }
 
@@ -31,6 +34,9 @@ func DefaultStudySettings() StudySettings {
 func (s *StudySettings) Validate() error {
 	if err := s.Learner.validate(); err != nil {
 		return err.Prefix("learner")
+	}
+	if err := s.Trainer.validate(); err != nil {
+		return err.Prefix("trainer")
 	}
 	return nil
 }

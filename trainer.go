@@ -399,11 +399,11 @@ type DatasetInfo struct {
 	Inertia float64 `json:"inertia"`
 	// TeacherTau is the teacher's temperature.
 	TeacherTau float64 `json:"teacher_tau"`
-	// Stages are the seconds each stage took: load, transform, cluster,
-	// sample (including labelling and storing), publish.
+	// Stages are the seconds each stage took: load (the pool's
+	// embeddings), transform, generate (cluster and sample, which
+	// includes labelling), store; publish is recorded in the metrics only,
+	// as it runs after the dataset is stored.
 	Stages map[string]float64 `json:"stages"`
-	// Published is the number of triplets published to the stream.
-	Published int64 `json:"published"`
 }
 
 // StrategyCount is one strategy's share of a dataset.

@@ -79,6 +79,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -469,6 +470,18 @@ func (s *Server) registerRoutes(e *echo.Echo) {
 	v1.POST("/studies/:study/judgments", s.postJudgments, s.countRejected, s.auth(alignet.ScopeCollect), checkParams)
 	v1.GET("/studies/:study/judgments", s.exportJudgments, s.auth(alignet.ScopeRead), checkParams)
 
+	v1.PUT("/studies/:study/pool", s.putPool, s.auth(alignet.ScopeAdmin), checkParams)
+	v1.GET("/studies/:study/pool", s.getPool, s.auth(alignet.ScopeRead), checkParams)
+	v1.POST("/spaces/:space/labels", s.postLabels, s.auth(alignet.ScopeAdmin), checkParams)
+	v1.POST("/studies/:study/students", s.postStudent, s.auth(alignet.ScopeAdmin), checkParams)
+	v1.GET("/studies/:study/students", s.listStudents, s.auth(alignet.ScopeRead), checkParams)
+	// GET .../students/{student} also serves {student}.npz, the head.
+	v1.GET("/studies/:study/students/:student", s.getStudent, s.auth(alignet.ScopeRead), checkParams)
+	v1.DELETE("/studies/:study/students/:student", s.deleteStudent, s.auth(alignet.ScopeAdmin), checkParams)
+	v1.GET("/studies/:study/students/:student/embeddings", s.studentEmbeddings, s.auth(alignet.ScopeRead), checkParams)
+	v1.GET("/studies/:study/datasets", s.listDatasets, s.auth(alignet.ScopeRead), checkParams)
+	v1.GET("/studies/:study/datasets/:file", s.getDataset, s.auth(alignet.ScopeRead), checkParams)
+
 	v1.POST("/keys", s.postKey, s.auth(alignet.ScopeAdmin))
 	v1.GET("/keys", s.listKeys, s.auth(alignet.ScopeAdmin))
 	v1.DELETE("/keys/:id", s.deleteKey, s.auth(alignet.ScopeAdmin), checkParams)
@@ -487,6 +500,10 @@ func checkParams(next echo.HandlerFunc) echo.HandlerFunc {
 			case "space", "study":
 				if !alignet.ValidName(v) {
 					return notFound("", "%s %q not found", name, truncate(v, alignet.MaxNameLen))
+				}
+			case "student":
+				if !alignet.ValidName(strings.TrimSuffix(v, ".npz")) {
+					return notFound("", "student %q not found", truncate(v, alignet.MaxNameLen))
 				}
 			case "id":
 				if v == "" || alignet.CheckText(v, alignet.MaxIDLen) != "" {

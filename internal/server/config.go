@@ -45,8 +45,12 @@ type Config struct {
 	// PseudonymKey keys the hash that pseudonymises worker ids
 	// (ALIGNET_PSEUDONYM_KEY or ALIGNET_PSEUDONYM_KEY_FILE, at least 16 bytes).
 	PseudonymKey string
-	// Roles are the components to run (ALIGNET_ROLES, default "api,persister").
+	// Roles are the components to run (ALIGNET_ROLES, default
+	// "api,persister"; dev adds "trainer").
 	Roles []string
+	// TripletsTopic is the topic the trainer publishes AligNet triplets to
+	// (ALIGNET_KAFKA_TRIPLETS_TOPIC, default "alignet.triplets").
+	TripletsTopic string
 	// Topic is the judgments topic (ALIGNET_KAFKA_TOPIC, default "alignet.judgments").
 	Topic string
 	// DeadLetterTopic receives undecodable messages (ALIGNET_KAFKA_DLQ_TOPIC,
@@ -82,6 +86,8 @@ type Config struct {
 const (
 	RoleAPI       = "api"
 	RolePersister = "persister"
+	// RoleTrainer regenerates AligNet data and trains students.
+	RoleTrainer = "trainer"
 )
 
 // Bind registers the flags of cfg on fs, with defaults read from the
@@ -145,7 +151,8 @@ func (cfg *Config) Bind(fs *flag.FlagSet, getenv func(string) string) {
 		return nil
 	})
 	cfg.Roles = splitList(env("ALIGNET_ROLES", "api,persister"))
-	fs.Func("roles", "comma-separated roles: api, persister (ALIGNET_ROLES)", func(s string) error {
+	fs.StringVar(&cfg.TripletsTopic, "triplets-topic", env("ALIGNET_KAFKA_TRIPLETS_TOPIC", stream.DefaultTripletsTopic), "topic of the trainer's AligNet triplets (ALIGNET_KAFKA_TRIPLETS_TOPIC)")
+	fs.Func("roles", "comma-separated roles: api, persister, trainer (ALIGNET_ROLES)", func(s string) error {
 		cfg.Roles = splitList(s)
 		return nil
 	})
@@ -196,8 +203,8 @@ func (cfg *Config) Resolve() error {
 		errs = append(errs, errors.New("ALIGNET_PSEUDONYM_KEY (or _FILE) of at least 16 characters is required by the api role"))
 	}
 	for _, r := range cfg.Roles {
-		if r != RoleAPI && r != RolePersister {
-			errs = append(errs, fmt.Errorf("unknown role %q (want api, persister)", r))
+		if r != RoleAPI && r != RolePersister && r != RoleTrainer {
+			errs = append(errs, fmt.Errorf("unknown role %q (want api, persister, trainer)", r))
 		}
 	}
 	if len(cfg.Roles) == 0 {

@@ -36,6 +36,9 @@ const (
 	DefaultDevListen = "127.0.0.1:8080"
 )
 
+// DevRoles returns the roles `alignet dev` runs unless told otherwise.
+func DevRoles() []string { return []string{RoleAPI, RolePersister, RoleTrainer} }
+
 // DevConfig configures `alignet dev`, which runs everything in one process.
 type DevConfig struct {
 	// DataDir keeps Postgres data (unless the postgres user cannot reach

@@ -43,6 +43,7 @@ type fakeStore struct {
 	calls      map[string]int
 	inUse      int // connections held now
 	peak       int // most connections held at once
+	trainer    *fakeTrainer
 }
 
 // The fake and *db.DB implement every interface the API consumes, and the
@@ -55,6 +56,7 @@ var (
 	_ KeyStore         = storetest.Store(nil)
 	_ WorkerStore      = storetest.Store(nil)
 	_ ReadinessChecker = storetest.Store(nil)
+	_ TrainerStore     = storetest.Store(nil)
 )
 
 func TestFakeStoreSuite(t *testing.T) {
@@ -77,7 +79,7 @@ func newFakeStore() *fakeStore {
 
 // deps returns Deps with every store role filled by f.
 func (f *fakeStore) deps(pub Publisher) Deps {
-	return Deps{Spaces: f, Studies: f, Judgments: f, Keys: f, Workers: f, Ready: f, Publisher: pub}
+	return Deps{Spaces: f, Studies: f, Judgments: f, Keys: f, Workers: f, Ready: f, Trainer: f, Publisher: pub}
 }
 
 // enter counts a call of op, fails when the store is down, takes a pool

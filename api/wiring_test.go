@@ -15,5 +15,6 @@ var (
 	_ api.KeyStore         = (*db.DB)(nil)
 	_ api.WorkerStore      = (*db.DB)(nil)
 	_ api.ReadinessChecker = (*db.DB)(nil)
+	_ api.TrainerStore     = (*db.DB)(nil)
 	_ api.Publisher        = (*stream.Producer)(nil)
 )

@@ -265,7 +265,12 @@ func (d *DB) TryTrainerLock(ctx context.Context, study string) (unlock func(), o
 	if err != nil {
 		return nil, false, wrapErr("trainer lock: acquire connection", err)
 	}
-	key := int64(alignet.IDHash("alignet-trainer\x00" + study))
+	// The key covers the schema too: advisory locks are per database.
+	var key int64
+	if err := conn.QueryRow(ctx, `SELECT hashtextextended('alignet-trainer:' || current_schema() || ':' || $1, 0)`, study).Scan(&key); err != nil {
+		conn.Release()
+		return nil, false, wrapErr(fmt.Sprintf("trainer lock of %q", study), err)
+	}
 	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok); err != nil {
 		conn.Release()
 		return nil, false, wrapErr(fmt.Sprintf("trainer lock of %q", study), err)

@@ -146,7 +146,10 @@ type proc struct {
 
 // start launches `alignet serve` with the given roles and waits until it
 // answers /healthz.
-func (s *stack) start(roles string) *proc {
+func (s *stack) start(roles string) *proc { return s.startEnv(roles) }
+
+// startEnv is start with extra environment variables.
+func (s *stack) startEnv(roles string, extra ...string) *proc {
 	t := s.t
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -167,6 +170,7 @@ func (s *stack) start(roles string) *proc {
 		"ALIGNET_KAFKA_GROUP="+s.topic+".persister",
 		"ALIGNET_LOG_LEVEL=info",
 	)
+	cmd.Env = append(cmd.Env, extra...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

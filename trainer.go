@@ -74,7 +74,7 @@ type StudentSettings struct {
 	Decay float64 `json:"decay"`
 	// Epochs is the number of passes over each new dataset. Default 4.
 	Epochs int `json:"epochs"`
-	// BatchSize is the number of triplets per step. Default 2048.
+	// BatchSize is the number of triplets per step. Default 8192.
 	BatchSize int `json:"batch_size"`
 	// ValShare is the share of each dataset's triplets held out to score
 	// agreement with the teacher. Default 0.05.
@@ -94,7 +94,7 @@ func DefaultStudentSettings() StudentSettings {
 		LearningRate: 3e-3,
 		Decay:        0.01,
 		Epochs:       4,
-		BatchSize:    2048,
+		BatchSize:    8192,
 		ValShare:     0.05,
 		Seed:         1,
 	}
@@ -140,7 +140,7 @@ type TrainerSettings struct {
 	// generation pool. Default true.
 	Enabled bool `json:"enabled"`
 	// Clusters is k of the k-means on teacher representations, capped at
-	// pool size / 20 (at least 2) for small pools. Default 500.
+	// pool size / 200 (at least 2) for small pools. Default 500.
 	Clusters int `json:"clusters"`
 	// Triplets is the number of triplets per regeneration. Default 1,000,000.
 	Triplets int64 `json:"triplets"`

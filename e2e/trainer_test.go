@@ -250,9 +250,12 @@ func TestTrainerTHINGS(t *testing.T) {
 	waitReady(t, srv.url())
 	run := func(args ...string) string {
 		t.Helper()
-		out, err := exec.Command(e.bin, args...).CombinedOutput()
+		var stderr bytes.Buffer
+		cmd := exec.Command(e.bin, args...)
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
 		if err != nil {
-			t.Fatalf("alignet %s: %v\n%s", strings.Join(args, " "), err, out)
+			t.Fatalf("alignet %s: %v\n%s%s", strings.Join(args, " "), err, out, tail(stderr.String(), 2000))
 		}
 		return string(out)
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/alignet/alignet"
+	"github.com/alignet/alignet/client"
 	"github.com/alignet/alignet/db"
 	"github.com/alignet/alignet/internal/offline"
 	"github.com/alignet/alignet/learner"
@@ -390,5 +391,100 @@ func TestTrainerTHINGS(t *testing.T) {
 	z := h.Transform(wx, wn)
 	if len(emb.Items) != 2 || emb.Items[1].ID != concepts[5] || !slices.Equal(emb.Items[1].Vector, z[5*h.P:6*h.P]) {
 		t.Errorf("embeddings of %s differ from the head's transform", concepts[5])
+	}
+}
+
+// TestTrainerCrashResume kills the trainer with SIGKILL while it stores a
+// regeneration: the previous dataset must stay the current one, nothing
+// of the half-written one may be visible, and a restarted trainer must
+// complete the regeneration.
+func TestTrainerCrashResume(t *testing.T) {
+	e := setup(t)
+	s := newStack(t, e, e.brokers)
+	srv := s.start("api,persister")
+	waitReady(t, srv.url())
+	triplets := s.topic + ".triplets"
+	trainer := s.startEnv("trainer", "ALIGNET_KAFKA_TRIPLETS_TOPIC="+triplets)
+	const n, d = 3000, 16
+	ids := make([]string, n)
+	x := make([]float32, n*d)
+	rng := uint64(7)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("s%05d", i)
+		for k := 0; k < d; k++ {
+			rng = rng*6364136223846793005 + 1442695040888963407
+			x[i*d+k] = float32(int64(rng>>40)%2000-1000) / 1000
+		}
+	}
+	c := client.New(srv.url(), s.adminKey, nil)
+	ctx := context.Background()
+	if err := c.PutSpace(ctx, "syn", d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.UploadEmbeddings(ctx, "syn", ids, x, d); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CreateStudy(ctx, "crash", "odd-one-out", "syn"); err != nil {
+		t.Fatal(err)
+	}
+	s.setTrainer("crash", map[string]any{"triplets": 4000000, "clusters": 10, "min_interval": "1s"})
+	s.api(srv.url(), "PUT", "/v1/studies/crash/pool", map[string]any{"space": "syn"}, nil, 200)
+	teacher := func(scale float32) {
+		p := alignet.TeacherParams{Task: alignet.TaskOddOneOut, D: d, P: d, Mean: 0, Std: 1, Tau: 1, W: make([]float32, d*d), B: make([]float32, d)}
+		for k := 0; k < d; k++ {
+			p.W[k*d+k] = scale * float32(1+k%3)
+		}
+		if _, err := s.openDB().InsertTeacherVersion(ctx, alignet.TeacherVersion{Study: "crash", Kind: alignet.VersionRefit, Params: p}, 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	teacher(1)
+	first := s.waitDataset(srv.url(), "crash", 1, 5*time.Minute)
+	teacher(2)
+	// Kill the trainer once it is writing the second dataset's artifact.
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		var chunks int
+		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM artifact_chunks c JOIN artifacts a ON a.id = c.artifact WHERE NOT a.complete`).Scan(&chunks); err != nil {
+			t.Fatal(err)
+		}
+		if chunks > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the trainer never started writing the second dataset")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	trainer.kill()
+	var list struct {
+		Datasets []alignet.Dataset `json:"datasets"`
+	}
+	s.api(srv.url(), "GET", "/v1/studies/crash/datasets", nil, &list, 200)
+	if len(list.Datasets) != 1 || list.Datasets[0].Version != first.Version {
+		t.Fatalf("after the crash the datasets are %+v, want only version %d", list.Datasets, first.Version)
+	}
+	req, _ := http.NewRequest("GET", srv.url()+"/v1/studies/crash/datasets/current.npz", nil)
+	req.Header.Set("Authorization", "Bearer "+s.adminKey)
+	req.Header.Set("Range", "bytes=0-3")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.Header.Get("X-Alignet-Dataset-Version") != fmt.Sprint(first.Version) || string(head) != "PK\x03\x04" ||
+		resp.Header.Get("Content-Range") != fmt.Sprintf("bytes 0-3/%d", first.Size) {
+		t.Fatalf("current.npz after the crash: version %q, Content-Range %q; want %d of %d bytes", resp.Header.Get("X-Alignet-Dataset-Version"), resp.Header.Get("Content-Range"), first.Version, first.Size)
+	}
+	// A new trainer process finishes the job.
+	s.startEnv("trainer", "ALIGNET_KAFKA_TRIPLETS_TOPIC="+triplets)
+	second := s.waitDataset(srv.url(), "crash", first.Version+1, 5*time.Minute)
+	if second.TeacherVersion != 2 || second.Triplets != 4000000 {
+		t.Fatalf("second dataset %+v", second)
+	}
+	raw := s.download(srv.url(), "/v1/studies/crash/datasets/current.npz")
+	if int64(len(raw)) != second.Size {
+		t.Fatalf("downloaded %d bytes of a %d-byte dataset", len(raw), second.Size)
 	}
 }

@@ -159,7 +159,9 @@ func NewTripletWriter(cfg TripletWriterConfig) (*TripletWriter, error) {
 		Topic:        cfg.Topic,
 		Balancer:     &kafka.Hash{},
 		BatchSize:    64,
-		BatchBytes:   16 << 20,
+		// Brokers refuse record batches above message.max.bytes, 1 MB by
+		// default; a message of DefaultPublishChunk triplets is 240 kB.
+		BatchBytes: 1_000_000,
 		BatchTimeout: 5 * time.Millisecond,
 		ReadTimeout:  cfg.WriteTimeout,
 		WriteTimeout: cfg.WriteTimeout,

@@ -155,13 +155,13 @@ func NewTripletWriter(cfg TripletWriterConfig) (*TripletWriter, error) {
 	t := &TripletWriter{cfg: cfg, tr: newTransport()}
 	log := cfg.Logger.With("topic", cfg.Topic)
 	t.w = &kafka.Writer{
-		Addr:         kafka.TCP(cfg.Brokers...),
-		Topic:        cfg.Topic,
-		Balancer:     &kafka.Hash{},
-		BatchSize:    64,
+		Addr:      kafka.TCP(cfg.Brokers...),
+		Topic:     cfg.Topic,
+		Balancer:  &kafka.Hash{},
+		BatchSize: 64,
 		// Brokers refuse record batches above message.max.bytes, 1 MB by
 		// default; a message of DefaultPublishChunk triplets is 240 kB.
-		BatchBytes: 1_000_000,
+		BatchBytes:   1_000_000,
 		BatchTimeout: 5 * time.Millisecond,
 		ReadTimeout:  cfg.WriteTimeout,
 		WriteTimeout: cfg.WriteTimeout,

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/alignet/alignet"
@@ -20,7 +21,9 @@ import (
 const ArtifactChunkSize = 4 << 20
 
 // ArtifactWriter writes one artifact in chunks, each in its own short
-// statement, so no transaction stays open while a producer computes. The
+// statement, so no transaction stays open while a producer computes; up to
+// artifactWriters chunks are stored concurrently while the producer fills
+// the next one. The
 // artifact is invisible until the row that refers to it is inserted
 // (InsertDataset, InsertStudentVersion, SetStudentInit), which completes
 // it in the same transaction; one whose writer crashed stays incomplete
@@ -37,17 +40,67 @@ type ArtifactWriter struct {
 	err   error
 	done  bool
 	start time.Time
+
+	chunks chan artifactChunk
+	free   chan []byte
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	werr   error // first error of a chunk insert
 }
+
+// artifactChunk is one chunk on its way to the database.
+type artifactChunk struct {
+	seq  int32
+	data []byte
+}
+
+// artifactWriters is the number of chunks an ArtifactWriter stores at once.
+const artifactWriters = 2
 
 // CreateArtifact starts an artifact of the given kind ("dataset",
 // "student"). Writes use ctx.
 func (d *DB) CreateArtifact(ctx context.Context, kind string) (*ArtifactWriter, error) {
-	w := &ArtifactWriter{d: d, ctx: ctx, kind: kind, buf: make([]byte, 0, ArtifactChunkSize), h: sha256.New(), start: time.Now()}
+	w := &ArtifactWriter{d: d, ctx: ctx, kind: kind, buf: make([]byte, 0, ArtifactChunkSize), h: sha256.New(), start: time.Now(),
+		chunks: make(chan artifactChunk), free: make(chan []byte, artifactWriters+1)}
 	err := d.pool.QueryRow(ctx, `INSERT INTO artifacts (kind, chunk_size) VALUES ($1, $2) RETURNING id`, kind, ArtifactChunkSize).Scan(&w.id)
 	if err != nil {
 		return nil, wrapErr("create artifact", err)
 	}
+	for range artifactWriters {
+		w.wg.Go(w.store)
+	}
 	return w, nil
+}
+
+// store inserts chunks until the channel closes, recording the first
+// error (later chunks are then dropped).
+func (w *ArtifactWriter) store() {
+	for c := range w.chunks {
+		w.mu.Lock()
+		failed := w.werr != nil
+		w.mu.Unlock()
+		if !failed {
+			_, err := w.d.pool.Exec(w.ctx, `INSERT INTO artifact_chunks (artifact, seq, data) VALUES ($1, $2, $3)`, w.id, c.seq, c.data)
+			if err != nil {
+				w.mu.Lock()
+				if w.werr == nil {
+					w.werr = wrapErr(fmt.Sprintf("write chunk %d of artifact %d", c.seq, w.id), err)
+				}
+				w.mu.Unlock()
+			}
+		}
+		select {
+		case w.free <- c.data[:0]:
+		default:
+		}
+	}
+}
+
+// failed returns the first chunk insert error.
+func (w *ArtifactWriter) failed() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.werr
 }
 
 // Write appends p, storing each chunk as it fills.
@@ -74,32 +127,56 @@ func (w *ArtifactWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// flush stores the buffered chunk.
+// flush hands the buffered chunk to the storing goroutines.
 func (w *ArtifactWriter) flush() error {
+	if err := w.failed(); err != nil {
+		w.err = err
+		return err
+	}
 	if len(w.buf) == 0 {
 		return nil
 	}
-	_, err := w.d.pool.Exec(w.ctx, `INSERT INTO artifact_chunks (artifact, seq, data) VALUES ($1, $2, $3)`, w.id, w.seq, w.buf)
-	if err != nil {
-		w.err = wrapErr(fmt.Sprintf("write chunk %d of artifact %d", w.seq, w.id), err)
+	select {
+	case w.chunks <- artifactChunk{seq: w.seq, data: w.buf}:
+	case <-w.ctx.Done():
+		w.err = w.ctx.Err()
 		return w.err
 	}
 	w.seq++
-	w.buf = w.buf[:0]
+	select {
+	case w.buf = <-w.free:
+	default:
+		w.buf = make([]byte, 0, ArtifactChunkSize)
+	}
 	return nil
+}
+
+// finish stops the storing goroutines and returns their first error.
+func (w *ArtifactWriter) finish() error {
+	if !w.done {
+		w.done = true
+		close(w.chunks)
+		w.wg.Wait()
+	}
+	return w.failed()
 }
 
 // Close stores the last chunk and returns the artifact's description. The
 // artifact is still incomplete: pass it to the insert that refers to it.
 func (w *ArtifactWriter) Close() (alignet.Artifact, error) {
 	if w.err != nil {
+		_ = w.finish()
 		return alignet.Artifact{}, w.err
 	}
 	if !w.done {
-		if err := w.flush(); err != nil {
+		err := w.flush()
+		if ferr := w.finish(); err == nil {
+			err = ferr
+		}
+		if err != nil {
+			w.err = err
 			return alignet.Artifact{}, err
 		}
-		w.done = true
 		w.d.observe("write_artifact", w.start)
 	}
 	return alignet.Artifact{ID: w.id, Kind: w.kind, Size: w.size, SHA256: hex.EncodeToString(w.h.Sum(nil)), CreatedAt: w.start}, nil
@@ -109,7 +186,7 @@ func (w *ArtifactWriter) Close() (alignet.Artifact, error) {
 // it is left. It is safe to call after Close, as long as nothing refers to
 // the artifact yet.
 func (w *ArtifactWriter) Abort(ctx context.Context) error {
-	w.done = true
+	_ = w.finish()
 	_, err := w.d.pool.Exec(ctx, `DELETE FROM artifacts WHERE id = $1 AND NOT complete`, w.id)
 	return wrapErr(fmt.Sprintf("abort artifact %d", w.id), err)
 }

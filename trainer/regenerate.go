@@ -222,10 +222,9 @@ func (t *Trainer) regenerate(ctx context.Context, st alignet.Study, tv alignet.T
 	if err != nil {
 		return nil, err
 	}
-	if ds, err = t.storeDataset(ctx, ds, ids, idx, sims, st); err != nil {
+	if ds, err = t.storeDataset(ctx, ds, ids, idx, sims, st, func() { done() }); err != nil {
 		return nil, err
 	}
-	done()
 	t.m.triplets.WithLabelValues(st.ID).Set(float64(ds.Triplets))
 	t.m.bytes.WithLabelValues(st.ID).Set(float64(ds.Size))
 
@@ -258,9 +257,10 @@ func stageSummary(stages map[string]float64) string {
 	return out
 }
 
-// storeDataset writes the dataset's .npz as an artifact and inserts the dataset
-// row, completing the artifact in the same transaction.
-func (t *Trainer) storeDataset(ctx context.Context, ds alignet.Dataset, ids []string, idx []int32, sims []float32, st alignet.Study) (alignet.Dataset, error) {
+// storeDataset writes the dataset's .npz as an artifact, calls written,
+// and inserts the dataset row, completing the artifact in the same
+// transaction.
+func (t *Trainer) storeDataset(ctx context.Context, ds alignet.Dataset, ids []string, idx []int32, sims []float32, st alignet.Study, written func()) (alignet.Dataset, error) {
 	w, err := t.artifacts.CreateArtifact(ctx, "dataset")
 	if err != nil {
 		return ds, err
@@ -305,6 +305,7 @@ func (t *Trainer) storeDataset(ctx context.Context, ds alignet.Dataset, ids []st
 		return abort(err)
 	}
 	ds.Artifact, ds.Size, ds.SHA256 = a.ID, a.Size, a.SHA256
+	written() // the store stage's time goes into ds.Info.Stages
 	stored, err := t.store.InsertDataset(ctx, ds, st.Settings.Trainer.KeepDatasets)
 	if err != nil {
 		return abort(fmt.Errorf("insert dataset: %w", err))

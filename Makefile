@@ -5,10 +5,13 @@ build:
 	go build -o bin/alignet ./cmd/alignet
 
 # The dev server starts its own Postgres (internal/localpg); this only makes
-# sure the server binaries are installed.
+# sure the server binaries are installed. The binary is built first and
+# exec'd, so a signal to the alignet process reaches it (go run would not
+# forward SIGTERM to its child).
 run:
 	scripts/postgres.sh ensure-binaries >/dev/null
-	go run ./cmd/alignet dev
+	go build -o bin/alignet ./cmd/alignet
+	exec bin/alignet dev
 
 test:
 	scripts/test.sh

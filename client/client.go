@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -252,22 +251,4 @@ func (c *Client) Export(ctx context.Context, study, format string, since time.Ti
 		return nil, decodeError(resp)
 	}
 	return resp.Body, nil
-}
-
-// CreateKey creates an API key with the given scopes and returns the
-// plaintext key, which the server shows only once.
-func (c *Client) CreateKey(ctx context.Context, name string, scopes ...string) (string, error) {
-	var out struct {
-		Key string `json:"key"`
-	}
-	err := c.doJSON(ctx, http.MethodPost, "/v1/keys", map[string]any{"name": name, "scopes": scopes}, &out)
-	if err == nil && out.Key == "" {
-		err = errors.New("create key: server returned no key")
-	}
-	return out.Key, err
-}
-
-// Ready reports whether the server answers /readyz with 200.
-func (c *Client) Ready(ctx context.Context) error {
-	return c.do(ctx, http.MethodGet, "/readyz", "", nil, nil)
 }

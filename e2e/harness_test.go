@@ -95,9 +95,17 @@ type stack struct {
 	pool     *pgxpool.Pool
 }
 
-// newStack creates a fresh schema and topic names for one test.
+// newStack creates a fresh schema and topic names for one test, on the
+// test database.
 func newStack(t *testing.T, e env, brokers string) *stack {
 	t.Helper()
+	return newStackOn(t, e, e.dbURL, brokers)
+}
+
+// newStackOn is newStack on the Postgres at dbURL.
+func newStackOn(t *testing.T, e env, dbURL, brokers string) *stack {
+	t.Helper()
+	e.dbURL = dbURL
 	ctx := context.Background()
 	s := &stack{
 		t: t, env: e, brokers: brokers,
@@ -144,15 +152,23 @@ type proc struct {
 	log  *os.File
 }
 
-// start launches `alignet serve` with the given roles and waits until it
-// answers /healthz.
-func (s *stack) start(roles string) *proc { return s.startEnv(roles) }
+// start launches `alignet serve` with the given roles on a free port and
+// waits until it answers /healthz.
+func (s *stack) start(roles string) *proc {
+	s.t.Helper()
+	return s.startAt(roles, fmt.Sprintf("127.0.0.1:%d", freePort(s.t)))
+}
 
 // startEnv is start with extra environment variables.
 func (s *stack) startEnv(roles string, extra ...string) *proc {
+	s.t.Helper()
+	return s.startAt(roles, fmt.Sprintf("127.0.0.1:%d", freePort(s.t)), extra...)
+}
+
+// startAt is start listening on addr, with extra environment variables.
+func (s *stack) startAt(roles, addr string, extra ...string) *proc {
 	t := s.t
 	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	logf, err := os.CreateTemp(t.TempDir(), "alignet-*.log")
 	if err != nil {
 		t.Fatal(err)

@@ -13,11 +13,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/alignet/alignet/internal/testenv"
 	"github.com/alignet/alignet/npy"
 )
-
-// distillThingsDir is the THINGS data folder relative to the package directory.
-const distillThingsDir = "../../shared/data/things"
 
 // distillThingsData is the THINGS odd-one-out data used by the proof tests.
 type distillThingsData struct {
@@ -31,9 +29,7 @@ type distillThingsData struct {
 // missing.
 func loadDistillThings(t testing.TB) *distillThingsData {
 	t.Helper()
-	if _, err := os.Stat(distillThingsDir); os.IsNotExist(err) {
-		t.Skipf("THINGS data not found at %s", distillThingsDir)
-	}
+	distillThingsDir := testenv.SharedData(t, "things")
 	f, err := os.Open(filepath.Join(distillThingsDir, "clip_vit_b32.npy"))
 	if err != nil {
 		t.Fatal(err)

@@ -38,6 +38,8 @@ func commands() map[string]command {
 		"generate": {"generate an AligNet triplet dataset from a teacher (offline)", offline.RunGenerate},
 		"distill":  {"distil a student head from an AligNet dataset (offline)", offline.RunDistill},
 		"version":  {"print the version, VCS revision and Go version", runVersion},
+		"backup":   {"snapshot a deployment's Postgres state to a file (pg_dump)", runBackup},
+		"restore":  {"rebuild a backup into an empty database (pg_restore)", runRestore},
 	}
 }
 

@@ -49,6 +49,8 @@ func helpCommands() map[string][]string {
 		"generate":          {"teacher", "embeddings", "n", "out"},
 		"distill":           {"student", "dataset", "out"},
 		"migrate":           {"database-url"},
+		"backup":            {"database-url", "out"},
+		"restore":           {"database-url"},
 		"loadgen":           {"key"},
 		"import embeddings": {"key", "space", "npy", "ids"},
 		"import judgments":  {"key", "study", "file"},
@@ -81,7 +83,11 @@ func TestHelpFormat(t *testing.T) {
 				}
 				help := out.String()
 				lines := strings.Split(help, "\n")
-				if lines[0] != "Usage: alignet "+cmd+" [flags]" || lines[1] != "" || !strings.HasSuffix(lines[2], ".") {
+				synopsis := "Usage: alignet " + cmd + " [flags]"
+				if cmd == "restore" {
+					synopsis += " FILE" // its one positional argument
+				}
+				if lines[0] != synopsis || lines[1] != "" || !strings.HasSuffix(lines[2], ".") {
 					t.Fatalf("header and description:\n%s", help)
 				}
 				if !strings.Contains(help, "\nExample:\n  ") || !strings.Contains(help, "\n  alignet "+strings.Fields(cmd)[0]) && !strings.Contains(help, " alignet "+cmd) {

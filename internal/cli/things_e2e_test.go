@@ -19,10 +19,9 @@ import (
 	"github.com/alignet/alignet/client"
 	"github.com/alignet/alignet/db/dbtest"
 	"github.com/alignet/alignet/internal/offline"
+	"github.com/alignet/alignet/internal/testenv"
 	"github.com/alignet/alignet/learner"
 )
-
-const thingsDir = "../../../shared/data/things"
 
 // syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
 type syncBuffer struct {
@@ -116,9 +115,7 @@ func sortTriplets(ts []learner.Triplet) []learner.Triplet {
 // fit" trains on the JSONL export. It also checks the hint for THINGS
 // indices imported without --ids.
 func TestTHINGSExportToFit(t *testing.T) {
-	if _, err := os.Stat(thingsDir); err != nil {
-		t.Skipf("THINGS data not found at %s", thingsDir)
-	}
+	thingsDir := testenv.SharedData(t, "things")
 	const limit = 3000
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

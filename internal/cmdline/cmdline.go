@@ -20,7 +20,7 @@ type FlagSet struct {
 	*flag.FlagSet
 	command      string
 	summary      string
-	args         string
+	args         []string // names of the positional arguments
 	examples     []string
 	notes        []string
 	required     []string
@@ -39,7 +39,6 @@ func New(command, summary string, stdout io.Writer) *FlagSet {
 		FlagSet:      flag.NewFlagSet("alignet "+command, flag.ContinueOnError),
 		command:      command,
 		summary:      summary,
-		args:         "[flags]",
 		placeholders: map[string]string{},
 		env:          map[string][]string{},
 		hidden:       map[string]bool{},
@@ -51,9 +50,10 @@ func New(command, summary string, stdout io.Writer) *FlagSet {
 	return fs
 }
 
-// Args sets the argument synopsis after the command name (default
-// "[flags]").
-func (fs *FlagSet) Args(synopsis string) { fs.args = synopsis }
+// Args declares the command's positional arguments, by placeholder name
+// (such as "FILE"); Parse then requires exactly that many and the help
+// synopsis shows them. Without Args a positional argument is an error.
+func (fs *FlagSet) Args(names ...string) { fs.args = names }
 
 // Example adds an example command line to the help.
 func (fs *FlagSet) Example(lines ...string) { fs.examples = append(fs.examples, lines...) }
@@ -144,8 +144,11 @@ func (fs *FlagSet) Parse(args []string) error {
 			}
 		}
 	}
-	if fs.NArg() > 0 {
-		return Usagef(fs.command, "unexpected argument %q (flags start with --)", fs.Arg(0))
+	switch {
+	case fs.NArg() > len(fs.args):
+		return Usagef(fs.command, "unexpected argument %q (flags start with --)", fs.Arg(len(fs.args)))
+	case fs.NArg() < len(fs.args):
+		return Usagef(fs.command, "%s is required", strings.Join(fs.args[fs.NArg():], " and "))
 	}
 	var missing []string
 	for _, n := range fs.required {
@@ -170,7 +173,8 @@ func (fs *FlagSet) Parse(args []string) error {
 // PrintHelp writes the help text to w.
 func (fs *FlagSet) PrintHelp(w io.Writer) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Usage: alignet %s %s\n\n%s\n", fs.command, fs.args, fs.summary)
+	synopsis := strings.Join(append([]string{"[flags]"}, fs.args...), " ")
+	fmt.Fprintf(&b, "Usage: alignet %s %s\n\n%s\n", fs.command, synopsis, fs.summary)
 	if len(fs.examples) > 0 {
 		b.WriteString("\nExample:\n")
 		for _, e := range fs.examples {

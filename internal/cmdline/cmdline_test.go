@@ -100,3 +100,26 @@ func TestRequiredNumber(t *testing.T) {
 		t.Fatalf("Parse(--n 5) = %v, n=%d", err, *n)
 	}
 }
+
+func TestPositionalArgs(t *testing.T) {
+	var out bytes.Buffer
+	fs := New("restore", "Restore a file.", &out)
+	fs.Args("FILE")
+	if err := fs.Parse(nil); err == nil || !strings.Contains(err.Error(), "FILE is required") {
+		t.Fatalf("no argument: %v", err)
+	}
+	fs = New("restore", "Restore a file.", &out)
+	fs.Args("FILE")
+	if err := fs.Parse([]string{"a", "b"}); err == nil || !strings.Contains(err.Error(), `unexpected argument "b"`) {
+		t.Fatalf("two arguments: %v", err)
+	}
+	fs = New("restore", "Restore a file.", &out)
+	fs.Args("FILE")
+	if err := fs.Parse([]string{"x.backup"}); err != nil || fs.Arg(0) != "x.backup" {
+		t.Fatalf("one argument: %v, %q", err, fs.Arg(0))
+	}
+	fs.PrintHelp(&out)
+	if !strings.HasPrefix(out.String(), "Usage: alignet restore [flags] FILE\n") {
+		t.Fatalf("help synopsis: %q", out.String())
+	}
+}

@@ -11,11 +11,10 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/alignet/alignet/internal/testenv"
 	"github.com/alignet/alignet/learner"
 	"github.com/alignet/alignet/modelfile"
 )
-
-const alignetThingsDir = "../../../shared/data/things"
 
 // envInt returns the integer environment variable name, or def.
 func alignetEnvInt(name string, def int) int {
@@ -42,9 +41,7 @@ func alignetEnvInt(name string, def int) int {
 // (ALIGNET_THINGS_LAMBDA, _LR, _BATCH and _DECAY override the teacher λ
 // (default 0.1) and the distillation step size, batch and decay.)
 func TestAligNetTHINGSStudent(t *testing.T) {
-	if _, err := os.Stat(alignetThingsDir); err != nil {
-		t.Skipf("THINGS data not found at %s", alignetThingsDir)
-	}
+	alignetThingsDir := testenv.SharedData(t, "things")
 	defIter, defN := 20, 20000
 	if testing.Short() {
 		defIter, defN = 15, 10000

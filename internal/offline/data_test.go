@@ -8,19 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/alignet/alignet/internal/testenv"
 	"github.com/alignet/alignet/learner"
 )
-
-const fitThingsDir = "../../../shared/data/things"
-const fitZapposDir = "../../../shared/data/zappos"
-
-// needData skips the test when the shared data folder is missing.
-func needData(t testing.TB, dir string) {
-	t.Helper()
-	if _, err := os.Stat(dir); os.IsNotExist(err) {
-		t.Skipf("real data folder %s is missing", dir)
-	}
-}
 
 func TestParseTriplets(t *testing.T) {
 	ts, subj, err := ParseTriplets(strings.NewReader("# c\n1 2 3 7\n\n4 5 6\n"), 10)
@@ -59,7 +49,7 @@ func TestSplitDeterministic(t *testing.T) {
 }
 
 func TestReadRealFiles(t *testing.T) {
-	needData(t, fitThingsDir)
+	fitThingsDir := testenv.SharedData(t, "things")
 	cats, err := ReadCategories(filepath.Join(fitThingsDir, "categories.tsv"))
 	if err != nil {
 		t.Fatal(err)

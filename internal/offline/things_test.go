@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/alignet/alignet/internal/testenv"
 	"github.com/alignet/alignet/learner"
 	"github.com/alignet/alignet/modelfile"
 )
@@ -16,7 +17,7 @@ import (
 // for choosing λ).
 func thingsHoldout(t testing.TB) (x []float32, n, d int, fit, held []learner.Triplet) {
 	t.Helper()
-	needData(t, fitThingsDir)
+	fitThingsDir := testenv.SharedData(t, "things")
 	x, n, d, err := ReadEmbeddings(filepath.Join(fitThingsDir, "clip_vit_b32.npy"))
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +76,7 @@ func TestTHINGSTeacherHeldOut(t *testing.T) {
 // keeping a seeded subset for speed, split 90/10.
 func zapposHoldout(t testing.TB, keep int) (x []float32, n, d int, fit, held []learner.Triplet) {
 	t.Helper()
-	needData(t, fitZapposDir)
+	fitZapposDir := testenv.SharedData(t, "zappos")
 	x, n, d, err := ReadEmbeddings(filepath.Join(fitZapposDir, "alexnet_fc.npy"))
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +117,7 @@ func TestZapposTeacherBeatsRaw(t *testing.T) {
 // TestRunFitAndEvalZappos runs the fit and eval commands end to end on a
 // Zappos subset and checks the JSON reports.
 func TestRunFitAndEvalZappos(t *testing.T) {
-	needData(t, fitZapposDir)
+	fitZapposDir := testenv.SharedData(t, "zappos")
 	dir := t.TempDir()
 	x, _, _, fit, held := zapposHoldout(t, 8000)
 	_ = x
@@ -174,7 +175,7 @@ func TestRunFitAndEvalZappos(t *testing.T) {
 
 // TestRunEvalRawTHINGS evaluates raw CLIP with repeats and categories.
 func TestRunEvalRawTHINGS(t *testing.T) {
-	needData(t, fitThingsDir)
+	fitThingsDir := testenv.SharedData(t, "things")
 	var stdout, stderr bytes.Buffer
 	err := RunEval(context.Background(), []string{
 		"--embeddings", filepath.Join(fitThingsDir, "clip_vit_b32.npy"),

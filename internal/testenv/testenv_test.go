@@ -94,12 +94,10 @@ func TestSharedData(t *testing.T) {
 			}
 			r = &recorder{TB: t}
 			sharedData(r, base, "zappos")
-			want := "skipped"
-			if ci == "true" {
-				want = "failed"
-			}
-			if r.outcome() != want {
-				t.Errorf("missing folder: test %s, want %s", r.outcome(), want)
+			// The data is not in the repository: a checkout without it
+			// skips, under CI too.
+			if r.outcome() != "skipped" {
+				t.Errorf("missing folder: test %s, want skipped", r.outcome())
 			}
 			r = &recorder{TB: t}
 			sharedData(r, base, "file")

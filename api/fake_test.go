@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -240,6 +241,9 @@ func (f *fakeStore) CreateStudy(ctx context.Context, s alignet.Study) (alignet.S
 		return got, false, nil
 	}
 	s.CreatedAt = time.Now().UTC()
+	if reflect.DeepEqual(s.Settings, alignet.StudySettings{}) {
+		s.Settings = alignet.DefaultStudySettings() // as *db.DB stores zero settings
+	}
 	f.studies[s.ID] = s
 	f.items[s.ID] = map[string]bool{}
 	return s, true, nil

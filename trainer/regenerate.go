@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -40,20 +41,15 @@ func teacherOf(p alignet.TeacherParams) *learner.Teacher {
 	return &learner.Teacher{W: w, B: b, D: p.D, P: p.P, Mean: p.Mean, Std: p.Std, Tau: p.Tau, Lambda: p.Lambda, Task: learner.Task(p.Task)}
 }
 
-// stage runs the test hook of a stage and returns a function that records
-// its duration.
-func (t *Trainer) stage(ctx context.Context, study, name string, stages map[string]float64) (func(), error) {
-	if t.cfg.Hooks != nil {
-		if err := t.cfg.Hooks(ctx, study, name); err != nil {
-			return nil, err
-		}
-	}
+// stage starts timing a stage and returns the function that records its
+// duration in stages and the stage metric.
+func (t *Trainer) stage(name string, stages map[string]float64) func() {
 	start := time.Now()
 	return func() {
 		d := time.Since(start).Seconds()
 		stages[name] += d
 		t.m.stage.WithLabelValues(name).Observe(d)
-	}, nil
+	}
 }
 
 // loadPool returns the ids and embeddings of a study's generation pool, in
@@ -113,6 +109,28 @@ func classLabels(ids []string, labels map[string][]string) []int32 {
 	return out
 }
 
+// transformBlock is the number of rows transformInPlace maps at once.
+const transformBlock = 16384
+
+// transformInPlace returns the teacher representations of the n×D
+// embeddings x (n×P), computed block by block into x's own memory, which
+// it overwrites: a pool of 1.28M × 768 floats then needs no second 3.9 GB
+// copy. Block b's output [r0·P, r1·P) never reaches the input rows of
+// later blocks, which start at r1·D ≥ r1·P.
+func transformInPlace(t *learner.Teacher, x []float32, n int) []float32 {
+	rows := make([]int32, transformBlock)
+	for r0 := 0; r0 < n; r0 += transformBlock {
+		r1 := min(r0+transformBlock, n)
+		rs := rows[:r1-r0]
+		for i := range rs {
+			rs[i] = int32(r0 + i)
+		}
+		z := t.TransformRows(x, rs)
+		copy(x[r0*t.P:r1*t.P], z)
+	}
+	return x[:n*t.P]
+}
+
 // inputHash digests the pool ids, their embeddings and the teacher.
 func inputHash(space string, ids []string, x []float32, p alignet.TeacherParams) string {
 	h := sha256.New()
@@ -155,10 +173,7 @@ func (t *Trainer) regenerate(ctx context.Context, st alignet.Study, tv alignet.T
 	log := t.log.With("study", st.ID, "teacher_version", tv.Version)
 	log.Info("regenerating AligNet data", "why", why, "triplets", ts.Triplets)
 
-	done, err := t.stage(ctx, st.ID, "load", stages)
-	if err != nil {
-		return nil, err
-	}
+	done := t.stage("load", stages)
 	space, ids, x, d, err := t.loadPool(ctx, st.ID)
 	if err != nil {
 		return nil, fmt.Errorf("load pool: %w", err)
@@ -177,27 +192,25 @@ func (t *Trainer) regenerate(ctx context.Context, st alignet.Study, tv alignet.T
 	hash := inputHash(space, ids, x, tv.Params)
 	done()
 
-	done, err = t.stage(ctx, st.ID, "transform", stages)
-	if err != nil {
-		return nil, err
-	}
+	done = t.stage("transform", stages)
 	teacher := teacherOf(tv.Params)
-	z := teacher.Transform(x, n)
+	z := transformInPlace(teacher, x, n)
 	x = nil
 	done()
 
-	prev, err := t.store.GetDataset(ctx, st.ID, 0)
+	// The version InsertDataset will give it: no other trainer inserts
+	// while this one holds the study's lock.
 	next := int64(1)
-	if err == nil {
+	switch prev, err := t.store.GetDataset(ctx, st.ID, 0); {
+	case err == nil:
 		next = prev.Version + 1
+	case !errors.Is(err, alignet.ErrNotFound):
+		return nil, err
 	}
 	seed := ts.Seed + uint64(next-1)
 	cfg := genConfig{Triplets: ts.Triplets, Clusters: ts.Clusters, MiniBatchAbove: t.cfg.MiniBatchAbove,
 		Mix: ts.Strategies, Labels: classLabels(ids, labels), Seed: seed, Chunk: 1 << 16}
-	done, err = t.stage(ctx, st.ID, "generate", stages)
-	if err != nil {
-		return nil, err
-	}
+	done = t.stage("generate", stages)
 	idx := make([]int32, 0, 3*ts.Triplets)
 	sims := make([]float32, 0, 3*ts.Triplets)
 	info, err := generate(ctx, z, n, teacher.P, cfg, func(i []int32, s []float32) error {
@@ -218,20 +231,14 @@ func (t *Trainer) regenerate(ctx context.Context, st alignet.Study, tv alignet.T
 	for _, p := range info.Parts {
 		ds.Info.Strategies = append(ds.Info.Strategies, alignet.StrategyCount{Strategy: p.Strategy, Triplets: p.Triplets})
 	}
-	done, err = t.stage(ctx, st.ID, "store", stages)
-	if err != nil {
-		return nil, err
-	}
-	if ds, err = t.storeDataset(ctx, ds, ids, idx, sims, st, func() { done() }); err != nil {
+	done = t.stage("store", stages)
+	if ds, err = t.storeDataset(ctx, ds, ids, idx, sims, st, done); err != nil {
 		return nil, err
 	}
 	t.m.triplets.WithLabelValues(st.ID).Set(float64(ds.Triplets))
 	t.m.bytes.WithLabelValues(st.ID).Set(float64(ds.Size))
 
-	done, err = t.stage(ctx, st.ID, "publish", stages)
-	if err != nil {
-		return nil, err
-	}
+	done = t.stage("publish", stages)
 	if err := t.publish(ctx, ds, idx, sims); err != nil {
 		// The dataset is stored; consumers of the topic miss it, but a
 		// failed publish must not hold back the students.

@@ -206,12 +206,7 @@ func (t *Trainer) trainStudents(ctx context.Context, st alignet.Study, ds aligne
 	if len(todo) == 0 {
 		return nil
 	}
-	stages := map[string]float64{}
-	done, err := t.stage(ctx, st.ID, "students", stages)
-	if err != nil {
-		return err
-	}
-	defer done()
+	defer t.stage("students", map[string]float64{})()
 	if run == nil || run.ds.Version != ds.Version {
 		if run, err = t.readDataset(ctx, ds); err != nil {
 			return fmt.Errorf("read dataset %d: %w", ds.Version, err)

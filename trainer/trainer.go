@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"math"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,10 +67,6 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
-	// Hooks, for tests, are called at the start of each stage with its
-	// name ("load", "transform", "generate", "store", "publish",
-	// "students"); an error aborts the regeneration.
-	Hooks func(ctx context.Context, study, stage string) error
 }
 
 func (c Config) withDefaults() Config {
@@ -155,7 +152,8 @@ type Trainer struct {
 	pub       Publisher
 	log       *slog.Logger
 	m         *metrics
-	lastErr   error
+	// lastErr is the error of the last pass's study listing (nil: none).
+	lastErr atomic.Pointer[error]
 }
 
 // New returns a Trainer over its dependencies, all required.
@@ -197,7 +195,10 @@ func (t *Trainer) Ready(ctx context.Context) error {
 	if err := t.pub.Ping(ctx); err != nil {
 		return err
 	}
-	return t.lastErr
+	if p := t.lastErr.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // Pass checks every study with a generation pool once: it regenerates
@@ -206,10 +207,11 @@ func (t *Trainer) Ready(ctx context.Context) error {
 // of single studies.
 func (t *Trainer) Pass(ctx context.Context) (int, error) {
 	pools, err := t.store.ListPools(ctx)
-	t.lastErr = err
 	if err != nil {
+		t.lastErr.Store(&err)
 		return 0, err
 	}
+	t.lastErr.Store(nil)
 	var errs []error
 	made := 0
 	for _, p := range pools {

@@ -322,3 +322,28 @@ func TestPlanMix(t *testing.T) {
 		t.Fatalf("k for ImageNet = %d", k)
 	}
 }
+
+func TestTransformInPlaceMatchesTransform(t *testing.T) {
+	t.Parallel()
+	const n, d, p = transformBlock + 77, 5, 3
+	rng := rand.New(rand.NewPCG(1, 1))
+	x := make([]float32, n*d)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	tp := alignet.TeacherParams{Task: alignet.TaskOddOneOut, D: d, P: p, Mean: 0.1, Std: 1.5, Tau: 1, W: make([]float32, p*d), B: []float32{1, 2, 3}}
+	for i := range tp.W {
+		tp.W[i] = float32(rng.NormFloat64())
+	}
+	teacher := teacherOf(tp)
+	want := teacher.Transform(x, n)
+	got := transformInPlace(teacher, x, n)
+	if len(got) != len(want) {
+		t.Fatalf("%d values, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if d := got[i] - want[i]; d > 1e-5 || d < -1e-5 {
+			t.Fatalf("value %d: %v, want %v", i, got[i], want[i])
+		}
+	}
+}

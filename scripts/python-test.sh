@@ -18,6 +18,8 @@ if ! command -v "$PY" >/dev/null 2>&1 || ! "$PY" -c 'import venv, ensurepip' >/d
 		exit 1
 	fi
 fi
+# alignet dev starts Postgres from the installed server binaries.
+scripts/postgres.sh ensure-binaries >/dev/null
 VENV="$REPO/.cache/python-venv"
 STAMP="$VENV/.stamp"
 WANT="$(cat clients/python/pyproject.toml clients/python/constraints.txt | sha256sum | cut -c1-16)"

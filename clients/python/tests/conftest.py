@@ -4,8 +4,10 @@ a temporary data directory."""
 
 from __future__ import annotations
 
+import glob
 import os
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -35,7 +37,9 @@ class Server:
 
     def psql(self, sql: str) -> str:
         """Runs SQL on the server's database (test glue only)."""
-        out = subprocess.run(["psql", self.pg_url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql],
+        found = shutil.which("psql") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))), None)
+        assert found, "psql is needed (it comes with the Postgres that alignet dev runs)"
+        out = subprocess.run([found, self.pg_url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql],
                              capture_output=True, text=True, check=True)
         return out.stdout
 

@@ -283,7 +283,8 @@ func TestTrainerTHINGS(t *testing.T) {
 		labels = append(labels, map[string]any{"id": concepts[i], "labels": names})
 	}
 	s.api(srv.url(), "POST", "/v1/spaces/clip-vit-b32/labels", map[string]any{"items": labels}, nil, 200)
-	s.setTrainer("things", map[string]any{"strategies": map[string]float64{"random": 1, "cluster_border": 0}, "triplets": 200000, "min_interval": "1s"})
+	// The default strategy mix (cluster_border, k capped at 1854/200 = 9).
+	s.setTrainer("things", map[string]any{"triplets": 200000, "min_interval": "1s"})
 	// The pool lists the items in file order, so pool indices are the
 	// rows of the THINGS matrices.
 	var pool map[string]any
@@ -299,7 +300,7 @@ func TestTrainerTHINGS(t *testing.T) {
 	}
 	tv := s.fitTeacher("things", "clip-vit-b32", concepts, x, d, 40)
 	ds := s.waitDataset(srv.url(), "things", 1, 5*time.Minute)
-	if ds.TeacherVersion != tv.Version || ds.Triplets != 200000 || ds.Items != 1854 || ds.Info.Strategies[0].Strategy != "random" {
+	if ds.TeacherVersion != tv.Version || ds.Triplets != 200000 || ds.Items != 1854 || ds.Info.Strategies[0].Strategy != "cluster_border" || ds.Info.Clusters != 9 {
 		t.Fatalf("dataset %+v", ds)
 	}
 	ver := s.waitStudent(srv.url(), "things", "w2v", ds.Version, 5*time.Minute)

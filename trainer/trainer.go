@@ -255,26 +255,32 @@ func (t *Trainer) Study(ctx context.Context, study string, force bool) (bool, er
 	if !st.Settings.Trainer.Enabled && !force {
 		return false, nil
 	}
-	tv, err := t.store.TeacherVersion(ctx, study, 0)
-	if errors.Is(err, alignet.ErrNotFound) {
-		return false, nil // no teacher version yet
-	}
+	// Metadata only: a pass that finds nothing due reads no parameters.
+	versions, err := t.store.TeacherVersions(ctx, study)
 	if err != nil {
 		return false, err
 	}
+	if len(versions) == 0 {
+		return false, nil // no teacher version yet
+	}
+	newest := versions[0].Version
 	last, err := t.store.GetDataset(ctx, study, 0)
 	hasLast := err == nil
 	if err != nil && !errors.Is(err, alignet.ErrNotFound) {
 		return false, err
 	}
-	due, why, err := t.due(ctx, st, tv, last, hasLast)
+	due, why, err := t.due(ctx, st, versions, last, hasLast)
 	if err != nil {
 		return false, err
 	}
 	var run *regeneration
-	if due || force && (!hasLast || last.TeacherVersion != tv.Version) {
+	if due || force && (!hasLast || last.TeacherVersion != newest) {
 		if why == "" {
 			why = "forced"
+		}
+		tv, err := t.store.TeacherVersion(ctx, study, newest)
+		if err != nil {
+			return false, err
 		}
 		start := t.cfg.Now()
 		run, err = t.regenerate(ctx, st, tv, why)
@@ -295,22 +301,19 @@ func (t *Trainer) Study(ctx context.Context, study string, force bool) (bool, er
 	return run != nil, nil
 }
 
-// due decides whether study needs new data for the newest teacher version
-// tv, given its last dataset (if hasLast), and says why.
-func (t *Trainer) due(ctx context.Context, st alignet.Study, tv alignet.TeacherVersion, last alignet.Dataset, hasLast bool) (bool, string, error) {
+// due decides whether study needs new data for the newest of its teacher
+// versions (metadata, newest first), given its last dataset (if hasLast),
+// and says why.
+func (t *Trainer) due(ctx context.Context, st alignet.Study, versions []alignet.TeacherVersion, last alignet.Dataset, hasLast bool) (bool, string, error) {
 	ts := st.Settings.Trainer
 	if !hasLast {
 		return true, "first dataset", nil
 	}
-	if last.TeacherVersion >= tv.Version {
+	if last.TeacherVersion >= versions[0].Version {
 		return false, "", nil
 	}
 	if t.cfg.Now().Sub(last.CreatedAt) < time.Duration(ts.MinInterval) {
 		return false, "", nil
-	}
-	versions, err := t.store.TeacherVersions(ctx, st.ID)
-	if err != nil {
-		return false, "", err
 	}
 	for _, v := range versions {
 		if v.Version > last.TeacherVersion && v.Kind == alignet.VersionRefit {
@@ -321,6 +324,10 @@ func (t *Trainer) due(ctx context.Context, st alignet.Study, tv alignet.TeacherV
 	if errors.Is(err, alignet.ErrNotFound) {
 		return true, "the last dataset's teacher version is gone", nil
 	}
+	if err != nil {
+		return false, "", err
+	}
+	tv, err := t.store.TeacherVersion(ctx, st.ID, versions[0].Version)
 	if err != nil {
 		return false, "", err
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -85,4 +87,39 @@ func mustSpace(t *testing.T, d *db.DB) string {
 		t.Fatal(err)
 	}
 	return "sp"
+}
+
+// TestPoolEmbeddingsMatchesAllEmbeddings reads a space in three parts of
+// one snapshot and compares with the single-query read.
+func TestPoolEmbeddingsMatchesAllEmbeddings(t *testing.T) {
+	t.Parallel()
+	d := dbtest.New(t)
+	ctx := context.Background()
+	if _, _, err := d.PutSpace(ctx, "big", 2); err != nil {
+		t.Fatal(err)
+	}
+	const n = 35000
+	ids := make([]string, n)
+	vecs := make([]float32, 2*n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%x-%d", (i*7919)%1000, i) // not in id order
+		vecs[2*i], vecs[2*i+1] = float32(i), -float32(i)
+	}
+	if _, err := d.UpsertEmbeddings(ctx, "big", ids, vecs); err != nil {
+		t.Fatal(err)
+	}
+	wantIDs, wantVecs, err := d.AllEmbeddings(ctx, "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotIDs, gotVecs, err := d.PoolEmbeddings(ctx, "big", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(gotIDs, wantIDs) || !slices.Equal(gotVecs, wantVecs) {
+		t.Fatalf("PoolEmbeddings differs from AllEmbeddings (%d and %d ids)", len(gotIDs), len(wantIDs))
+	}
+	if _, _, err := d.PoolEmbeddings(ctx, "nope", 2); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("missing space: %v", err)
+	}
 }

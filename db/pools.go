@@ -8,6 +8,7 @@ import (
 
 	"github.com/alignet/alignet"
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
 )
 
 // PutPool sets the generation pool of p.Study to the items p.Items of
@@ -171,4 +172,91 @@ func (d *DB) ItemLabels(ctx context.Context, space string) (map[string][]string,
 		return nil, wrapErr(what, err)
 	}
 	return out, nil
+}
+
+// PoolEmbeddings returns every vector of space sorted by id, as
+// AllEmbeddings does, but read by parts concurrent queries over disjoint
+// id ranges of one exported snapshot, so that several Postgres backends
+// decode them: the trainer reads generation pools of millions of vectors
+// this way. A missing space yields an error wrapping alignet.ErrNotFound.
+func (d *DB) PoolEmbeddings(ctx context.Context, space string, parts int) ([]string, []float32, error) {
+	defer d.observe("pool_embeddings", time.Now())
+	what := fmt.Sprintf("pool embeddings of %q", space)
+	parts = max(parts, 1)
+	conn, err := d.pool.Acquire(ctx)
+	if err != nil {
+		return nil, nil, wrapErr(what, err)
+	}
+	defer conn.Release()
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, nil, wrapErr(what, err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	sp, err := getSpace(ctx, tx, space)
+	if err != nil {
+		return nil, nil, wrapErr(what, err)
+	}
+	var snapshot string
+	var n int
+	if err := tx.QueryRow(ctx, `SELECT pg_export_snapshot(), (SELECT count(*) FROM embeddings WHERE space = $1)`, space).Scan(&snapshot, &n); err != nil {
+		return nil, nil, wrapErr(what, err)
+	}
+	parts = min(parts, max(n/10000, 1))
+	// Part k holds rows [start[k], start[k+1]); bound[k] is its first id.
+	start := make([]int, parts+1)
+	bound := make([]string, parts)
+	for k := 1; k <= parts; k++ {
+		start[k] = k * n / parts
+	}
+	for k := 1; k < parts; k++ {
+		if err := tx.QueryRow(ctx, `SELECT item FROM embeddings WHERE space = $1 ORDER BY item OFFSET $2 LIMIT 1`, space, start[k]).Scan(&bound[k]); err != nil {
+			return nil, nil, wrapErr(what, err)
+		}
+	}
+	ids := make([]string, n)
+	vectors := make([]float32, n*sp.Dim)
+	g, gctx := errgroup.WithContext(ctx)
+	for k := 0; k < parts; k++ {
+		g.Go(func() error {
+			return pgx.BeginTxFunc(gctx, d.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(ptx pgx.Tx) error {
+				if _, err := ptx.Exec(gctx, `SET TRANSACTION SNAPSHOT '`+snapshot+`'`); err != nil {
+					return err
+				}
+				q := `SELECT item, vector FROM embeddings WHERE space = $1 AND ($2 = '' OR item >= $2) AND ($3 = '' OR item < $3) ORDER BY item`
+				hi := ""
+				if k+1 < parts {
+					hi = bound[k+1]
+				}
+				rows, err := ptx.Query(gctx, q, space, bound[k], hi)
+				if err != nil {
+					return err
+				}
+				defer rows.Close()
+				i := start[k]
+				for rows.Next() {
+					if i >= start[k+1] {
+						return fmt.Errorf("part %d has more rows than the snapshot counted", k)
+					}
+					raw := rows.RawValues()
+					ids[i] = string(raw[0])
+					if err := decodeVector(vectors[i*sp.Dim:(i+1)*sp.Dim], raw[1]); err != nil {
+						return fmt.Errorf("item %q: %w", raw[0], err)
+					}
+					i++
+				}
+				if err := rows.Err(); err != nil {
+					return err
+				}
+				if i != start[k+1] {
+					return fmt.Errorf("part %d has %d rows, the snapshot counted %d", k, i-start[k], start[k+1]-start[k])
+				}
+				return nil
+			})
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, nil, wrapErr(what, err)
+	}
+	return ids, vectors, nil
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"sort"
 	"time"
@@ -65,7 +66,7 @@ func (t *Trainer) loadPool(ctx context.Context, study string) (string, []string,
 		return "", nil, nil, 0, err
 	}
 	if p.Items == nil {
-		ids, x, err := t.store.AllEmbeddings(ctx, p.Space)
+		ids, x, err := t.store.PoolEmbeddings(ctx, p.Space, max(2, runtime.GOMAXPROCS(0)))
 		return p.Space, ids, x, sp.Dim, err
 	}
 	x, found, err := t.store.LoadEmbeddings(ctx, p.Space, p.Items)

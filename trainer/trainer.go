@@ -100,7 +100,7 @@ type Store interface {
 	GetSpace(ctx context.Context, name string) (alignet.Space, error)
 	TeacherVersion(ctx context.Context, study string, n int64) (alignet.TeacherVersion, error)
 	TeacherVersions(ctx context.Context, study string) ([]alignet.TeacherVersion, error)
-	AllEmbeddings(ctx context.Context, space string) ([]string, []float32, error)
+	PoolEmbeddings(ctx context.Context, space string, parts int) ([]string, []float32, error)
 	LoadEmbeddings(ctx context.Context, space string, ids []string) ([]float32, []bool, error)
 	ItemLabels(ctx context.Context, space string) (map[string][]string, error)
 	ExportJudgments(ctx context.Context, f alignet.JudgmentFilter, fn func(alignet.Judgment) error) error

@@ -27,4 +27,9 @@ type APIKey struct {
 	CreatedAt time.Time
 	// RevokedAt is when the key was revoked, or nil while it is active.
 	RevokedAt *time.Time
+	// Study, when set, binds the key to one study: it may then only
+	// collect (open sessions, read next queries, post judgments) in that
+	// study. Only collect keys can be bound, since a bound key is meant
+	// to ship inside a public experiment page. Empty means unbound.
+	Study string
 }

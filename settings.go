@@ -6,6 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -19,6 +23,8 @@ type StudySettings struct {
 	Learner LearnerSettings `json:"learner"`
 	// Trainer configures AligNet regeneration and student training.
 	Trainer TrainerSettings `json:"trainer"`
+	// Page holds the texts of the built-in participant page.
+	Page PageSettings `json:"page"`
 }
 
 // DefaultStudySettings returns the settings of a study that sets nothing.
@@ -26,6 +32,7 @@ func DefaultStudySettings() StudySettings {
 	return StudySettings{
 		Learner: DefaultLearnerSettings(),
 		Trainer: DefaultTrainerSettings(),
+		Page:    DefaultPageSettings(),
 	}
 }
 
@@ -37,6 +44,9 @@ func (s *StudySettings) Validate() error {
 	}
 	if err := s.Trainer.validate(); err != nil {
 		return err.Prefix("trainer")
+	}
+	if err := s.Page.validate(); err != nil {
+		return err.Prefix("page")
 	}
 	return nil
 }
@@ -121,6 +131,13 @@ func decodeStrict(raw []byte, v any) error {
 		msg := err.Error()
 		if _, after, ok := strings.Cut(msg, "unknown field \""); ok {
 			name, _, _ := strings.Cut(after, "\"")
+			// encoding/json names the member but not where it is.
+			var doc any
+			if json.Unmarshal(raw, &doc) == nil {
+				if path := unknownPath(doc, reflect.TypeOf(v), ""); path != "" {
+					return Invalid(path, "unknown field %q", name)
+				}
+			}
 			return Invalid(name, "unknown field %q", name)
 		}
 		return Invalid("", "malformed JSON: %s", strings.TrimPrefix(msg, "json: "))
@@ -129,6 +146,62 @@ func decodeStrict(raw []byte, v any) error {
 		return Invalid("", "unexpected data after the JSON value")
 	}
 	return nil
+}
+
+// unknownPath returns the JSON path of the first member of doc (in sorted
+// order at each level) that type t has no field for, or "". Member names
+// match field names case-insensitively, as encoding/json matches them.
+func unknownPath(doc any, t reflect.Type, path string) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		m, ok := doc.(map[string]any)
+		if !ok {
+			return ""
+		}
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			sub := k
+			if path != "" {
+				sub = path + "." + k
+			}
+			f, ok := jsonField(t, k)
+			if !ok {
+				return sub
+			}
+			if p := unknownPath(m[k], f.Type, sub); p != "" {
+				return p
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		a, _ := doc.([]any)
+		for i, e := range a {
+			if p := unknownPath(e, t.Elem(), path+"["+strconv.Itoa(i)+"]"); p != "" {
+				return p
+			}
+		}
+	}
+	return ""
+}
+
+// jsonField returns the field of struct type t that the JSON member name
+// decodes into.
+func jsonField(t reflect.Type, name string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if tag == "-" || !f.IsExported() {
+			continue
+		}
+		if tag == "" {
+			tag = f.Name
+		}
+		if strings.EqualFold(tag, name) {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
 }
 
 // Duration is a time.Duration that reads and writes JSON as a Go duration

@@ -25,7 +25,8 @@ func TestDecodeStudySettingsNamesTheField(t *testing.T) {
 		{`{"learner":{"version_interval":"soon"}}`, "learner.version_interval"},
 		{`{"learner":{"version_interval":"10ms"}}`, "learner.version_interval"},
 		{`{"learner":{"min_judgments":"many"}}`, "learner.min_judgments"},
-		{`{"learner":{"refit_facter":2}}`, "refit_facter"},
+		{`{"learner":{"refit_facter":2}}`, "learner.refit_facter"},
+		{`{"learner":{"Refit_Factor":2,"zzz":1}}`, "learner.zzz"},
 		{`{"lerner":{}}`, "lerner"},
 	}
 	for _, c := range cases {

@@ -48,3 +48,19 @@ type WorkerStudy struct {
 	// First and Last are the earliest and latest ReceivedAt.
 	First, Last time.Time
 }
+
+// StudyStamp tells cheaply whether what a study's teacher is computed from
+// changed: readers keep the stamp they built a copy from and compare it
+// with a fresh one. It involves no clock, so it is immune to clock skew
+// between the processes that write.
+type StudyStamp struct {
+	// Inputs grows whenever items are added to the study's pool or
+	// embeddings of its space are written.
+	Inputs int64
+	// TeacherUpdatedAt is the UpdatedAt of the study's teacher state; zero
+	// when the study has none.
+	TeacherUpdatedAt time.Time
+	// TeacherVersion is the Version of the study's teacher state (0 when it
+	// has none or no version yet).
+	TeacherVersion int64
+}

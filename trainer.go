@@ -270,10 +270,10 @@ type ItemLabels struct {
 	Labels []string `json:"labels"`
 }
 
-// MaxLabelsPerItem and MaxLabelLen bound item labels.
+// MaxCategoriesPerItem and MaxCategoryLen bound item labels.
 const (
-	MaxLabelsPerItem = 64
-	MaxLabelLen      = 128
+	MaxCategoriesPerItem = 64
+	MaxCategoryLen       = 128
 )
 
 // Student is a representation space whose affine head the trainer keeps
@@ -430,5 +430,5 @@ func CheckLabel(s string) string {
 	if s == "" {
 		return "must not be empty"
 	}
-	return CheckText(s, MaxLabelLen)
+	return CheckText(s, MaxCategoryLen)
 }

@@ -107,6 +107,11 @@ func (s *Server) auth(scope string) echo.MiddlewareFunc {
 				return &Error{Status: http.StatusForbidden, Code: CodeForbidden,
 					Message: "API key lacks the \"" + scope + "\" scope"}
 			}
+			if k.Study != "" {
+				if err := s.checkBoundKey(c, k, scope); err != nil {
+					return err
+				}
+			}
 			c.Set(ctxKeyPrincipal, k)
 			return next(c)
 		}

@@ -30,6 +30,9 @@ const (
 	CodeMissingField = "missing_field"
 	// CodeUnknownItem (422) marks an item that is not in the study's pool.
 	CodeUnknownItem = "unknown_item"
+	// CodeNoEmbedding (422) marks an item of the study's pool that has no
+	// embedding yet, so the teacher cannot score it.
+	CodeNoEmbedding = "no_embedding"
 	// CodeDuplicateID (422) marks a judgment id repeated within a batch.
 	CodeDuplicateID = "duplicate_id"
 	// CodeNotFound (404) marks an unknown route, study, space or key.
@@ -47,6 +50,9 @@ const (
 	CodeUnauthorized = "unauthorized"
 	// CodeForbidden (403) marks a key without the route's scope.
 	CodeForbidden = "forbidden"
+	// CodeRateLimited (429) marks a study-bound key over one of its rate
+	// limits; the body's "limit" names it ("session" or "address").
+	CodeRateLimited = "rate_limited"
 	// CodeUnavailable (503) marks an unreachable Kafka or Postgres, or too
 	// many exports at once.
 	CodeUnavailable = "unavailable"
@@ -68,9 +74,11 @@ type Error struct {
 	// Field is the JSON path of the offending value, if one is to blame.
 	// Elements of a batch are prefixed with their index, as in "[3].odd".
 	Field string `json:"field,omitempty"`
+	// Limit names the rate limit a 429 ran into: "session" or "address".
+	Limit string `json:"limit,omitempty"`
 	// Err is the underlying cause; it is logged but never sent.
 	Err error `json:"-"`
-	// retryAfter is the Retry-After of a 503 in seconds; 0 means 1.
+	// retryAfter is the Retry-After of a 503 or 429 in seconds; 0 means 1.
 	retryAfter int
 }
 
@@ -296,7 +304,7 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		h.Set("WWW-Authenticate", `Bearer realm="alignet"`)
 	case http.StatusRequestTimeout:
 		h.Set("Connection", "close")
-	case http.StatusServiceUnavailable:
+	case http.StatusServiceUnavailable, http.StatusTooManyRequests:
 		h.Set("Retry-After", strconv.Itoa(max(ae.retryAfter, 1)))
 	}
 	// A handler may have set headers for the body it meant to send.

@@ -59,7 +59,8 @@ func TestStalledExportsLeaveDBPool(t *testing.T) {
 		AdminKey: adminKey, PseudonymKey: []byte("pseudonym-key-0123456789"),
 		MaxExports: maxExports, ShutdownTimeout: time.Second,
 		Registerer: reg, Logger: slog.New(slog.DiscardHandler),
-	}, api.Deps{Spaces: d, Studies: d, Judgments: d, Keys: d, Workers: d, Ready: d, Trainer: d, Publisher: nopPublisher{}})
+	}, api.Deps{Spaces: d, Studies: d, Settings: d, Teachers: d, TeacherSource: d, Judgments: d, Keys: d, Workers: d, Items: d,
+		Ready: d, Trainer: d, Publisher: nopPublisher{}})
 	if err != nil {
 		t.Fatal(err)
 	}

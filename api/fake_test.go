@@ -38,8 +38,15 @@ type fakeStore struct {
 	judgments  []alignet.Judgment        // sorted by (received_at, id, study); replaced, never modified
 	keys       map[string]alignet.APIKey // by hash
 	keyHash    map[string]string         // id -> hash
-	down       error                     // returned by every method when set
-	exportErr  error                     // returned by ExportJudgments after exportOK rows
+	itemsRev   map[string]int64          // study -> items revision
+	embRev     map[string]int64          // space -> embeddings revision
+	states     map[string]alignet.TeacherState
+	versions   map[string][]alignet.TeacherVersion // oldest first
+	refits     map[string]bool
+	displays   map[string]alignet.ItemDisplay // label and image URL by item; made on first use
+	images     map[string]fakeImage           // uploaded images by item; made on first use
+	down       error                          // returned by every method when set
+	exportErr  error                          // returned by ExportJudgments after exportOK rows
 	exportOK   int
 	calls      map[string]int
 	inUse      int // connections held now
@@ -53,9 +60,13 @@ var (
 	_ storetest.Store  = (*fakeStore)(nil)
 	_ SpaceStore       = storetest.Store(nil)
 	_ StudyStore       = storetest.Store(nil)
+	_ SettingsStore    = storetest.Store(nil)
+	_ TeacherStore     = storetest.Store(nil)
+	_ TeacherSource    = storetest.Store(nil)
 	_ JudgmentExporter = storetest.Store(nil)
 	_ KeyStore         = storetest.Store(nil)
 	_ WorkerStore      = storetest.Store(nil)
+	_ ItemStore        = storetest.Store(nil)
 	_ ReadinessChecker = storetest.Store(nil)
 	_ TrainerStore     = storetest.Store(nil)
 )
@@ -74,13 +85,19 @@ func newFakeStore() *fakeStore {
 		items:      map[string]map[string]bool{},
 		keys:       map[string]alignet.APIKey{},
 		keyHash:    map[string]string{},
+		itemsRev:   map[string]int64{},
+		embRev:     map[string]int64{},
+		states:     map[string]alignet.TeacherState{},
+		versions:   map[string][]alignet.TeacherVersion{},
+		refits:     map[string]bool{},
 		calls:      map[string]int{},
 	}
 }
 
 // deps returns Deps with every store role filled by f.
 func (f *fakeStore) deps(pub Publisher) Deps {
-	return Deps{Spaces: f, Studies: f, Judgments: f, Keys: f, Workers: f, Ready: f, Trainer: f, Publisher: pub}
+	return Deps{Spaces: f, Studies: f, Settings: f, Teachers: f, TeacherSource: f, Judgments: f, Keys: f,
+		Workers: f, Items: f, Ready: f, Trainer: f, Publisher: pub}
 }
 
 // enter counts a call of op, fails when the store is down, takes a pool
@@ -204,6 +221,9 @@ func (f *fakeStore) UpsertEmbeddings(ctx context.Context, space string, ids []st
 	for i, id := range ids {
 		f.embeddings[space][id] = slices.Clone(vectors[i*sp.Dim : (i+1)*sp.Dim])
 	}
+	if len(ids) > 0 {
+		f.embRev[space]++
+	}
 	return int64(len(ids)), nil
 }
 
@@ -238,13 +258,16 @@ func (f *fakeStore) CreateStudy(ctx context.Context, s alignet.Study) (alignet.S
 		if got.Task != s.Task || got.Space != s.Space {
 			return alignet.Study{}, false, fmt.Errorf("study %q: %w", s.ID, alignet.ErrConflict)
 		}
+		got.Settings = cloneSettings(got.Settings)
 		return got, false, nil
 	}
 	s.CreatedAt = time.Now().UTC()
 	if reflect.DeepEqual(s.Settings, alignet.StudySettings{}) {
-		s.Settings = alignet.DefaultStudySettings() // as *db.DB stores zero settings
+		s.Settings = alignet.DefaultStudySettings()
 	}
+	s.Settings = cloneSettings(s.Settings)
 	f.studies[s.ID] = s
+	s.Settings = cloneSettings(s.Settings)
 	f.items[s.ID] = map[string]bool{}
 	return s, true, nil
 }
@@ -262,6 +285,7 @@ func (f *fakeStore) GetStudy(ctx context.Context, id string) (alignet.Study, err
 	if !ok {
 		return alignet.Study{}, fmt.Errorf("study %q: %w", id, alignet.ErrNotFound)
 	}
+	st.Settings = cloneSettings(st.Settings)
 	return st, nil
 }
 
@@ -273,6 +297,7 @@ func (f *fakeStore) ListStudies(ctx context.Context) ([]alignet.Study, error) {
 	defer done()
 	out := []alignet.Study{}
 	for _, st := range f.studies {
+		st.Settings = cloneSettings(st.Settings)
 		out = append(out, st)
 	}
 	slices.SortFunc(out, func(a, b alignet.Study) int { return strings.Compare(a.ID, b.ID) })
@@ -306,6 +331,9 @@ func (f *fakeStore) AddStudyItems(ctx context.Context, study string, items []str
 			pool[it] = true
 			n++
 		}
+	}
+	if n > 0 {
+		f.itemsRev[study]++
 	}
 	return n, nil
 }
@@ -514,6 +542,9 @@ func (f *fakeStore) CreateAPIKey(ctx context.Context, k alignet.APIKey, hash []b
 	}
 	if _, ok := f.keyHash[k.ID]; ok {
 		return alignet.APIKey{}, fmt.Errorf("api key %q: %w", k.ID, alignet.ErrConflict)
+	}
+	if _, ok := f.studies[k.Study]; k.Study != "" && !ok {
+		return alignet.APIKey{}, fmt.Errorf("api key %q: study %q: %w", k.ID, k.Study, alignet.ErrNotFound)
 	}
 	f.keys[h] = k
 	f.keyHash[k.ID] = h

@@ -335,27 +335,6 @@ func (f *fakeStore) ReadArtifact(ctx context.Context, id, off, n int64, w io.Wri
 	return err
 }
 
-func (f *fakeStore) LoadEmbeddings(ctx context.Context, space string, ids []string) ([]float32, []bool, error) {
-	done, err := f.enter(ctx, "LoadEmbeddings")
-	if err != nil {
-		return nil, nil, err
-	}
-	defer done()
-	sp, ok := f.spaces[space]
-	if !ok {
-		return nil, nil, fmt.Errorf("space %q: %w", space, alignet.ErrNotFound)
-	}
-	out := make([]float32, len(ids)*sp.Dim)
-	found := make([]bool, len(ids))
-	for i, id := range ids {
-		if v, ok := f.embeddings[space][id]; ok {
-			copy(out[i*sp.Dim:], v)
-			found[i] = true
-		}
-	}
-	return out, found, nil
-}
-
 // newArtifact stores data as a complete artifact.
 func (f *fakeStore) newArtifactLocked(kind string, data []byte) alignet.Artifact {
 	t := f.tr()

@@ -100,23 +100,25 @@ func (s *Server) getSpace(c echo.Context) error {
 
 // studyBody is the JSON form of a study.
 type studyBody struct {
-	ID        string       `json:"id"`
-	Task      alignet.Task `json:"task"`
-	Space     string       `json:"space"`
-	CreatedAt time.Time    `json:"created_at"`
-	Items     *int         `json:"items,omitempty"`
-	Judgments *int64       `json:"judgments,omitempty"`
+	ID        string                `json:"id"`
+	Task      alignet.Task          `json:"task"`
+	Space     string                `json:"space"`
+	CreatedAt time.Time             `json:"created_at"`
+	Settings  alignet.StudySettings `json:"settings"`
+	Items     *int                  `json:"items,omitempty"`
+	Judgments *int64                `json:"judgments,omitempty"`
 }
 
 func toStudyBody(st alignet.Study) studyBody {
-	return studyBody{ID: st.ID, Task: st.Task, Space: st.Space, CreatedAt: st.CreatedAt}
+	return studyBody{ID: st.ID, Task: st.Task, Space: st.Space, CreatedAt: st.CreatedAt, Settings: st.Settings}
 }
 
 func (s *Server) postStudy(c echo.Context) error {
 	var req struct {
-		ID    *string `json:"id"`
-		Task  *string `json:"task"`
-		Space *string `json:"space"`
+		ID       *string         `json:"id"`
+		Task     *string         `json:"task"`
+		Space    *string         `json:"space"`
+		Settings json.RawMessage `json:"settings"`
 	}
 	if err := bindJSON(c, s.cfg.MaxJudgmentBody, &req); err != nil {
 		return err
@@ -135,8 +137,12 @@ func (s *Server) postStudy(c echo.Context) error {
 	case !alignet.ValidName(*req.Space):
 		return invalid("space", "space names are 1-%d characters of [A-Za-z0-9._-]", alignet.MaxNameLen)
 	}
+	settings, err := alignet.DecodeStudySettings(req.Settings)
+	if err != nil {
+		return settingsErr(err)
+	}
 	st, created, err := s.deps.Studies.CreateStudy(c.Request().Context(),
-		alignet.Study{ID: *req.ID, Task: alignet.Task(*req.Task), Space: *req.Space, CreatedAt: time.Now().UTC()})
+		alignet.Study{ID: *req.ID, Task: alignet.Task(*req.Task), Space: *req.Space, CreatedAt: time.Now().UTC(), Settings: settings})
 	switch {
 	case errors.Is(err, alignet.ErrNotFound):
 		return notFound("space", "space %q not found", *req.Space)
@@ -255,6 +261,7 @@ type keyBody struct {
 	Prefix    string     `json:"prefix"`
 	CreatedAt time.Time  `json:"created_at"`
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	Study     string     `json:"study,omitempty"`
 	Key       string     `json:"key,omitempty"`
 }
 
@@ -263,13 +270,14 @@ func toKeyBody(k alignet.APIKey) keyBody {
 	if sc == nil {
 		sc = []string{}
 	}
-	return keyBody{ID: k.ID, Name: k.Name, Scopes: sc, Prefix: k.Prefix, CreatedAt: k.CreatedAt, RevokedAt: k.RevokedAt}
+	return keyBody{ID: k.ID, Name: k.Name, Scopes: sc, Prefix: k.Prefix, CreatedAt: k.CreatedAt, RevokedAt: k.RevokedAt, Study: k.Study}
 }
 
 func (s *Server) postKey(c echo.Context) error {
 	var req struct {
 		Name   *string  `json:"name"`
 		Scopes []string `json:"scopes"`
+		Study  *string  `json:"study"`
 	}
 	if err := bindJSON(c, s.cfg.MaxJudgmentBody, &req); err != nil {
 		return err
@@ -293,6 +301,17 @@ func (s *Server) postKey(c echo.Context) error {
 	}
 	slices.Sort(req.Scopes)
 	req.Scopes = slices.Compact(req.Scopes)
+	study := ""
+	if req.Study != nil {
+		// A bound key ships inside a public page: it may only collect.
+		switch {
+		case !alignet.ValidName(*req.Study):
+			return invalid("study", "study ids are 1-%d characters of [A-Za-z0-9._-]", alignet.MaxNameLen)
+		case !slices.Equal(req.Scopes, []string{alignet.ScopeCollect}):
+			return invalid("scopes", "only collect keys can be bound to a study; give \"scopes\":[\"collect\"]")
+		}
+		study = *req.Study
+	}
 	key, err := GenerateKey()
 	if err != nil {
 		return &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "cannot generate key", Err: err}
@@ -302,9 +321,12 @@ func (s *Server) postKey(c echo.Context) error {
 		return &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "cannot generate key id", Err: err}
 	}
 	k, err := s.deps.Keys.CreateAPIKey(c.Request().Context(), alignet.APIKey{
-		ID: id, Name: *req.Name, Scopes: req.Scopes, Prefix: keyPrefix(key), CreatedAt: time.Now().UTC(),
+		ID: id, Name: *req.Name, Scopes: req.Scopes, Prefix: keyPrefix(key), CreatedAt: time.Now().UTC(), Study: study,
 	}, HashKey(key))
-	if err != nil {
+	switch {
+	case errors.Is(err, alignet.ErrNotFound):
+		return notFound("study", "study %q not found", study)
+	case err != nil:
 		return storeErr(err, "key", "name")
 	}
 	b := toKeyBody(k)

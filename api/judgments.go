@@ -44,10 +44,13 @@ type judgmentIn struct {
 	QueryID  string   `json:"query_id"`
 }
 
-// acceptedBody is the 202 response to posted judgments.
+// acceptedBody is the 202 response to posted judgments. ReceivedAt is the
+// accept time every judgment of the request carries, which the teacher
+// state's newest_accepted_at is compared with to measure freshness.
 type acceptedBody struct {
-	Accepted int      `json:"accepted"`
-	IDs      []string `json:"ids"`
+	Accepted   int       `json:"accepted"`
+	IDs        []string  `json:"ids"`
+	ReceivedAt time.Time `json:"received_at"`
 }
 
 // decodeJudgments decodes one judgment object or an array of at most
@@ -295,6 +298,9 @@ func (s *Server) postJudgments(c echo.Context) error {
 	if aerr != nil {
 		return aerr
 	}
+	if err := s.limitWorkers(c, id, in); err != nil {
+		return err
+	}
 	rules := judgmentRules{
 		study:   st.study,
 		pool:    st.items,
@@ -326,7 +332,7 @@ func (s *Server) postJudgments(c echo.Context) error {
 	for i := range js {
 		ids[i] = js[i].ID
 	}
-	return c.JSON(http.StatusAccepted, acceptedBody{Accepted: len(js), IDs: ids})
+	return c.JSON(http.StatusAccepted, acceptedBody{Accepted: len(js), IDs: ids, ReceivedAt: rules.receive})
 }
 
 func newJudgmentID() (string, error) {

@@ -47,6 +47,9 @@ func TestPostJudgmentAccepted(t *testing.T) {
 	if !reflect.DeepEqual(j, want) {
 		t.Fatalf("published %+v\nwant %+v", j, want)
 	}
+	if !b.ReceivedAt.Equal(j.ReceivedAt) || b.ReceivedAt.IsZero() {
+		t.Fatalf("202 says received_at %v, the judgment carries %v", b.ReceivedAt, j.ReceivedAt)
+	}
 	if j.ReceivedAt.IsZero() || time.Since(j.ReceivedAt) > time.Minute || j.ReceivedAt.Location() != time.UTC {
 		t.Fatalf("ReceivedAt %v", j.ReceivedAt)
 	}

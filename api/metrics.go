@@ -13,9 +13,10 @@ import (
 
 // metrics are the API's Prometheus collectors.
 type metrics struct {
-	duration *prometheus.HistogramVec
-	accepted *prometheus.CounterVec
-	rejected *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	accepted  *prometheus.CounterVec
+	rejected  *prometheus.CounterVec
+	predicted prometheus.Counter
 }
 
 // Rejection reasons used as the "reason" label of
@@ -49,8 +50,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "alignet_judgments_rejected_total",
 			Help: "Judgment requests rejected, by reason (one per request, whatever the batch size).",
 		}, []string{"reason"}),
+		predicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "alignet_predict_triplets_total",
+			Help: "Triplets answered by POST /v1/studies/{study}/predict.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.duration, m.accepted, m.rejected} {
+	for _, c := range []prometheus.Collector{m.duration, m.accepted, m.rejected, m.predicted} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register api metrics: %w", err)
 		}
@@ -102,4 +107,60 @@ func (s *Server) countRejected(next echo.HandlerFunc) echo.HandlerFunc {
 func (s *Server) metricsHandler() echo.HandlerFunc {
 	h := promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{})
 	return echo.WrapHandler(h)
+}
+
+// teacherCacheMetrics are the teacher cache's collectors.
+type teacherCacheMetrics struct {
+	builds   *prometheus.CounterVec
+	buildDur prometheus.Histogram
+	age      *prometheus.Desc
+	cache    *TeacherCache
+}
+
+func newTeacherCacheMetrics(reg prometheus.Registerer, c *TeacherCache) (*teacherCacheMetrics, error) {
+	m := &teacherCacheMetrics{
+		builds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "alignet_teacher_cache_builds_total",
+			Help: "Snapshots of study teachers the API's teacher cache built, by result (ok or error).",
+		}, []string{"result"}),
+		buildDur: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "alignet_teacher_cache_build_duration_seconds",
+			Help:    "Time to build one teacher snapshot: load what changed and transform every item of the study.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
+		}),
+		age: prometheus.NewDesc("alignet_teacher_cache_age_seconds",
+			"Seconds since the API's cached teacher of the study was last found current in Postgres; it grows while the cache cannot poll.",
+			[]string{"study"}, nil),
+		cache: c,
+	}
+	m.builds.WithLabelValues("ok")
+	m.builds.WithLabelValues("error")
+	if reg == nil {
+		return m, nil
+	}
+	for _, col := range []prometheus.Collector{m.builds, m.buildDur, m} {
+		if err := reg.Register(col); err != nil {
+			return nil, fmt.Errorf("register teacher cache metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func (m *teacherCacheMetrics) build(err error, d time.Duration) {
+	if err != nil {
+		m.builds.WithLabelValues("error").Inc()
+		return
+	}
+	m.builds.WithLabelValues("ok").Inc()
+	m.buildDur.Observe(d.Seconds())
+}
+
+// Describe implements prometheus.Collector for the age gauge.
+func (m *teacherCacheMetrics) Describe(ch chan<- *prometheus.Desc) { ch <- m.age }
+
+// Collect implements prometheus.Collector for the age gauge.
+func (m *teacherCacheMetrics) Collect(ch chan<- prometheus.Metric) {
+	for study, age := range m.cache.ages() {
+		ch <- prometheus.MustNewConstMetric(m.age, prometheus.GaugeValue, age.Seconds(), study)
+	}
 }

@@ -61,10 +61,19 @@
 // key; each chunk of an export must be taken within Config.WriteTimeout;
 // and at most Config.MaxExports exports hold a database connection at once.
 //
+// The /teacher routes show what the learner role stores in Postgres: a
+// study's current teacher state, its versions and, as the .npz file of
+// alignet fit --out, its parameters. Predictions and neighbours are served
+// from a TeacherCache, an in-memory copy of every cached study's teacher
+// representations that Serve keeps current by polling cheap stamps every
+// Config.TeacherPollInterval; before the learner stored anything, the raw
+// embeddings are the teacher.
+//
 // The server is wired as
 //
 //	srv, err := api.New(cfg, api.Deps{Spaces: database, Studies: database,
-//		Judgments: database, Keys: database, Workers: database,
+//		Settings: database, Teachers: database, TeacherSource: database,
+//		Judgments: database, Keys: database, Workers: database, Items: database,
 //		Ready: database, Publisher: producer}) // *db.DB, *stream.Producer
 //	err = srv.Run(ctx)
 package api
@@ -129,6 +138,14 @@ const (
 	// DefaultMaxExports is the default number of exports that may run at
 	// once, each holding one database connection.
 	DefaultMaxExports = 4
+	// DefaultMaxPredictTriplets is the default largest predict request.
+	DefaultMaxPredictTriplets = 10000
+	// DefaultMaxImageBody is the default cap on uploaded item images
+	// (5 MiB).
+	DefaultMaxImageBody = 5 << 20
+	// DefaultDisplayCacheTTL is the default lifetime of the cached display
+	// data of a study's items.
+	DefaultDisplayCacheTTL = 30 * time.Second
 )
 
 // reloadInterval is the least time between two reloads of one study or key
@@ -192,6 +209,30 @@ type Config struct {
 	// one database connection, so the rest of the pool stays free for the
 	// persister. Further exports get 503 with Retry-After. Default 4.
 	MaxExports int
+	// TeacherPollInterval is how often the teacher cache behind predict
+	// and neighbours asks Postgres whether a cached study's teacher, items
+	// or embeddings changed. Default 500ms.
+	TeacherPollInterval time.Duration
+	// MaxPredictTriplets is the largest number of triplets one predict
+	// request may hold. Default 10,000.
+	MaxPredictTriplets int
+	// MaxImageBody caps uploaded item images in bytes. Default 5 MiB.
+	MaxImageBody int64
+	// DisplayCacheTTL is how long the display data of a study's items are
+	// served from memory before they are refreshed in the background;
+	// writes through this server are seen at once. Default 30s.
+	DisplayCacheTTL time.Duration
+	// SessionLimit is the rate limit of one participant session using a
+	// study-bound key. Default DefaultSessionLimit.
+	SessionLimit RateLimit
+	// AddressLimit is the rate limit of one client address using
+	// study-bound keys. Default DefaultAddressLimit.
+	AddressLimit RateLimit
+	// TrustForwardedFor takes the client address of AddressLimit from the
+	// X-Forwarded-For header set by a reverse proxy on a private or
+	// loopback address. Default false: the connection's address, which
+	// clients cannot forge.
+	TrustForwardedFor bool
 	// Registerer receives the API's metrics. Default: a new private registry.
 	Registerer prometheus.Registerer
 	// Gatherer is served on /metrics. Default: Registerer if it is also a
@@ -260,6 +301,24 @@ func (c Config) withDefaults() Config {
 	if c.MaxExports <= 0 {
 		c.MaxExports = DefaultMaxExports
 	}
+	if c.TeacherPollInterval <= 0 {
+		c.TeacherPollInterval = DefaultTeacherPollInterval
+	}
+	if c.MaxPredictTriplets <= 0 {
+		c.MaxPredictTriplets = DefaultMaxPredictTriplets
+	}
+	if c.MaxImageBody <= 0 {
+		c.MaxImageBody = DefaultMaxImageBody
+	}
+	if c.DisplayCacheTTL <= 0 {
+		c.DisplayCacheTTL = DefaultDisplayCacheTTL
+	}
+	if c.SessionLimit == (RateLimit{}) {
+		c.SessionLimit = DefaultSessionLimit
+	}
+	if c.AddressLimit == (RateLimit{}) {
+		c.AddressLimit = DefaultAddressLimit
+	}
 	if c.Registerer == nil {
 		r := prometheus.NewRegistry()
 		c.Registerer = r
@@ -301,13 +360,20 @@ func checkOrigins(origins []string) error {
 
 // Server is the HTTP API. Create it with New.
 type Server struct {
-	cfg     Config
-	deps    Deps
-	log     *slog.Logger
-	e       *echo.Echo
-	metrics *metrics
-	keys    *ttlcache.Cache[[sha256.Size]byte, keyEntry]
-	studies *ttlcache.Cache[string, *studyEntry]
+	cfg      Config
+	deps     Deps
+	log      *slog.Logger
+	e        *echo.Echo
+	metrics  *metrics
+	keys     *ttlcache.Cache[[sha256.Size]byte, keyEntry]
+	studies  *ttlcache.Cache[string, *studyEntry]
+	teachers *TeacherCache
+	// displays holds the display data of each study's pool.
+	displays *ttlcache.Cache[string, *displayEntry]
+	// sessionLimit and addressLimit bound study-bound keys.
+	sessionLimit, addressLimit *limiter
+	// page is the built-in participant page.
+	page    *runPage
 	exports chan struct{} // one token per running export
 	routes  map[string]bool
 	bufs    bufPool
@@ -337,6 +403,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	if err := checkRateLimit("session", cfg.SessionLimit); err != nil {
+		return nil, err
+	}
+	if err := checkRateLimit("address", cfg.AddressLimit); err != nil {
+		return nil, err
+	}
 	cfg.PseudonymKey = append([]byte(nil), cfg.PseudonymKey...)
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
@@ -348,11 +420,24 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		log:     cfg.Logger,
 		metrics: m,
 		exports: make(chan struct{}, cfg.MaxExports),
+
+		sessionLimit: newLimiter(limitSession, cfg.SessionLimit, cfg.Now),
+		addressLimit: newLimiter(limitAddress, cfg.AddressLimit, cfg.Now),
+	}
+	if s.page, err = newRunPage(); err != nil {
+		return nil, err
 	}
 	if s.keys, err = s.newKeyCache(); err != nil {
 		return nil, err
 	}
 	if s.studies, err = s.newStudyCache(); err != nil {
+		return nil, err
+	}
+	if s.teachers, err = NewTeacherCache(TeacherCacheConfig{PollInterval: cfg.TeacherPollInterval,
+		Registerer: cfg.Registerer, Logger: cfg.Logger, Now: cfg.Now}, deps.TeacherSource); err != nil {
+		return nil, err
+	}
+	if s.displays, err = s.newDisplayCache(); err != nil {
 		return nil, err
 	}
 	if cfg.AdminKey != "" {
@@ -365,6 +450,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 
 // Handler returns the API as an http.Handler.
 func (s *Server) Handler() http.Handler { return s.e }
+
+// Teachers returns the server's teacher cache, which Serve keeps current.
+func (s *Server) Teachers() *TeacherCache { return s.teachers }
 
 // Run listens on Config.Listen and serves until ctx is cancelled; then it
 // stops accepting connections, drains in-flight requests for up to
@@ -379,8 +467,9 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // Serve is Run on an existing listener, which it closes. It holds at most
-// Config.MaxConns connections open and polls for revocations while it runs;
-// when it returns, the caches stop refreshing.
+// Config.MaxConns connections open, and polls for revocations and keeps the
+// teacher cache current while it runs; when it returns, the caches stop
+// refreshing.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer s.close()
 	ln = netutil.LimitListener(ln, s.cfg.MaxConns)
@@ -395,6 +484,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	bgCtx, stopBG := context.WithCancel(ctx)
 	defer func() { stopBG(); bg.Wait() }()
 	bg.Go(func() { s.pollRevocations(bgCtx) })
+	bg.Go(func() { _ = s.teachers.Run(bgCtx) })
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -421,6 +511,8 @@ func (s *Server) close() {
 	s.closeOnce.Do(func() {
 		s.keys.Close()
 		s.studies.Close()
+		s.teachers.Close()
+		s.displays.Close()
 	})
 }
 
@@ -430,6 +522,10 @@ func (s *Server) newEcho() *echo.Echo {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = s.errorHandler
+	e.IPExtractor = echo.ExtractIPDirect()
+	if s.cfg.TrustForwardedFor {
+		e.IPExtractor = echo.ExtractIPFromXFFHeader()
+	}
 	e.Pre(s.deadlines)
 	if len(s.cfg.AllowOrigins) > 0 {
 		e.Pre(corsMiddleware(s.cfg.AllowOrigins))
@@ -465,6 +561,7 @@ func (s *Server) registerRoutes(e *echo.Echo) {
 	v1.POST("/studies", s.postStudy, s.auth(alignet.ScopeAdmin))
 	v1.GET("/studies", s.listStudies, s.auth(alignet.ScopeRead))
 	v1.GET("/studies/:study", s.getStudy, s.auth(alignet.ScopeRead), checkParams)
+	v1.PATCH("/studies/:study", s.patchStudy, s.auth(alignet.ScopeAdmin), checkParams)
 	v1.POST("/studies/:study/items", s.postItems, s.auth(alignet.ScopeAdmin), checkParams)
 	v1.GET("/studies/:study/items", s.getItems, s.auth(alignet.ScopeRead), checkParams)
 	v1.POST("/studies/:study/judgments", s.postJudgments, s.countRejected, s.auth(alignet.ScopeCollect), checkParams)
@@ -482,16 +579,37 @@ func (s *Server) registerRoutes(e *echo.Echo) {
 	v1.GET("/studies/:study/datasets", s.listDatasets, s.auth(alignet.ScopeRead), checkParams)
 	v1.GET("/studies/:study/datasets/:file", s.getDataset, s.auth(alignet.ScopeRead), checkParams)
 
+	v1.GET("/studies/:study/teacher", s.getTeacher, s.auth(alignet.ScopeRead), checkParams)
+	v1.GET("/studies/:study/teacher.npz", s.getTeacherNPZ, s.auth(alignet.ScopeRead), checkParams)
+	v1.POST("/studies/:study/teacher/refit", s.postRefit, s.auth(alignet.ScopeAdmin), checkParams)
+	v1.GET("/studies/:study/teacher/versions", s.listTeacherVersions, s.auth(alignet.ScopeRead), checkParams)
+	v1.POST("/studies/:study/teacher/versions", s.postTeacherVersion, s.auth(alignet.ScopeAdmin), checkParams)
+	v1.GET("/studies/:study/teacher/versions/:version", s.getTeacherVersion, s.auth(alignet.ScopeRead), checkParams)
+	v1.POST("/studies/:study/predict", s.predict, s.auth(alignet.ScopeRead), checkParams)
+	v1.GET("/studies/:study/items/:item/neighbours", s.neighbours, s.auth(alignet.ScopeRead), checkParams)
+
 	v1.POST("/keys", s.postKey, s.auth(alignet.ScopeAdmin))
 	v1.GET("/keys", s.listKeys, s.auth(alignet.ScopeAdmin))
 	v1.DELETE("/keys/:id", s.deleteKey, s.auth(alignet.ScopeAdmin), checkParams)
 
 	v1.POST("/workers/lookup", s.lookupWorker, s.auth(alignet.ScopeRead))
+
+	v1.POST("/items", s.postItemDisplays, s.auth(alignet.ScopeAdmin))
+	v1.GET("/items/:item", s.getItem, s.auth(alignet.ScopeRead))
+	v1.PUT("/items/:item/image", s.putItemImage, s.auth(alignet.ScopeAdmin))
+	// Public: browsers load stimuli with <img>, which sends no key.
+	v1.GET("/items/:item/image", s.getItemImage)
+
+	// The built-in participant page (public HTML and assets; the page
+	// calls the API with the study-bound key of its link).
+	v1.GET("/studies/:study/page", s.getPageSettings, s.auth(alignet.ScopeCollect), checkParams)
+	e.GET("/run/:study", s.runPageHTML, checkParams)
+	e.GET("/run/assets/:file", s.runPageAsset)
 }
 
 // checkParams answers 404 for a path naming a space or study by a string
-// that is not a valid name, or a key by one that is not valid text: no
-// such entity can exist, and the store need not be asked.
+// that is not a valid name, or a key or item by one that is not valid
+// text: no such entity can exist, and the store need not be asked.
 func checkParams(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		for _, name := range c.ParamNames() {
@@ -509,10 +627,27 @@ func checkParams(next echo.HandlerFunc) echo.HandlerFunc {
 				if v == "" || alignet.CheckText(v, alignet.MaxIDLen) != "" {
 					return notFound("", "key %q not found", truncate(v, alignet.MaxIDLen))
 				}
+			case "item":
+				v, err := pathParam(c, name)
+				if err != nil || !alignet.ValidItemID(v) {
+					return notFound("item", "item %q not found", truncate(v, alignet.MaxItemIDLen))
+				}
 			}
 		}
 		return next(c)
 	}
+}
+
+// pathParam returns the path parameter name unescaped. Echo matches the
+// raw (escaped) path when the request's path has escapes the default
+// encoding would not produce, as %2F for a slash inside an item id, and
+// then its parameters are escaped; otherwise they are not.
+func pathParam(c echo.Context, name string) (string, error) {
+	v := c.Param(name)
+	if c.Request().URL.RawPath == "" {
+		return v, nil
+	}
+	return url.PathUnescape(v)
 }
 
 // observe records the request metric and log line and renders errors.

@@ -47,6 +47,55 @@ type StudyStore interface {
 	CountJudgments(ctx context.Context, study string) (int64, error)
 }
 
+// SettingsStore changes study settings.
+type SettingsStore interface {
+	// UpdateStudySettings replaces the settings of study id with what
+	// update returns for the current ones, atomically, and returns the
+	// updated study. An error from update is returned unchanged and
+	// nothing is written.
+	UpdateStudySettings(ctx context.Context, id string, update func(alignet.StudySettings) (alignet.StudySettings, error)) (alignet.Study, error)
+}
+
+// TeacherStore holds the studies' teachers, which the learner role writes,
+// for the /teacher routes.
+type TeacherStore interface {
+	// TeacherState returns the current teacher of a study; a study without
+	// one is alignet.ErrNotFound.
+	TeacherState(ctx context.Context, study string) (alignet.TeacherState, error)
+	// TeacherStateMeta is TeacherState without W and b.
+	TeacherStateMeta(ctx context.Context, study string) (alignet.TeacherState, error)
+	// TeacherVersions returns a study's versions, newest first, without
+	// W and b.
+	TeacherVersions(ctx context.Context, study string) ([]alignet.TeacherVersion, error)
+	// TeacherVersion returns version n of a study with its parameters.
+	TeacherVersion(ctx context.Context, study string, n int64) (alignet.TeacherVersion, error)
+	// InsertTeacherVersion stores v as the study's next version, keeping
+	// the newest keep, and returns it numbered.
+	InsertTeacherVersion(ctx context.Context, v alignet.TeacherVersion, keep int) (alignet.TeacherVersion, error)
+	// RequestRefit records that the learner owning a study should refit it.
+	RequestRefit(ctx context.Context, study string) error
+}
+
+// TeacherSource feeds the TeacherCache: what a study's teacher
+// representations are computed from, and stamps that tell cheaply when
+// that changed.
+type TeacherSource interface {
+	// GetStudy returns the study with the given id.
+	GetStudy(ctx context.Context, id string) (alignet.Study, error)
+	// GetSpace returns the named space.
+	GetSpace(ctx context.Context, name string) (alignet.Space, error)
+	// StudyItems returns a study's item pool.
+	StudyItems(ctx context.Context, study string) ([]string, error)
+	// LoadEmbeddings returns the vectors of ids in a space, back to back,
+	// and whether each was found (missing ones are zeros).
+	LoadEmbeddings(ctx context.Context, space string, ids []string) ([]float32, []bool, error)
+	// TeacherState returns the current teacher of a study; a study without
+	// one is alignet.ErrNotFound.
+	TeacherState(ctx context.Context, study string) (alignet.TeacherState, error)
+	// StudyStamps returns the stamps of the existing studies among studies.
+	StudyStamps(ctx context.Context, studies []string) (map[string]alignet.StudyStamp, error)
+}
+
 // JudgmentExporter streams stored judgments.
 type JudgmentExporter interface {
 	// ExportJudgments calls fn for every stored judgment matching f, in
@@ -118,6 +167,24 @@ type TrainerStore interface {
 	LoadEmbeddings(ctx context.Context, space string, ids []string) ([]float32, []bool, error)
 }
 
+// ItemStore holds the display data of items: labels, external image URLs
+// and uploaded images, global per item id.
+type ItemStore interface {
+	// PutItemDisplays stores the label and image URL of each display,
+	// all or nothing, replacing the items' previous ones, and returns how
+	// many rows were written; uploaded images are kept.
+	PutItemDisplays(ctx context.Context, ds []alignet.ItemDisplay) (int64, error)
+	// ItemDisplays returns the display data, with uploaded images'
+	// metadata, of those items that have any.
+	ItemDisplays(ctx context.Context, items []string) ([]alignet.ItemDisplay, error)
+	// PutItemImage stores data, of a type alignet.ValidImageType accepts,
+	// as the image of item and returns its metadata.
+	PutItemImage(ctx context.Context, item, contentType string, data []byte) (alignet.ItemImage, error)
+	// ItemImage returns the uploaded image of item and its bytes; an item
+	// without one is alignet.ErrNotFound.
+	ItemImage(ctx context.Context, item string) (alignet.ItemImage, []byte, error)
+}
+
 // ReadinessChecker reports whether the database can serve.
 type ReadinessChecker interface {
 	// Ready reports whether the database is reachable and migrated.
@@ -135,19 +202,28 @@ type Publisher interface {
 	Ping(ctx context.Context) error
 }
 
-// Deps are the dependencies of a Server. Every field is required; a
-// *db.DB fills all but Publisher, which a *stream.Producer fills.
+// Deps are the dependencies of a Server. Every field but Components is
+// required; a *db.DB fills all but Publisher, which a *stream.Producer
+// fills.
 type Deps struct {
 	// Spaces serves the /v1/spaces routes.
 	Spaces SpaceStore
 	// Studies serves the /v1/studies routes and the study cache.
 	Studies StudyStore
+	// Settings serves PATCH /v1/studies/{study}.
+	Settings SettingsStore
+	// Teachers serves the /teacher routes.
+	Teachers TeacherStore
+	// TeacherSource feeds the teacher cache behind predict and neighbours.
+	TeacherSource TeacherSource
 	// Judgments serves judgment exports.
 	Judgments JudgmentExporter
 	// Keys authenticates requests and serves the /v1/keys routes.
 	Keys KeyStore
 	// Workers serves worker lookups.
 	Workers WorkerStore
+	// Items serves the /v1/items routes and the display data of queries.
+	Items ItemStore
 	// Ready is the database check of /readyz.
 	Ready ReadinessChecker
 	// Trainer serves pools, labels, students and datasets.
@@ -161,8 +237,9 @@ type Deps struct {
 }
 
 func (d Deps) check() error {
-	if d.Spaces == nil || d.Studies == nil || d.Judgments == nil || d.Keys == nil ||
-		d.Workers == nil || d.Ready == nil || d.Publisher == nil || d.Trainer == nil {
+	if d.Spaces == nil || d.Studies == nil || d.Settings == nil || d.Teachers == nil || d.TeacherSource == nil ||
+		d.Judgments == nil || d.Keys == nil || d.Workers == nil || d.Items == nil || d.Ready == nil || d.Publisher == nil ||
+		d.Trainer == nil {
 		return errors.New("api: every field of Deps is required")
 	}
 	return nil

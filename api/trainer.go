@@ -146,8 +146,8 @@ func (s *Server) postLabels(c echo.Context) error {
 		if it.Labels == nil {
 			return missing(field + ".labels")
 		}
-		if len(it.Labels) > alignet.MaxLabelsPerItem {
-			return invalid(field+".labels", "at most %d labels per item", alignet.MaxLabelsPerItem)
+		if len(it.Labels) > alignet.MaxCategoriesPerItem {
+			return invalid(field+".labels", "at most %d labels per item", alignet.MaxCategoriesPerItem)
 		}
 		for k, l := range it.Labels {
 			if msg := alignet.CheckLabel(l); msg != "" {

@@ -14,6 +14,7 @@ var (
 	_ api.JudgmentExporter = (*db.DB)(nil)
 	_ api.KeyStore         = (*db.DB)(nil)
 	_ api.WorkerStore      = (*db.DB)(nil)
+	_ api.ItemStore        = (*db.DB)(nil)
 	_ api.ReadinessChecker = (*db.DB)(nil)
 	_ api.TrainerStore     = (*db.DB)(nil)
 	_ api.Publisher        = (*stream.Producer)(nil)

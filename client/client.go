@@ -85,10 +85,26 @@ type Judgment struct {
 	QueryID string   `json:"query_id,omitempty"`
 }
 
-// Accepted is the answer to a judgment post.
+// Accepted is the answer to a judgment post. ReceivedAt is the accept
+// time the judgments carry; a teacher whose NewestAcceptedAt is at or
+// after it reflects them.
 type Accepted struct {
-	Accepted int      `json:"accepted"`
-	IDs      []string `json:"ids"`
+	Accepted   int       `json:"accepted"`
+	IDs        []string  `json:"ids"`
+	ReceivedAt time.Time `json:"received_at"`
+}
+
+// TeacherInfo is part of a study's current teacher as GET
+// /v1/studies/{study}/teacher shows it; the times are nil before the
+// learner stored any state.
+type TeacherInfo struct {
+	Study            string     `json:"study"`
+	Status           string     `json:"status"`
+	Version          int64      `json:"version"`
+	UpdatedAt        *time.Time `json:"updated_at"`
+	NewestAcceptedAt *time.Time `json:"newest_accepted_at"`
+	FreshnessSeconds *float64   `json:"freshness_seconds"`
+	JudgmentsSeen    int64      `json:"judgments_seen"`
 }
 
 // StudyInfo describes a study.
@@ -215,6 +231,13 @@ func (c *Client) AddItems(ctx context.Context, study string, items []string) (in
 	return out.Added, err
 }
 
+// Teacher returns the study's current teacher state.
+func (c *Client) Teacher(ctx context.Context, study string) (TeacherInfo, error) {
+	var t TeacherInfo
+	err := c.do(ctx, http.MethodGet, "/v1/studies/"+url.PathEscape(study)+"/teacher", "", nil, &t)
+	return t, err
+}
+
 // PostJudgment posts one judgment. It returns once the server has the
 // judgment safely in its log.
 func (c *Client) PostJudgment(ctx context.Context, study string, j Judgment) (Accepted, error) {
@@ -251,4 +274,21 @@ func (c *Client) Export(ctx context.Context, study, format string, since time.Ti
 		return nil, decodeError(resp)
 	}
 	return resp.Body, nil
+}
+
+// ItemDisplay is how an item is shown to participants; empty fields clear.
+type ItemDisplay struct {
+	ID       string `json:"id"`
+	Label    string `json:"label,omitempty"`
+	ImageURL string `json:"image_url,omitempty"`
+}
+
+// PutItemDisplays sets the labels and external image URLs of items.
+func (c *Client) PutItemDisplays(ctx context.Context, ds []ItemDisplay) error {
+	return c.doJSON(ctx, http.MethodPost, "/v1/items", map[string]any{"items": ds}, nil)
+}
+
+// PutItemImage uploads an image (JPEG, PNG, WebP or GIF) for item.
+func (c *Client) PutItemImage(ctx context.Context, item string, data []byte) error {
+	return c.do(ctx, http.MethodPut, "/v1/items/"+url.PathEscape(item)+"/image", "application/octet-stream", bytes.NewReader(data), nil)
 }

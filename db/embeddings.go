@@ -64,7 +64,9 @@ func (d *DB) UpsertEmbeddings(ctx context.Context, space string, ids []string, v
 			return fmt.Errorf("upsert: %w", err)
 		}
 		n = tag.RowsAffected()
-		return nil
+		// Last, so the space's row is locked only until the commit.
+		_, err = tx.Exec(ctx, `UPDATE spaces SET embeddings_rev = embeddings_rev + 1 WHERE name = $1`, space)
+		return err
 	})
 	if err != nil {
 		return 0, wrapErr(fmt.Sprintf("upsert embeddings in %q", space), err)

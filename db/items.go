@@ -33,8 +33,13 @@ func (d *DB) AddStudyItems(ctx context.Context, study string, items []string) (i
 		if err != nil {
 			return err
 		}
-		n = tag.RowsAffected()
-		return nil
+		if n = tag.RowsAffected(); n == 0 {
+			return nil
+		}
+		// FOR NO KEY UPDATE, which the FOR KEY SHARE locks of concurrent
+		// adds and judgment inserts do not conflict with.
+		_, err = tx.Exec(ctx, `UPDATE studies SET items_rev = items_rev + 1 WHERE id = $1`, study)
+		return err
 	})
 	if err != nil {
 		return 0, wrapErr(fmt.Sprintf("add items to study %q", study), err)

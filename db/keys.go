@@ -11,10 +11,10 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-const keyColumns = `id, name, scopes, prefix, created_at, revoked_at`
+const keyColumns = `id, name, scopes, prefix, created_at, revoked_at, coalesce(study, '')`
 
 func scanKey(row pgx.Row, k *alignet.APIKey) error {
-	return row.Scan(&k.ID, &k.Name, &k.Scopes, &k.Prefix, &k.CreatedAt, &k.RevokedAt)
+	return row.Scan(&k.ID, &k.Name, &k.Scopes, &k.Prefix, &k.CreatedAt, &k.RevokedAt, &k.Study)
 }
 
 // checkKey validates hash and fills k's defaults: a random UUID for an empty
@@ -35,15 +35,16 @@ func checkKey(what string, k *alignet.APIKey, hash []byte) error {
 // CreateAPIKey stores k with the SHA-256 hash of the key and returns the
 // stored key; an empty k.ID gets a random UUID, and CreatedAt and RevokedAt
 // are set by the database. An existing ID or hash yields an error wrapping
-// alignet.ErrConflict.
+// alignet.ErrConflict; a k.Study that does not exist, one wrapping
+// alignet.ErrNotFound.
 func (d *DB) CreateAPIKey(ctx context.Context, k alignet.APIKey, hash []byte) (alignet.APIKey, error) {
 	defer d.observe("create_api_key", time.Now())
 	if err := checkKey("create api key", &k, hash); err != nil {
 		return alignet.APIKey{}, err
 	}
 	var got alignet.APIKey
-	err := scanKey(d.pool.QueryRow(ctx, `INSERT INTO api_keys (id, name, scopes, prefix, hash)
-		VALUES ($1, $2, $3, $4, $5) RETURNING `+keyColumns, k.ID, k.Name, k.Scopes, k.Prefix, hash), &got)
+	err := scanKey(d.pool.QueryRow(ctx, `INSERT INTO api_keys (id, name, scopes, prefix, hash, study)
+		VALUES ($1, $2, $3, $4, $5, nullif($6, '')) RETURNING `+keyColumns, k.ID, k.Name, k.Scopes, k.Prefix, hash, k.Study), &got)
 	if err != nil {
 		return alignet.APIKey{}, wrapErr(fmt.Sprintf("create api key %q", k.ID), err)
 	}

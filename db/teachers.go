@@ -171,6 +171,18 @@ func scanState(row pgx.Row, s *alignet.TeacherState) error {
 	if err := row.Scan(dest...); err != nil {
 		return err
 	}
+	if err := decodeStateInfo(s, newest, info); err != nil {
+		return err
+	}
+	if err := decode(); err != nil {
+		return fmt.Errorf("teacher state of %q: %w", s.Study, err)
+	}
+	return nil
+}
+
+// decodeStateInfo fills the parts of s that the newest_accepted_at and
+// info columns hold.
+func decodeStateInfo(s *alignet.TeacherState, newest *time.Time, info []byte) error {
 	if newest != nil {
 		s.NewestAcceptedAt = *newest
 	}
@@ -180,9 +192,6 @@ func scanState(row pgx.Row, s *alignet.TeacherState) error {
 	}
 	s.JudgmentsTrained, s.Hyper, s.Prequential, s.Eval = si.JudgmentsTrained, si.Hyper, si.Prequential, si.Eval
 	s.LastRefitAt, s.LastRefitJudgments, s.Skipped = si.LastRefitAt, si.LastRefitJudgments, si.Skipped
-	if err := decode(); err != nil {
-		return fmt.Errorf("teacher state of %q: %w", s.Study, err)
-	}
 	return nil
 }
 
@@ -196,6 +205,57 @@ func (d *DB) TeacherState(ctx context.Context, study string) (alignet.TeacherSta
 		return alignet.TeacherState{}, wrapErr(fmt.Sprintf("teacher state of %q", study), err)
 	}
 	return s, nil
+}
+
+// TeacherStateMeta is TeacherState without W and b (Params.W and Params.B
+// are nil), for readers that only show the state: it does not read the
+// parameters, which are 4·P·D bytes.
+func (d *DB) TeacherStateMeta(ctx context.Context, study string) (alignet.TeacherState, error) {
+	defer d.observe("teacher_state_meta", time.Now())
+	var s alignet.TeacherState
+	var newest *time.Time
+	var info []byte
+	p := &s.Params
+	err := d.pool.QueryRow(ctx, `SELECT study, status, version, updated_at, newest_accepted_at, judgments_seen, info,
+			task, d, p, mean, std, tau, lambda FROM teacher_state WHERE study = $1`, study).
+		Scan(&s.Study, &s.Status, &s.Version, &s.UpdatedAt, &newest, &s.JudgmentsSeen, &info,
+			&p.Task, &p.D, &p.P, &p.Mean, &p.Std, &p.Tau, &p.Lambda)
+	if err == nil {
+		err = decodeStateInfo(&s, newest, info)
+	}
+	if err != nil {
+		return alignet.TeacherState{}, wrapErr(fmt.Sprintf("teacher state of %q", study), err)
+	}
+	return s, nil
+}
+
+// StudyStamps returns the stamps of the given studies that exist (missing
+// ones are absent from the map): one primary-key lookup per study, so a
+// reader can poll them often and reload only what changed.
+func (d *DB) StudyStamps(ctx context.Context, studies []string) (map[string]alignet.StudyStamp, error) {
+	defer d.observe("study_stamps", time.Now())
+	rows, err := d.pool.Query(ctx, `SELECT s.id, s.items_rev + sp.embeddings_rev, t.updated_at, coalesce(t.version, 0)
+		FROM studies s JOIN spaces sp ON sp.name = s.space LEFT JOIN teacher_state t ON t.study = s.id
+		WHERE s.id = ANY($1::text[])`, studies)
+	if err != nil {
+		return nil, wrapErr("study stamps", err)
+	}
+	out := make(map[string]alignet.StudyStamp, len(studies))
+	var id string
+	var st alignet.StudyStamp
+	var updated *time.Time
+	_, err = pgx.ForEachRow(rows, []any{&id, &st.Inputs, &updated, &st.TeacherVersion}, func() error {
+		st.TeacherUpdatedAt = time.Time{}
+		if updated != nil {
+			st.TeacherUpdatedAt = *updated
+		}
+		out[id] = st
+		return nil
+	})
+	if err != nil {
+		return nil, wrapErr("study stamps", err)
+	}
+	return out, nil
 }
 
 // TeacherStatesSince returns the teacher states stored after since (all of

@@ -279,7 +279,7 @@ func TestAPIKilledUnderLoad(t *testing.T) {
 	l.waitFor(500, time.Minute)
 	api.kill()
 	time.Sleep(time.Second)
-	s.startAt("api", api.addr) // the restarted API serves the same address
+	s.startAt("api", api.addr)
 	l.waitFor(500, time.Minute)
 	accepted := l.end()
 	if l.retries.Load() == 0 {

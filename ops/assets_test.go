@@ -36,6 +36,11 @@ var registered = map[string]metricKind{
 	"alignet_dead_letters_total":             counterOrGauge,
 	"alignet_persist_lag_seconds":            histogram,
 	"alignet_db_tx_duration_seconds":         histogram,
+	// The API's teacher serving.
+	"alignet_predict_triplets_total":               counterOrGauge,
+	"alignet_teacher_cache_age_seconds":            counterOrGauge,
+	"alignet_teacher_cache_builds_total":           counterOrGauge,
+	"alignet_teacher_cache_build_duration_seconds": histogram,
 }
 
 var metricRE = regexp.MustCompile(`\balignet_[a-z0-9_]+`)

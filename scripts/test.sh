@@ -32,6 +32,35 @@ if ! command -v "$(go env CC)" >/dev/null 2>&1; then
 	fi
 fi
 
+# The browser tests (e2e) need Chromium, and the plugin package under web/
+# needs npm (it comes with Node). Missing pieces are installed as root;
+# otherwise the tests that need them skip, or fail under CI=true.
+want_web=0
+for a in "$@"; do
+	case "$a" in ./... | ./e2e/* | ./e2e) want_web=1 ;; esac
+done
+[ "$#" = 0 ] && want_web=1
+if [ "$want_web" = 1 ]; then
+	if ! command -v chromium >/dev/null 2>&1 && [ -z "${ALIGNET_CHROMIUM:-}" ]; then
+		if [ "$(id -u)" = 0 ]; then
+			log "installing chromium for the browser tests"
+			DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+		else
+			log "warning: no chromium (apt-get install chromium): browser tests skip (fail under CI=true)"
+		fi
+	fi
+	if command -v npm >/dev/null 2>&1; then
+		log "web: npm ci && npm test"
+		(cd web && npm ci --no-audit --no-fund --loglevel=error && npm test) || { log "error: the web package's tests failed"; exit 1; }
+	elif [ "${CI:-}" = true ]; then
+		log "error: CI=true and npm is missing (install Node.js with npm)"
+		exit 1
+	else
+		log "warning: no npm: the web package is not built or tested, and the jsPsych browser test skips"
+	fi
+fi
+
 STARTED_PG=0
 STARTED_KAFKA=0
 # shellcheck disable=SC2317 # invoked by the EXIT trap

@@ -32,7 +32,7 @@ func TestEveryCommandHasHelp(t *testing.T) {
 			}
 		})
 	}
-	for _, kind := range []string{"embeddings", "judgments", "things"} {
+	for _, kind := range []string{"embeddings", "judgments", "things", "images"} {
 		var out, errOut bytes.Buffer
 		if code := Main(context.Background(), []string{"import", kind, "-h"}, &out, &errOut); code != 0 {
 			t.Fatalf("import %s -h: exit %d\n%s", kind, code, errOut.String())
@@ -55,6 +55,7 @@ func helpCommands() map[string][]string {
 		"import embeddings": {"key", "space", "npy", "ids"},
 		"import judgments":  {"key", "study", "file"},
 		"import things":     {"key"},
+		"import images":     {"key", "dir"},
 		"serve":             nil,
 		"dev":               nil,
 		"version":           nil,

@@ -53,6 +53,7 @@ var importKinds = map[string]func(ctx context.Context, args []string, stdout, st
 	"embeddings": importEmbeddingsCmd,
 	"judgments":  importJudgmentsCmd,
 	"things":     importThingsCmd,
+	"images":     importImagesCmd,
 }
 
 const importUsage = `Usage: alignet import <kind> [flags]
@@ -66,6 +67,7 @@ Kinds:
   embeddings  upload a .npy matrix into a representation space
   judgments   post a judgments file into an existing study
   things      create the THINGS space and study and import all of it
+  images      upload a folder of stimulus pictures as item images
 
 Example:
   alignet import things --dir ../shared/data/things --key "$(cat alignet-data/admin.key)"
@@ -85,7 +87,7 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	run, ok := importKinds[args[0]]
 	if !ok {
-		return cmdline.Usagef("import", "unknown import kind %q (want embeddings, judgments or things)", args[0])
+		return cmdline.Usagef("import", "unknown import kind %q (want embeddings, judgments, things or images)", args[0])
 	}
 	return run(ctx, args[1:], stdout, stderr)
 }
@@ -232,6 +234,14 @@ func importThingsCmd(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	if _, err := c.AddItems(ctx, *study, concepts); err != nil {
 		return fmt.Errorf("add items: %w", err)
+	}
+	// Participants see concept names ("air conditioner" for air_conditioner).
+	labels := make([]client.ItemDisplay, len(concepts))
+	for i, id := range concepts {
+		labels[i] = client.ItemDisplay{ID: id, Label: strings.ReplaceAll(id, "_", " ")}
+	}
+	if err := c.PutItemDisplays(ctx, labels); err != nil {
+		return fmt.Errorf("set concept labels: %w", err)
 	}
 	js, lines, err := readJudgmentFile(filepath.Join(*dir, "triplets_train.txt"), "things", concepts, *limit)
 	if err != nil {
@@ -437,4 +447,66 @@ func rejectedAt(err error, apiErr *client.Error, lines []int, lo, hi int) error 
 		}
 	}
 	return fmt.Errorf("judgments %d-%d: %w", lo+1, hi, err)
+}
+
+func importImagesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := cmdline.New("import images", "Upload every JPEG, PNG, WebP or GIF in a folder as the image of the item named by its file name (without extension, after --prefix); with --study, add the items to the study's pool.", stdout)
+	var f importFlags
+	f.bind(fs)
+	dir := fs.String("dir", "", "`DIR` of images, such as ../shared/data/zappos/images")
+	prefix := fs.String("prefix", "", "`PREFIX` of the item ids, such as zappos- (display data are global per item id)")
+	study := fs.String("study", "", "optional study `ID` whose pool gets the items")
+	fs.Require("dir")
+	fs.Example(`alignet import images --dir ../shared/data/zappos/images --prefix zappos- --key "$KEY"`)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c, err := f.client()
+	if err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(*dir)
+	if err != nil {
+		return fmt.Errorf("read images: %w", err)
+	}
+	var items, files []string
+	for _, e := range entries {
+		ext := strings.ToLower(filepath.Ext(e.Name()))
+		if e.IsDir() || (ext != ".jpg" && ext != ".jpeg" && ext != ".png" && ext != ".webp" && ext != ".gif") {
+			continue
+		}
+		items = append(items, *prefix+strings.TrimSuffix(e.Name(), filepath.Ext(e.Name())))
+		files = append(files, filepath.Join(*dir, e.Name()))
+	}
+	if len(items) == 0 {
+		return fmt.Errorf("%s holds no .jpg, .png, .webp or .gif files", *dir)
+	}
+	bar := progress.New(stderr, "images", int64(len(items)))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(f.concurrency, 1))
+	for i := range items {
+		g.Go(func() error {
+			data, err := os.ReadFile(files[i])
+			if err != nil {
+				return fmt.Errorf("read image: %w", err)
+			}
+			if err := c.PutItemImage(gctx, items[i], data); err != nil {
+				return fmt.Errorf("upload %s as item %q: %w", files[i], items[i], err)
+			}
+			bar.Add(1)
+			return nil
+		})
+	}
+	err = g.Wait()
+	bar.Finish()
+	if err != nil {
+		return err
+	}
+	if *study != "" {
+		if _, err := c.AddItems(ctx, *study, items); err != nil {
+			return fmt.Errorf("add items to study %s: %w", *study, err)
+		}
+	}
+	fmt.Fprintf(stdout, "uploaded %d images from %s as items %s...\n", len(items), *dir, items[0])
+	return nil
 }

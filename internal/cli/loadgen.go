@@ -36,10 +36,14 @@ type loadReport struct {
 	Stored            int64   `json:"judgments_stored"`
 	PersistLagSeconds float64 `json:"persist_lag_seconds"`
 	Verified          bool    `json:"verified"`
+	// TargetRate is --rate (0: as fast as the workers go).
+	TargetRate float64 `json:"target_rate,omitempty"`
+	// Freshness is measured with --freshness.
+	Freshness *freshnessReport `json:"freshness,omitempty"`
 }
 
 func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cmdline.New("loadgen", "Drive a running server with simulated workers posting odd-one-out judgments; report throughput and latency, then verify that every accepted judgment was stored.", stdout)
+	fs := cmdline.New("loadgen", "Drive a running server with simulated workers posting odd-one-out judgments; report throughput and latency, optionally the teacher's freshness and the learner's lag, then verify that every accepted judgment was stored.", stdout)
 	var f importFlags
 	f.bind(fs)
 	workers := fs.Int("workers", 64, "concurrent simulated workers, each with one request in flight")
@@ -51,9 +55,16 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	study := fs.String("study", "", "study to create and load (default: a fresh loadgen-<time> study)")
 	wait := fs.Duration("verify-timeout", 2*time.Minute, "how long to wait for every accepted judgment to be stored")
 	seed := fs.Uint64("seed", 1, "random seed for the simulated choices")
+	rate := fs.Float64("rate", 0, "target judgments per second over all workers (0: as fast as they go)")
+	fresh := fs.Bool("freshness", false, "measure how fast accepted judgments reach the teacher (needs the learner role): poll GET .../teacher while posting")
+	poll := fs.Duration("poll", 20*time.Millisecond, "with --freshness, how often the teacher is polled")
+	sample := fs.Int("sample", 10, "with --freshness, measure every N-th request")
+	freshWait := fs.Duration("freshness-timeout", time.Minute, "with --freshness, how long to wait after posting for the learner to catch up")
+	dim := fs.Int("dim", 8, "with --freshness, dimension of the random embeddings uploaded for the pool")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	fs.Placeholder("study", "ID")
-	fs.Example(`alignet loadgen --workers 64 --judgments 100000 --key "$(cat alignet-data/admin.key)"`)
+	fs.Example(`alignet loadgen --workers 64 --judgments 100000 --key "$(cat alignet-data/admin.key)"`,
+		`alignet loadgen --freshness --rate 3000 --judgments 180000 --key "$(cat alignet-data/admin.key)"`)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -64,6 +75,9 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if *workers < 1 || *total < 1 || *items < 3 {
 		return errors.New("--workers, --judgments must be positive and --items at least 3")
 	}
+	if *rate < 0 || *poll <= 0 || *sample < 1 || *dim < 1 {
+		return errors.New("--rate must not be negative, --poll positive, and --sample and --dim at least 1")
+	}
 	runID := strconv.FormatInt(time.Now().UnixNano(), 36)
 	if *study == "" {
 		*study = "loadgen-" + runID
@@ -72,10 +86,25 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	for i := range pool {
 		pool[i] = "item-" + strconv.Itoa(i)
 	}
-	if err := c.PutSpace(ctx, "loadgen", 8); err != nil {
+	space, spaceDim := "loadgen", 8
+	if *fresh {
+		// The learner trains only on items with embeddings.
+		space, spaceDim = "loadgen-"+strconv.Itoa(*dim), *dim
+	}
+	if err := c.PutSpace(ctx, space, spaceDim); err != nil {
 		return fmt.Errorf("create space: %w", err)
 	}
-	if err := c.CreateStudy(ctx, *study, "odd-one-out", "loadgen"); err != nil {
+	if *fresh {
+		rng := rand.New(rand.NewPCG(*seed, 0xe3b))
+		vecs := make([]float32, len(pool)**dim)
+		for i := range vecs {
+			vecs[i] = float32(rng.NormFloat64())
+		}
+		if _, err := c.UploadEmbeddings(ctx, space, pool, vecs, *dim); err != nil {
+			return fmt.Errorf("upload embeddings: %w", err)
+		}
+	}
+	if err := c.CreateStudy(ctx, *study, "odd-one-out", space); err != nil {
 		return fmt.Errorf("create study: %w", err)
 	}
 	if _, err := c.AddItems(ctx, *study, pool); err != nil {
@@ -86,10 +115,22 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("read study: %w", err)
 	}
 
-	rep := loadReport{Study: *study, Workers: *workers, Batch: f.batch}
+	rep := loadReport{Study: *study, Workers: *workers, Batch: f.batch, TargetRate: *rate}
 	nreq := (*total + f.batch - 1) / f.batch
 	var next atomic.Int64
 	var accepted, errs, sent atomic.Int64
+	var probe *freshnessProbe
+	stopProbe := func() {}
+	if *fresh {
+		probe = newFreshnessProbe(c, *study, *poll, accepted.Load)
+		if err := probe.start(ctx); err != nil {
+			return fmt.Errorf("read the teacher: %w", err)
+		}
+		pctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); probe.run(pctx) }()
+		stopProbe = func() { cancel(); <-done }
+	}
 	lat := make([][]time.Duration, *workers)
 	bar := progress.New(stderr, "loadgen", int64(*total))
 	start := time.Now()
@@ -104,6 +145,16 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 				r := int(next.Add(1) - 1)
 				if r >= nreq || ctx.Err() != nil {
 					return
+				}
+				if *rate > 0 { // request r is due once r batches' worth of time passed
+					due := start.Add(time.Duration(float64(r*f.batch) / *rate * float64(time.Second)))
+					if d := time.Until(due); d > 0 {
+						select {
+						case <-time.After(d):
+						case <-ctx.Done():
+							return
+						}
+					}
 				}
 				lo := r * f.batch
 				hi := min(lo+f.batch, *total)
@@ -123,18 +174,23 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 				}
 				t0 := time.Now()
 				var err error
+				var ack client.Accepted
 				if f.batch == 1 {
-					_, err = c.PostJudgment(ctx, *study, js[0])
+					ack, err = c.PostJudgment(ctx, *study, js[0])
 				} else {
-					_, err = c.PostJudgments(ctx, *study, js)
+					ack, err = c.PostJudgments(ctx, *study, js)
 				}
-				lat[w] = append(lat[w], time.Since(t0))
+				acked := time.Now()
+				lat[w] = append(lat[w], acked.Sub(t0))
 				sent.Add(int64(len(js)))
 				if err != nil {
 					errs.Add(1)
 					continue
 				}
 				accepted.Add(int64(len(js)))
+				if probe != nil && r%*sample == 0 && !ack.ReceivedAt.IsZero() {
+					probe.add(acked, ack.ReceivedAt)
+				}
 				bar.Add(int64(len(js)))
 			}
 		}(w)
@@ -155,6 +211,9 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if len(all) > 0 {
 		rep.MaxMillis = ms(all[len(all)-1])
 	}
+	if probe != nil {
+		probe.stopPosting()
+	}
 
 	// Verification: every accepted judgment must be stored exactly once.
 	want := before.Judgments + rep.Accepted
@@ -173,7 +232,18 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		time.Sleep(20 * time.Millisecond)
 	}
 	rep.PersistLagSeconds = time.Since(start.Add(elapsed)).Seconds()
+	// The probe kept polling meanwhile; now it waits for the learner to
+	// reflect every sample.
+	if probe != nil {
+		stopProbe()
+		probe.drain(ctx, *freshWait)
+		fr := probe.report()
+		rep.Freshness = &fr
+	}
 	rep.Verified = rep.Stored == rep.Accepted && rep.Errors == 0
+	if fr := rep.Freshness; fr != nil && (fr.Resolved < fr.Samples || fr.FinalLag > 0) {
+		rep.Verified = false
+	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -187,11 +257,22 @@ judgments accepted  %d of %d sent (%d failed requests)
 throughput          %.0f judgments/s (%.0f requests/s) over %.2fs
 latency             p50 %.2f ms   p99 %.2f ms   max %.2f ms
 stored              %d (persistence lag after the last ack: %.2fs)
-verified            %v
 `, rep.Study, rep.Workers, rep.Batch, rep.Accepted, rep.Sent, rep.Errors, rep.JudgmentsPerSec, rep.RequestsPerSec, rep.Seconds,
-			rep.P50Millis, rep.P99Millis, rep.MaxMillis, rep.Stored, rep.PersistLagSeconds, rep.Verified)
+			rep.P50Millis, rep.P99Millis, rep.MaxMillis, rep.Stored, rep.PersistLagSeconds)
+		if fr := rep.Freshness; fr != nil {
+			fmt.Fprintf(stdout, `freshness           p50 %.0f ms   p99 %.0f ms   max %.0f ms (202 → teacher state, %d of %d sampled, polled every %.0f ms)
+  on server clock   p50 %.0f ms   p99 %.0f ms (updated_at − received_at)
+learner lag         p50 %d   p99 %d   max %d judgments while posting; %d at the end
+`, fr.P50Millis, fr.P99Millis, fr.MaxMillis, fr.Resolved, fr.Samples, fr.PollMillis, fr.ServerP50Millis, fr.ServerP99Millis,
+				fr.LagP50, fr.LagP99, fr.LagMax, fr.FinalLag)
+		}
+		fmt.Fprintf(stdout, "verified            %v\n", rep.Verified)
 	}
 	if !rep.Verified {
+		if fr := rep.Freshness; fr != nil && (fr.Resolved < fr.Samples || fr.FinalLag > 0) {
+			return fmt.Errorf("verification failed: the teacher reflects %d of %d sampled requests and lags %d judgments after %s",
+				fr.Resolved, fr.Samples, fr.FinalLag, *freshWait)
+		}
 		return fmt.Errorf("verification failed: %d accepted, %d stored, %d failed requests", rep.Accepted, rep.Stored, rep.Errors)
 	}
 	return nil

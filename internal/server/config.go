@@ -35,6 +35,19 @@ type Config struct {
 	// MaxExports caps concurrent judgment exports, each holding one database
 	// connection (ALIGNET_MAX_EXPORTS, default 4).
 	MaxExports int
+	// SessionLimit and AddressLimit rate-limit study-bound collect keys per
+	// participant session and per client address (ALIGNET_SESSION_LIMIT and
+	// ALIGNET_ADDRESS_LIMIT, as RATE/s:BURST such as "5:60"; defaults
+	// api.DefaultSessionLimit and api.DefaultAddressLimit).
+	SessionLimit, AddressLimit api.RateLimit
+	// TrustForwardedFor takes the client address from X-Forwarded-For set by
+	// a reverse proxy on a private address (ALIGNET_TRUST_FORWARDED_FOR,
+	// default false).
+	TrustForwardedFor bool
+	// TeacherPoll is how often the API's teacher cache asks Postgres whether
+	// a cached study's teacher, items or embeddings changed
+	// (ALIGNET_TEACHER_POLL, default 500ms).
+	TeacherPoll time.Duration
 	// DatabaseURL is the Postgres connection string (DATABASE_URL).
 	DatabaseURL string
 	// KafkaBrokers are the bootstrap brokers (KAFKA_BROKERS, comma-separated).
@@ -132,6 +145,20 @@ func (cfg *Config) Bind(fs *flag.FlagSet, getenv func(string) string) {
 	})
 	fs.IntVar(&cfg.MaxConns, "max-conns", envInt("ALIGNET_MAX_CONNS", api.DefaultMaxConns), "most open API client connections (ALIGNET_MAX_CONNS)")
 	fs.IntVar(&cfg.MaxExports, "max-exports", envInt("ALIGNET_MAX_EXPORTS", api.DefaultMaxExports), "most concurrent judgment exports (ALIGNET_MAX_EXPORTS)")
+	rateLimit := func(dst *api.RateLimit, flagName, envName string, def api.RateLimit) {
+		*dst = def
+		if v := getenv(envName); v != "" {
+			if err := dst.Set(v); err != nil {
+				cfg.envErrs = append(cfg.envErrs, fmt.Errorf("%s=%q: %w", envName, v, err))
+			}
+		}
+		fs.Var(dst, flagName, "rate limit RATE:BURST (requests per second and burst) of study-bound keys ("+envName+")")
+	}
+	rateLimit(&cfg.SessionLimit, "session-limit", "ALIGNET_SESSION_LIMIT", api.DefaultSessionLimit)
+	rateLimit(&cfg.AddressLimit, "address-limit", "ALIGNET_ADDRESS_LIMIT", api.DefaultAddressLimit)
+	cfg.TrustForwardedFor = getenv("ALIGNET_TRUST_FORWARDED_FOR") == "true"
+	fs.BoolVar(&cfg.TrustForwardedFor, "trust-forwarded-for", cfg.TrustForwardedFor, "take client addresses from X-Forwarded-For of a reverse proxy on a private address (ALIGNET_TRUST_FORWARDED_FOR=true)")
+	fs.DurationVar(&cfg.TeacherPoll, "teacher-poll", envDuration("ALIGNET_TEACHER_POLL", api.DefaultTeacherPollInterval), "how often the API's teacher cache polls Postgres for changes (ALIGNET_TEACHER_POLL)")
 	fs.StringVar(&cfg.DatabaseURL, "database-url", env("DATABASE_URL", ""), "Postgres URL (DATABASE_URL)")
 	cfg.KafkaBrokers = splitList(env("KAFKA_BROKERS", ""))
 	fs.Func("kafka-brokers", "comma-separated Kafka brokers (KAFKA_BROKERS)", func(s string) error {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/alignet/alignet/api"
 )
 
 func bind(t *testing.T, env map[string]string, args ...string) (*Config, error) {
@@ -85,11 +87,12 @@ func TestMalformedEnvironmentIsAnError(t *testing.T) {
 	_, err := bind(t, map[string]string{
 		"DATABASE_URL": "postgres://x/y", "KAFKA_BROKERS": "a:1", "ALIGNET_PSEUDONYM_KEY": "0123456789abcdef",
 		"ALIGNET_PERSIST_BATCH": "5k", "ALIGNET_PRODUCE_LINGER": "2", "ALIGNET_LOG_LEVEL": "verbose",
+		"ALIGNET_ADDRESS_LIMIT": "fast",
 	})
 	if err == nil {
 		t.Fatal("malformed settings were accepted")
 	}
-	for _, want := range []string{`ALIGNET_PERSIST_BATCH="5k"`, `ALIGNET_PRODUCE_LINGER="2"`, "ALIGNET_LOG_LEVEL"} {
+	for _, want := range []string{`ALIGNET_PERSIST_BATCH="5k"`, `ALIGNET_PRODUCE_LINGER="2"`, "ALIGNET_LOG_LEVEL", `ALIGNET_ADDRESS_LIMIT="fast"`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
 		}
@@ -100,13 +103,14 @@ func TestCORSAndMetricsListenFromEnvironment(t *testing.T) {
 	cfg, err := bind(t, map[string]string{
 		"DATABASE_URL": "postgres://x/y", "KAFKA_BROKERS": "a:1", "ALIGNET_PSEUDONYM_KEY": "0123456789abcdef",
 		"ALIGNET_CORS_ORIGINS": "https://a.example, https://b.example", "ALIGNET_METRICS_LISTEN": "127.0.0.1:9100",
-		"ALIGNET_MAX_EXPORTS": "2",
+		"ALIGNET_MAX_EXPORTS": "2", "ALIGNET_SESSION_LIMIT": "2.5:10",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(cfg.CORSOrigins, []string{"https://a.example", "https://b.example"}) ||
-		cfg.MetricsListen != "127.0.0.1:9100" || cfg.MaxExports != 2 {
+		cfg.MetricsListen != "127.0.0.1:9100" || cfg.MaxExports != 2 ||
+		cfg.SessionLimit != (api.RateLimit{Rate: 2.5, Burst: 10}) || cfg.AddressLimit != api.DefaultAddressLimit {
 		t.Fatalf("config = %+v", cfg)
 	}
 }

@@ -109,18 +109,20 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		}
 		closers = append(closers, producer.Close)
 		srv, err := api.New(api.Config{
-			Listen:       cfg.Listen,
-			AdminKey:     cfg.AdminKey,
-			PseudonymKey: []byte(cfg.PseudonymKey),
-			AllowOrigins: cfg.CORSOrigins,
-			MaxConns:     cfg.MaxConns,
-			MaxExports:   cfg.MaxExports,
-			OmitMetrics:  cfg.MetricsListen != "",
-			Registerer:   reg,
-			Gatherer:     reg,
-			Logger:       log.With("component", "api"),
-		}, api.Deps{Spaces: database, Studies: database, Judgments: database, Keys: database,
-			Workers: database, Ready: database, Trainer: database, Publisher: producer, Components: components})
+			Listen:              cfg.Listen,
+			AdminKey:            cfg.AdminKey,
+			PseudonymKey:        []byte(cfg.PseudonymKey),
+			AllowOrigins:        cfg.CORSOrigins,
+			MaxConns:            cfg.MaxConns,
+			MaxExports:          cfg.MaxExports,
+			TeacherPollInterval: cfg.TeacherPoll,
+			OmitMetrics:         cfg.MetricsListen != "",
+			Registerer:          reg,
+			Gatherer:            reg,
+			Logger:              log.With("component", "api"),
+		}, api.Deps{Spaces: database, Studies: database, Settings: database, Teachers: database,
+			TeacherSource: database, Judgments: database, Keys: database, Workers: database, Items: database,
+			Ready: database, Trainer: database, Publisher: producer, Components: components})
 		if err != nil {
 			return fmt.Errorf("new api: %w", err)
 		}

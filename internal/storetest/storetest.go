@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"slices"
@@ -22,9 +23,11 @@ import (
 )
 
 // Store is everything the suite exercises: the methods of api.SpaceStore,
-// api.StudyStore, api.JudgmentExporter, api.KeyStore, api.WorkerStore and
-// api.ReadinessChecker, plus InsertJudgments, with which the persister
-// stores judgments (the suite needs it to seed exports).
+// api.StudyStore, api.SettingsStore, api.JudgmentExporter, api.KeyStore,
+// api.WorkerStore, api.ItemStore, api.TeacherStore, api.TeacherSource and
+// api.ReadinessChecker, plus what the persister and the learner write
+// with, which the suite needs to seed the rest: InsertJudgments,
+// SaveLearnerProgress and TakeRefitRequests.
 type Store interface {
 	PutSpace(ctx context.Context, name string, dim int) (alignet.Space, bool, error)
 	GetSpace(ctx context.Context, name string) (alignet.Space, error)
@@ -37,6 +40,18 @@ type Store interface {
 	AddStudyItems(ctx context.Context, study string, items []string) (int64, error)
 	StudyItems(ctx context.Context, study string) ([]string, error)
 	CountJudgments(ctx context.Context, study string) (int64, error)
+	UpdateStudySettings(ctx context.Context, id string, update func(alignet.StudySettings) (alignet.StudySettings, error)) (alignet.Study, error)
+	LoadEmbeddings(ctx context.Context, space string, ids []string) ([]float32, []bool, error)
+	StudyStamps(ctx context.Context, studies []string) (map[string]alignet.StudyStamp, error)
+
+	SaveLearnerProgress(ctx context.Context, p alignet.LearnerProgress) error
+	TeacherState(ctx context.Context, study string) (alignet.TeacherState, error)
+	TeacherStateMeta(ctx context.Context, study string) (alignet.TeacherState, error)
+	InsertTeacherVersion(ctx context.Context, v alignet.TeacherVersion, keep int) (alignet.TeacherVersion, error)
+	TeacherVersions(ctx context.Context, study string) ([]alignet.TeacherVersion, error)
+	TeacherVersion(ctx context.Context, study string, n int64) (alignet.TeacherVersion, error)
+	RequestRefit(ctx context.Context, study string) error
+	TakeRefitRequests(ctx context.Context, studies []string) ([]string, error)
 
 	InsertJudgments(ctx context.Context, js []alignet.Judgment) (int64, error)
 	ExportJudgments(ctx context.Context, f alignet.JudgmentFilter, fn func(alignet.Judgment) error) error
@@ -48,6 +63,11 @@ type Store interface {
 	ListAPIKeys(ctx context.Context) ([]alignet.APIKey, error)
 	RevokeAPIKey(ctx context.Context, id string) error
 	KeysRevokedSince(ctx context.Context, since time.Time) ([]string, time.Time, error)
+
+	PutItemDisplays(ctx context.Context, ds []alignet.ItemDisplay) (int64, error)
+	ItemDisplays(ctx context.Context, items []string) ([]alignet.ItemDisplay, error)
+	PutItemImage(ctx context.Context, item, contentType string, data []byte) (alignet.ItemImage, error)
+	ItemImage(ctx context.Context, item string) (alignet.ItemImage, []byte, error)
 
 	Ready(ctx context.Context) error
 
@@ -65,7 +85,6 @@ type Store interface {
 	GetDataset(ctx context.Context, study string, n int64) (alignet.Dataset, error)
 	GetArtifact(ctx context.Context, id int64) (alignet.Artifact, error)
 	ReadArtifact(ctx context.Context, id, off, n int64, w io.Writer) error
-	LoadEmbeddings(ctx context.Context, space string, ids []string) ([]float32, []bool, error)
 
 	// SeedDataset stores data as the study's next dataset (as the trainer
 	// does: an artifact completed with the dataset row) and keeps the
@@ -89,11 +108,20 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		{"Judgments", testJudgments},
 		{"Keys", testKeys},
 		{"KeysRevokedSince", testKeysRevokedSince},
+		{"BoundKeys", testBoundKeys},
+		{"ItemDisplays", testItemDisplays},
+		{"ItemImages", testItemImages},
 		{"RejectsText", testRejectsText},
 		{"Pools", testPools},
 		{"Labels", testLabels},
 		{"Students", testStudents},
 		{"Datasets", testDatasets},
+		{"StudySettings", testStudySettings},
+		{"LoadEmbeddings", testLoadEmbeddings},
+		{"StudyStamps", testStudyStamps},
+		{"TeacherState", testTeacherState},
+		{"TeacherVersions", testTeacherVersions},
+		{"RefitRequests", testRefitRequests},
 		{"Ready", func(t *testing.T, s Store) {
 			if err := s.Ready(context.Background()); err != nil {
 				t.Fatalf("Ready: %v", err)
@@ -666,5 +694,109 @@ func testDatasets(t *testing.T, s Store) {
 	}
 	if err := s.ReadArtifact(ctx, list[1].Artifact, 10, 10, io.Discard); err == nil {
 		t.Fatal("ReadArtifact beyond the end succeeded")
+	}
+}
+
+func testBoundKeys(t *testing.T, s Store) {
+	ctx := context.Background()
+	mustSpaceStudy(t, s, "s1", alignet.TaskOddOneOut)
+	k, err := s.CreateAPIKey(ctx, alignet.APIKey{Name: "page", Scopes: []string{"collect"}, Study: "s1"}, hashOf("bound"))
+	if err != nil || k.Study != "s1" {
+		t.Fatalf("CreateAPIKey bound to s1 = %+v, %v", k, err)
+	}
+	if got, err := s.APIKeyByHash(ctx, hashOf("bound")); err != nil || got.Study != "s1" {
+		t.Fatalf("APIKeyByHash of a bound key = %+v, %v; want study s1", got, err)
+	}
+	free, err := s.CreateAPIKey(ctx, alignet.APIKey{Name: "free", Scopes: []string{"collect"}}, hashOf("free"))
+	if err != nil || free.Study != "" {
+		t.Fatalf("CreateAPIKey unbound = %+v, %v", free, err)
+	}
+	if _, err := s.CreateAPIKey(ctx, alignet.APIKey{Name: "x", Scopes: []string{"collect"}, Study: "nope"}, hashOf("x")); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("CreateAPIKey bound to a missing study: err = %v, want ErrNotFound", err)
+	}
+	keys, err := s.ListAPIKeys(ctx)
+	if err != nil || len(keys) != 2 || keys[0].Study != "s1" || keys[1].Study != "" {
+		t.Fatalf("ListAPIKeys = %+v, %v; want the bound key, then the unbound one", keys, err)
+	}
+}
+
+func testItemDisplays(t *testing.T, s Store) {
+	ctx := context.Background()
+	if got, err := s.ItemDisplays(ctx, []string{"a", "b"}); err != nil || got == nil || len(got) != 0 {
+		t.Fatalf("ItemDisplays before any = %#v, %v; want empty, non-nil", got, err)
+	}
+	n, err := s.PutItemDisplays(ctx, []alignet.ItemDisplay{
+		{Item: "b", Label: "bee"},
+		{Item: "a", Label: "ant", ImageURL: "https://example.org/a.jpg"},
+		{Item: "c", Label: "first"},
+		{Item: "c", Label: "cat"},
+	})
+	if err != nil || n != 3 {
+		t.Fatalf("PutItemDisplays = %d, %v; want 3 rows (c once)", n, err)
+	}
+	got, err := s.ItemDisplays(ctx, []string{"c", "a", "zz", "a"})
+	if err != nil || len(got) != 2 || got[0].Item != "a" || got[1].Item != "c" {
+		t.Fatalf("ItemDisplays(c, a, zz, a) = %+v, %v; want a then c", got, err)
+	}
+	if got[0].Label != "ant" || got[0].ImageURL != "https://example.org/a.jpg" || got[0].Image != nil || got[0].UpdatedAt.IsZero() ||
+		got[1].Label != "cat" || got[1].ImageURL != "" {
+		t.Fatalf("ItemDisplays = %+v", got)
+	}
+	// Replacing clears what is not given.
+	if _, err := s.PutItemDisplays(ctx, []alignet.ItemDisplay{{Item: "a", Label: "aardvark"}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.ItemDisplays(ctx, []string{"a"})
+	if err != nil || len(got) != 1 || got[0].Label != "aardvark" || got[0].ImageURL != "" {
+		t.Fatalf("ItemDisplays after replacing a = %+v, %v", got, err)
+	}
+	// An uploaded image alone is display data too, and keeps the label.
+	if _, err := s.PutItemImage(ctx, "d", "image/png", []byte("png bytes")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutItemImage(ctx, "b", "image/gif", []byte("gif bytes")); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.ItemDisplays(ctx, []string{"b", "d"})
+	if err != nil || len(got) != 2 || got[0].Label != "bee" || got[0].Image == nil || got[0].Image.ContentType != "image/gif" ||
+		got[1].Item != "d" || got[1].Label != "" || got[1].Image == nil || got[1].Image.Size != 9 || got[1].UpdatedAt.IsZero() {
+		t.Fatalf("ItemDisplays(b, d) = %+v, %v; want b with label and image, d with an image only", got, err)
+	}
+	if _, err := s.PutItemDisplays(ctx, []alignet.ItemDisplay{{Item: "ok"}, {Item: ""}}); err == nil {
+		t.Fatal("PutItemDisplays with an empty item succeeded")
+	}
+	if got, err := s.ItemDisplays(ctx, []string{"ok"}); err != nil || len(got) != 0 {
+		t.Fatalf("a failed PutItemDisplays stored %+v, %v", got, err)
+	}
+}
+
+func testItemImages(t *testing.T, s Store) {
+	ctx := context.Background()
+	if _, _, err := s.ItemImage(ctx, "a"); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("ItemImage before upload: err = %v, want ErrNotFound", err)
+	}
+	data := []byte("\xff\xd8\xff jpeg bytes")
+	img, err := s.PutItemImage(ctx, "a", "image/jpeg", data)
+	sum := sha256.Sum256(data)
+	if err != nil || img.ContentType != "image/jpeg" || img.Size != int64(len(data)) || img.SHA256 != hex.EncodeToString(sum[:]) || img.UpdatedAt.IsZero() {
+		t.Fatalf("PutItemImage = %+v, %v", img, err)
+	}
+	got, b, err := s.ItemImage(ctx, "a")
+	if err != nil || !bytes.Equal(b, data) || got.SHA256 != img.SHA256 || got.Size != img.Size || !got.UpdatedAt.Equal(img.UpdatedAt) {
+		t.Fatalf("ItemImage = %+v, %q, %v", got, b, err)
+	}
+	next := []byte("a png now")
+	img2, err := s.PutItemImage(ctx, "a", "image/png", next)
+	if err != nil || img2.SHA256 == img.SHA256 || img2.UpdatedAt.Before(img.UpdatedAt) {
+		t.Fatalf("PutItemImage again = %+v, %v", img2, err)
+	}
+	if got, b, err := s.ItemImage(ctx, "a"); err != nil || got.ContentType != "image/png" || !bytes.Equal(b, next) {
+		t.Fatalf("ItemImage after replacing = %+v, %q, %v", got, b, err)
+	}
+	if _, err := s.PutItemImage(ctx, "b", "text/html", []byte("<p>")); !errors.Is(err, alignet.ErrInvalid) {
+		t.Fatalf("PutItemImage text/html: err = %v, want ErrInvalid", err)
+	}
+	if _, _, err := s.ItemImage(ctx, "b"); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("a refused image was stored: %v", err)
 	}
 }

@@ -80,6 +80,12 @@ def test_trainer_dataset_student_and_stream(client: alignet.Client, server: Serv
         js.append({"id": f"h{i}", "worker": "w", "items": [ids[a], ids[b], ids[c]], "odd": ids[odd]})
     client.post_judgments("py-things", js)
     insert_teacher(server, "py-things", np.eye(d, dtype=np.float32) * 1.5)
+    teacher = client.teacher("py-things", version=1)
+    np.testing.assert_allclose(teacher.W, 1.5 * np.eye(d))
+    np.testing.assert_allclose(teacher.transform(base[:3]), 1.5 * base[:3], rtol=1e-5, atol=1e-6)
+    with pytest.raises(alignet.AlignetError) as e:
+        client.teacher("py-things")  # no learner state: only the stored version
+    assert e.value.status == 404
 
     info = client.wait_dataset("py-things", 1, timeout=300)
     assert info["teacher_version"] == 1 and info["triplets"] == 30000
@@ -132,14 +138,3 @@ def test_trainer_dataset_student_and_stream(client: alignet.Client, server: Serv
     assert len(got) == 30000 and all(b.dataset == 1 and b.teacher_version == 1 for b in batches)
     assert (got == data["indices"]).all()
     np.testing.assert_array_equal(np.concatenate([b.similarities for b in batches]), data["similarities"])
-
-
-def test_teacher_download(client: alignet.Client, server: Server) -> None:
-    try:
-        t = client.teacher("py-things")
-    except alignet.AlignetError as e:
-        if e.status == 404 and e.code == "not_found" and "teacher" not in e.message:
-            pytest.skip("this server has no teacher routes yet (issue 7)")
-        raise
-    x = np.eye(t.W.shape[1], dtype=np.float32)
-    assert t.transform(x).shape == (t.W.shape[1], t.W.shape[0])

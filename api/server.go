@@ -74,7 +74,7 @@
 //	srv, err := api.New(cfg, api.Deps{Spaces: database, Studies: database,
 //		Settings: database, Teachers: database, TeacherSource: database,
 //		Judgments: database, Keys: database, Workers: database, Items: database,
-//		Ready: database, Publisher: producer}) // *db.DB, *stream.Producer
+//		Ready: database, Trainer: database, Publisher: producer}) // *db.DB, *stream.Producer
 //	err = srv.Run(ctx)
 package api
 

@@ -2,6 +2,7 @@ package alignet
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -88,6 +89,20 @@ func TestHeldOutShareAndDeterminism(t *testing.T) {
 	// Binomial(100000, 0.1): sd ≈ 95; 5 sd is a generous bound.
 	if held < 10000-475 || held > 10000+475 {
 		t.Fatalf("held out %d of %d at share 0.1", held, n)
+	}
+	// Sequential ids that differ only in their last characters, and
+	// client-style ids, are split at the share as well.
+	for _, form := range []string{"t%06d", "odd-%d", "%d"} {
+		held := 0
+		for i := range 20000 {
+			if HeldOut("s1", fmt.Sprintf(form, i), 0.1) {
+				held++
+			}
+		}
+		// Binomial(20000, 0.1): sd ≈ 42.
+		if held < 2000-250 || held > 2000+250 {
+			t.Errorf("ids %q: held out %d of 20000 at share 0.1", form, held)
+		}
 	}
 	if HeldOut("s1", "x", 0) {
 		t.Fatal("share 0 held a judgment out")

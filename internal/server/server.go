@@ -14,6 +14,7 @@ import (
 
 	"github.com/alignet/alignet/api"
 	"github.com/alignet/alignet/db"
+	"github.com/alignet/alignet/online"
 	"github.com/alignet/alignet/stream"
 	"github.com/alignet/alignet/trainer"
 )
@@ -21,7 +22,8 @@ import (
 // Run constructs every component of the roles cfg names, then runs them as
 // one group until ctx is cancelled or one of them fails. Judgments flow one
 // way: the api role validates and produces them to Kafka; the persister
-// role consumes and stores them.
+// role consumes and stores them; the learner role consumes them with its
+// own group and keeps each study's teacher.
 //
 // Nothing runs until everything is constructed, so a role that cannot be
 // built leaves nothing half-started. Shutdown is ordered by stage: the API
@@ -137,6 +139,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		g.add("metrics", StageIngress, ComponentFunc(func(ctx context.Context) error {
 			return serveMetrics(ctx, metricsAddr, reg, components, log.With("component", "metrics"))
 		}))
+	}
+	if cfg.has(RoleLearner) {
+		l, err := online.New(online.Config{
+			Brokers:    cfg.KafkaBrokers,
+			Topic:      cfg.Topic,
+			Group:      cfg.LearnerGroup,
+			Registerer: reg,
+			Logger:     log.With("component", "learner"),
+		}, database)
+		if err != nil {
+			return fmt.Errorf("new learner: %w", err)
+		}
+		g.add(RoleLearner, StageConsumers, l)
 	}
 	log.Info("alignet running", "roles", cfg.Roles, "listen", cfg.Listen, "topic", cfg.Topic)
 	err = g.run(ctx)

@@ -26,6 +26,8 @@ type StudySettings struct {
 	// Checks are attention checks the study supplies; without them the
 	// checks are triplets on which the teacher is near-certain.
 	Checks []CheckTriplet `json:"checks"`
+	// Trainer configures AligNet regeneration and student training.
+	Trainer TrainerSettings `json:"trainer"`
 	// Page holds the texts of the built-in participant page.
 	Page PageSettings `json:"page"`
 }
@@ -36,6 +38,7 @@ func DefaultStudySettings() StudySettings {
 		Learner: DefaultLearnerSettings(),
 		Queries: DefaultQuerySettings(),
 		Checks:  []CheckTriplet{},
+		Trainer: DefaultTrainerSettings(),
 		Page:    DefaultPageSettings(),
 	}
 }
@@ -51,6 +54,9 @@ func (s *StudySettings) Validate() error {
 	}
 	if err := validateChecks(s.Checks); err != nil {
 		return err.Prefix("checks")
+	}
+	if err := s.Trainer.validate(); err != nil {
+		return err.Prefix("trainer")
 	}
 	if err := s.Page.validate(); err != nil {
 		return err.Prefix("page")

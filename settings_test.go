@@ -118,3 +118,38 @@ func TestHeldOutShareAndDeterminism(t *testing.T) {
 		t.Fatalf("the split does not depend on the study: %d of 1000 differ", diff)
 	}
 }
+
+func TestTrainerSettings(t *testing.T) {
+	s, err := DecodeStudySettings([]byte(`{"trainer":{"strategies":{"random":1},"triplets":5000,"student":{"loss":"jsd"}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Trainer.Strategies) != 1 || s.Trainer.Strategies[StrategyRandom] != 1 || s.Trainer.Triplets != 5000 ||
+		s.Trainer.Student.Loss != LossJS || s.Trainer.Student.Epochs != DefaultStudentSettings().Epochs {
+		t.Fatalf("decoded %+v", s.Trainer)
+	}
+	p, err := s.Patch([]byte(`{"trainer":{"strategies":{"cluster_border":0.5,"random":null}}}`))
+	if err != nil || len(p.Trainer.Strategies) != 1 || p.Trainer.Strategies[StrategyClusterBorder] != 0.5 {
+		t.Fatalf("patched %+v, %v", p.Trainer.Strategies, err)
+	}
+	for raw, field := range map[string]string{
+		`{"trainer":{"strategies":{"nope":1}}}`:            "trainer.strategies.nope",
+		`{"trainer":{"strategies":{"random":0}}}`:          "trainer.strategies",
+		`{"trainer":{"strategies":{}}}`:                    "trainer.strategies",
+		`{"trainer":{"clusters":1}}`:                       "trainer.clusters",
+		`{"trainer":{"min_interval":"1ms"}}`:               "trainer.min_interval",
+		`{"trainer":{"student":{"loss":"mse"}}}`:           "trainer.student.loss",
+		`{"trainer":{"student":{"learning_rate":0}}}`:      "trainer.student.learning_rate",
+		`{"trainer":{"keep_datasets":0}}`:                  "trainer.keep_datasets",
+		`{"trainer":{"min_teacher_change":-1}}`:            "trainer.min_teacher_change",
+		`{"trainer":{"student":{"val_share":0.9}}}`:        "trainer.student.val_share",
+		`{"trainer":{"triplets":1000000000000}}`:           "trainer.triplets",
+		`{"trainer":{"strategies":{"cluster_border":-1}}}`: "trainer.strategies.cluster_border",
+	} {
+		_, err := DecodeStudySettings([]byte(raw))
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != field {
+			t.Errorf("DecodeStudySettings(%s) = %v, want a FieldError on %s", raw, err, field)
+		}
+	}
+}

@@ -56,6 +56,7 @@ type fakeStore struct {
 	calls      map[string]int
 	inUse      int // connections held now
 	peak       int // most connections held at once
+	trainer    *fakeTrainer
 }
 
 // The fake and *db.DB implement every interface the API consumes, and the
@@ -74,6 +75,7 @@ var (
 	_ ReadinessChecker = storetest.Store(nil)
 	_ SessionStore     = storetest.Store(nil)
 	_ FlagStore        = storetest.Store(nil)
+	_ TrainerStore     = storetest.Store(nil)
 )
 
 func TestFakeStoreSuite(t *testing.T) {
@@ -107,7 +109,7 @@ func newFakeStore() *fakeStore {
 // deps returns Deps with every store role filled by f.
 func (f *fakeStore) deps(pub Publisher) Deps {
 	return Deps{Spaces: f, Studies: f, Settings: f, Teachers: f, TeacherSource: f, Judgments: f, Keys: f,
-		Workers: f, Items: f, Ready: f, Publisher: pub, Sessions: f, Flags: f}
+		Workers: f, Items: f, Ready: f, Trainer: f, Publisher: pub, Sessions: f, Flags: f}
 }
 
 // enter counts a call of op, fails when the store is down, takes a pool

@@ -94,7 +94,7 @@
 //		Settings: database, Teachers: database, TeacherSource: database,
 //		Judgments: database, Keys: database, Workers: database, Items: database,
 //		Ready: database, Embeddings: database, Sessions: database,
-//		Flags: database, Publisher: producer}) // *db.DB, *stream.Producer
+//		Flags: database, Trainer: database, Publisher: producer}) // *db.DB, *stream.Producer
 //	err = srv.Run(ctx)
 package api
 
@@ -108,6 +108,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -648,6 +649,18 @@ func (s *Server) registerRoutes(e *echo.Echo) {
 	v1.GET("/studies/:study/sessions/:session/next", s.nextQueries, s.auth(alignet.ScopeCollect), checkParams)
 	v1.GET("/studies/:study/workers", s.listWorkers, s.auth(alignet.ScopeRead), checkParams)
 
+	v1.PUT("/studies/:study/pool", s.putPool, s.auth(alignet.ScopeAdmin), checkParams)
+	v1.GET("/studies/:study/pool", s.getPool, s.auth(alignet.ScopeRead), checkParams)
+	v1.POST("/spaces/:space/labels", s.postLabels, s.auth(alignet.ScopeAdmin), checkParams)
+	v1.POST("/studies/:study/students", s.postStudent, s.auth(alignet.ScopeAdmin), checkParams)
+	v1.GET("/studies/:study/students", s.listStudents, s.auth(alignet.ScopeRead), checkParams)
+	// GET .../students/{student} also serves {student}.npz, the head.
+	v1.GET("/studies/:study/students/:student", s.getStudent, s.auth(alignet.ScopeRead), checkParams)
+	v1.DELETE("/studies/:study/students/:student", s.deleteStudent, s.auth(alignet.ScopeAdmin), checkParams)
+	v1.GET("/studies/:study/students/:student/embeddings", s.studentEmbeddings, s.auth(alignet.ScopeRead), checkParams)
+	v1.GET("/studies/:study/datasets", s.listDatasets, s.auth(alignet.ScopeRead), checkParams)
+	v1.GET("/studies/:study/datasets/:file", s.getDataset, s.auth(alignet.ScopeRead), checkParams)
+
 	v1.GET("/studies/:study/teacher", s.getTeacher, s.auth(alignet.ScopeRead), checkParams)
 	v1.GET("/studies/:study/teacher.npz", s.getTeacherNPZ, s.auth(alignet.ScopeRead), checkParams)
 	v1.POST("/studies/:study/teacher/refit", s.postRefit, s.auth(alignet.ScopeAdmin), checkParams)
@@ -687,6 +700,10 @@ func checkParams(next echo.HandlerFunc) echo.HandlerFunc {
 			case "space", "study":
 				if !alignet.ValidName(v) {
 					return notFound("", "%s %q not found", name, truncate(v, alignet.MaxNameLen))
+				}
+			case "student":
+				if !alignet.ValidName(strings.TrimSuffix(v, ".npz")) {
+					return notFound("", "student %q not found", truncate(v, alignet.MaxNameLen))
 				}
 			case "id":
 				if v == "" || alignet.CheckText(v, alignet.MaxIDLen) != "" {

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"io"
 	"time"
 
 	"github.com/alignet/alignet"
@@ -167,6 +168,44 @@ type WorkerStore interface {
 	WorkerSummary(ctx context.Context, worker string) ([]alignet.WorkerStudy, error)
 }
 
+// TrainerStore holds what the trainer makes and consumes: generation
+// pools, item labels, students and their versions, datasets, and the
+// artifacts (blobs) behind the last two.
+type TrainerStore interface {
+	// PutPool sets a study's generation pool; a space of the wrong
+	// dimension or a listed item without an embedding is an
+	// *alignet.FieldError.
+	PutPool(ctx context.Context, p alignet.Pool) (alignet.Pool, error)
+	// GetPool returns a study's pool; none is alignet.ErrNotFound.
+	GetPool(ctx context.Context, study string) (alignet.Pool, error)
+	// PutItemLabels stores the labels of items of a space.
+	PutItemLabels(ctx context.Context, space string, labels []alignet.ItemLabels) (int64, error)
+	// CreateStudent registers a student and reports whether it was
+	// created; one with another space is alignet.ErrConflict.
+	CreateStudent(ctx context.Context, s alignet.Student) (alignet.Student, bool, error)
+	// GetStudent returns a student.
+	GetStudent(ctx context.Context, study, id string) (alignet.Student, error)
+	// ListStudents returns a study's students.
+	ListStudents(ctx context.Context, study string) ([]alignet.Student, error)
+	// DeleteStudent deletes a student with its versions.
+	DeleteStudent(ctx context.Context, study, id string) error
+	// StudentVersions returns a student's versions, newest first.
+	StudentVersions(ctx context.Context, study, id string) ([]alignet.StudentVersion, error)
+	// StudentVersion returns version n of a student (0: current).
+	StudentVersion(ctx context.Context, study, id string, n int64) (alignet.StudentVersion, error)
+	// Datasets returns a study's datasets, newest first.
+	Datasets(ctx context.Context, study string) ([]alignet.Dataset, error)
+	// GetDataset returns dataset version n of a study (0: newest).
+	GetDataset(ctx context.Context, study string, n int64) (alignet.Dataset, error)
+	// GetArtifact describes a complete artifact.
+	GetArtifact(ctx context.Context, id int64) (alignet.Artifact, error)
+	// ReadArtifact writes bytes [off, off+n) of an artifact to w.
+	ReadArtifact(ctx context.Context, id, off, n int64, w io.Writer) error
+	// LoadEmbeddings returns the vectors of ids in a space and whether
+	// each was found.
+	LoadEmbeddings(ctx context.Context, space string, ids []string) ([]float32, []bool, error)
+}
+
 // ItemStore holds the display data of items: labels, external image URLs
 // and uploaded images, global per item id.
 type ItemStore interface {
@@ -230,6 +269,8 @@ type Deps struct {
 	Sessions SessionStore
 	// Flags serve the workers route.
 	Flags FlagStore
+	// Trainer serves pools, labels, students and datasets.
+	Trainer TrainerStore
 	// Publisher receives accepted judgments.
 	Publisher Publisher
 	// QueryTeachers supply the teachers query selection scores with.
@@ -248,7 +289,7 @@ type Deps struct {
 func (d Deps) check() error {
 	if d.Spaces == nil || d.Studies == nil || d.Settings == nil || d.Teachers == nil || d.TeacherSource == nil ||
 		d.Judgments == nil || d.Keys == nil || d.Workers == nil || d.Items == nil || d.Ready == nil || d.Publisher == nil ||
-		d.Sessions == nil || d.Flags == nil {
+		d.Sessions == nil || d.Flags == nil || d.Trainer == nil {
 		return errors.New("api: every field of Deps is required")
 	}
 	return nil

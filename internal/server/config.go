@@ -61,9 +61,12 @@ type Config struct {
 	// (ALIGNET_PSEUDONYM_KEY or ALIGNET_PSEUDONYM_KEY_FILE, at least 16 bytes).
 	PseudonymKey string
 	// Roles are the components to run (ALIGNET_ROLES, default
-	// "api,persister"; dev adds "learner" unless ALIGNET_ROLES or --roles
+	// "api,persister"; dev runs DevRoles unless ALIGNET_ROLES or --roles
 	// is given).
 	Roles []string
+	// TripletsTopic is the topic the trainer publishes AligNet triplets to
+	// (ALIGNET_KAFKA_TRIPLETS_TOPIC, default "alignet.triplets").
+	TripletsTopic string
 	// Topic is the judgments topic (ALIGNET_KAFKA_TOPIC, default "alignet.judgments").
 	Topic string
 	// DeadLetterTopic receives undecodable messages (ALIGNET_KAFKA_DLQ_TOPIC,
@@ -104,7 +107,10 @@ type Config struct {
 const (
 	RoleAPI       = "api"
 	RolePersister = "persister"
-	RoleLearner   = "learner"
+	// RoleLearner keeps each study's teacher current.
+	RoleLearner = "learner"
+	// RoleTrainer regenerates AligNet data and trains students.
+	RoleTrainer = "trainer"
 )
 
 // Bind registers the flags of cfg on fs, with defaults read from the
@@ -182,8 +188,9 @@ func (cfg *Config) Bind(fs *flag.FlagSet, getenv func(string) string) {
 		return nil
 	})
 	cfg.Roles = splitList(env("ALIGNET_ROLES", "api,persister"))
+	fs.StringVar(&cfg.TripletsTopic, "triplets-topic", env("ALIGNET_KAFKA_TRIPLETS_TOPIC", stream.DefaultTripletsTopic), "topic of the trainer's AligNet triplets (ALIGNET_KAFKA_TRIPLETS_TOPIC)")
 	cfg.rolesSet = getenv("ALIGNET_ROLES") != ""
-	fs.Func("roles", "comma-separated roles: api, persister, learner (ALIGNET_ROLES)", func(s string) error {
+	fs.Func("roles", "comma-separated roles: api, persister, learner, trainer (ALIGNET_ROLES)", func(s string) error {
 		cfg.Roles, cfg.rolesSet = splitList(s), true
 		return nil
 	})
@@ -235,8 +242,8 @@ func (cfg *Config) Resolve() error {
 		errs = append(errs, errors.New("ALIGNET_PSEUDONYM_KEY (or _FILE) of at least 16 characters is required by the api role"))
 	}
 	for _, r := range cfg.Roles {
-		if r != RoleAPI && r != RolePersister && r != RoleLearner {
-			errs = append(errs, fmt.Errorf("unknown role %q (want api, persister, learner)", r))
+		if r != RoleAPI && r != RolePersister && r != RoleLearner && r != RoleTrainer {
+			errs = append(errs, fmt.Errorf("unknown role %q (want api, persister, learner, trainer)", r))
 		}
 	}
 	if len(cfg.Roles) == 0 {

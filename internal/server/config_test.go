@@ -86,8 +86,8 @@ func TestLearnerRole(t *testing.T) {
 	if cfg.LearnerGroup != "alignet-learner" || cfg.has(RoleLearner) {
 		t.Fatalf("serve defaults: group %q, roles %v", cfg.LearnerGroup, cfg.Roles)
 	}
-	if got := withDevRoles(*cfg).Roles; !reflect.DeepEqual(got, []string{"api", "persister", "learner"}) {
-		t.Fatalf("dev roles %v, want api, persister, learner", got)
+	if got := withDevRoles(*cfg).Roles; !reflect.DeepEqual(got, []string{"api", "persister", "learner", "trainer"}) {
+		t.Fatalf("dev roles %v, want api, persister, learner, trainer", got)
 	}
 	env := map[string]string{"ALIGNET_ROLES": "learner", "ALIGNET_LEARNER_GROUP": "g2"}
 	for k, v := range base {

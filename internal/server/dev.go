@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -36,6 +35,9 @@ const (
 	// all-interfaces default of serve: dev serves this machine only.
 	DefaultDevListen = "127.0.0.1:8080"
 )
+
+// DevRoles returns the roles `alignet dev` runs unless told otherwise.
+func DevRoles() []string { return []string{RoleAPI, RolePersister, RoleLearner, RoleTrainer} }
 
 // DevConfig configures `alignet dev`, which runs everything in one process.
 type DevConfig struct {
@@ -72,11 +74,11 @@ func (dc DevConfig) withDefaults() DevConfig {
 	return dc
 }
 
-// withDevRoles adds the learner to the default roles: dev runs everything
-// in one process unless ALIGNET_ROLES or --roles says otherwise.
+// withDevRoles gives dev every role, DevRoles, in one process unless
+// ALIGNET_ROLES or --roles says otherwise.
 func withDevRoles(cfg Config) Config {
-	if !cfg.rolesSet && !cfg.has(RoleLearner) {
-		cfg.Roles = append(slices.Clone(cfg.Roles), RoleLearner)
+	if !cfg.rolesSet {
+		cfg.Roles = DevRoles()
 	}
 	return cfg
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/alignet/alignet/db"
 	"github.com/alignet/alignet/online"
 	"github.com/alignet/alignet/stream"
+	"github.com/alignet/alignet/trainer"
 )
 
 // Run constructs every component of the roles cfg names, then runs them as
@@ -79,6 +80,24 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		g.add(RolePersister, StageConsumers, p)
 		components[RolePersister] = p
 	}
+	if cfg.has(RoleTrainer) {
+		tw, err := stream.NewTripletWriter(stream.TripletWriterConfig{Brokers: cfg.KafkaBrokers, Topic: cfg.TripletsTopic,
+			Partitions: cfg.Partitions, Logger: log.With("component", "triplets")})
+		if err != nil {
+			return fmt.Errorf("new triplet writer: %w", err)
+		}
+		closers = append(closers, tw.Close)
+		if err := tw.EnsureTopic(ctx); err != nil {
+			return err
+		}
+		tr, err := trainer.New(trainer.Config{Registerer: reg, Logger: log.With("component", RoleTrainer)},
+			database, trainer.AdaptArtifacts[*db.ArtifactWriter](database), tw)
+		if err != nil {
+			return err
+		}
+		g.add(RoleTrainer, StageConsumers, tr)
+		components[RoleTrainer] = tr
+	}
 	if cfg.has(RoleAPI) {
 		producer, err := stream.NewProducer(stream.ProducerConfig{
 			Brokers:    cfg.KafkaBrokers,
@@ -105,7 +124,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 			Logger:              log.With("component", "api"),
 		}, api.Deps{Spaces: database, Studies: database, Settings: database, Teachers: database,
 			TeacherSource: database, Judgments: database, Keys: database, Workers: database, Items: database,
-			Ready: database, Sessions: database, Flags: database, Publisher: producer, Components: components})
+			Ready: database, Sessions: database, Flags: database, Trainer: database, Publisher: producer, Components: components})
 		if err != nil {
 			return fmt.Errorf("new api: %w", err)
 		}

@@ -1,4 +1,4 @@
--- 0034_students: representation spaces whose affine heads the trainer
+-- 0017_students: representation spaces whose affine heads the trainer
 -- distils from a study's teacher. settings is alignet.StudentSettings as
 -- JSON; current is the promoted version (0: none); init_artifact holds θ₀,
 -- the head before its first training (NULL until then).

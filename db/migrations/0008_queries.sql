@@ -1,4 +1,4 @@
--- 0021_queries: the query log. Every query the API served, with its kind,
+-- 0008_queries: the query log. Every query the API served, with its kind,
 -- score and teacher version, written in batches shortly after it is served
 -- (the API's query log writer; the durability window is its interval).
 -- Answers are in query_answers, so the log writer and the answer path

@@ -1,4 +1,4 @@
--- 0020_sessions: participant sessions opened by POST /v1/studies/{study}/sessions.
+-- 0007_sessions: participant sessions opened by POST /v1/studies/{study}/sessions.
 --
 -- worker is the pseudonym of the platform worker id (never the raw id);
 -- external is the platform's id of the visit (Prolific SESSION_ID, MTurk

@@ -1,4 +1,4 @@
--- 0032_artifacts: blobs (dataset and student .npz files) stored in fixed
+-- 0015_artifacts: blobs (dataset and student .npz files) stored in fixed
 -- size chunks. An artifact becomes visible only once complete is set, in
 -- the same transaction that inserts the row referring to it (a dataset or
 -- a student version); incomplete ones are left-overs of crashed writers

@@ -1,4 +1,4 @@
--- 0035_student_versions: the trained heads of each student, numbered from
+-- 0018_student_versions: the trained heads of each student, numbered from
 -- 1. A version worse than its predecessor on held-out human judgments is
 -- stored with promoted = false and the reason. metrics and settings are
 -- alignet.StudentMetrics and alignet.StudentSettings as JSON.

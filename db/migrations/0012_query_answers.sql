@@ -1,4 +1,4 @@
--- 0025_query_answers: the binding of each answered query to the one
+-- 0012_query_answers: the binding of each answered query to the one
 -- judgment id that answered it, written by the API in the transaction that
 -- checks it before the judgment is published; the primary key makes a
 -- query answerable once across all API replicas. The row repeats the

@@ -1,4 +1,4 @@
--- 0031_item_labels: categories of the items of a space, for class-based
+-- 0014_item_labels: categories of the items of a space, for class-based
 -- sampling (the first label is the item's class) and per-level accuracy.
 CREATE TABLE item_labels (
     space      text COLLATE "C" NOT NULL REFERENCES spaces (name) ON DELETE CASCADE,

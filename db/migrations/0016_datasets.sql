@@ -1,4 +1,4 @@
--- 0033_datasets: the AligNet datasets the trainer generated for a study,
+-- 0016_datasets: the AligNet datasets the trainer generated for a study,
 -- numbered from 1, each an .npz artifact in the official AligNet layout.
 -- info is alignet.DatasetInfo as JSON (strategy mix, clustering, stage
 -- timings).

@@ -1,4 +1,4 @@
--- 0022_worker_flags: per study and worker, the counts of answered queries
+-- 0009_worker_flags: per study and worker, the counts of answered queries
 -- (trials, too-fast answers, attention checks passed and failed) and the
 -- reasons the worker is flagged (alignet.FlagSettings.Reasons; empty: not
 -- flagged). Recomputed from query_answers whenever an answer is bound or

@@ -1,4 +1,4 @@
--- 0023_repeat_triplets: each study's fixed set of repeat triplets, drawn
+-- 0010_repeat_triplets: each study's fixed set of repeat triplets, drawn
 -- when it first serves queries (the first API replica to store a set wins)
 -- and asked of many workers, each at most once.
 CREATE TABLE repeat_triplets (

@@ -1,4 +1,4 @@
--- 0030_generation_pools: the generation pool of a study, the items of a
+-- 0013_generation_pools: the generation pool of a study, the items of a
 -- space (the teacher's base space) that the trainer draws AligNet
 -- triplets from. items NULL means every item of the space.
 CREATE TABLE generation_pools (

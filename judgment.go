@@ -50,6 +50,10 @@ type Judgment struct {
 	RTMillis int32 `json:"rt_ms"`
 	// QueryID links the judgment to the query the server asked, if any.
 	QueryID string `json:"query_id,omitempty"`
+	// QueryKind is the kind of the query the judgment answers, stamped by
+	// the API from the query itself (never taken from the client); empty
+	// for judgments without a query.
+	QueryKind QueryKind `json:"query_kind,omitempty"`
 	// ReceivedAt is when the API accepted the judgment.
 	ReceivedAt time.Time `json:"received_at"`
 }
@@ -58,7 +62,7 @@ type Judgment struct {
 // produced it: a valid id and study, a known task, a worker pseudonym, three
 // distinct valid items, a choice consistent with the task, a non-negative
 // response time, text fields free of control characters and invalid UTF-8,
-// and an acceptance time. The API and the stream decoder both call it, so
+// a query kind only on a judgment with a query id, and an acceptance time. The API and the stream decoder both call it, so
 // nothing is published that a consumer would reject. The error is a
 // *FieldError naming the field as it is posted ("items[1]", "odd").
 func (j *Judgment) Validate() error {
@@ -77,6 +81,9 @@ func (j *Judgment) Validate() error {
 	}
 	if msg := CheckText(j.QueryID, MaxQueryIDLen); msg != "" {
 		return Invalid("query_id", "query_id %s", msg)
+	}
+	if j.QueryKind != "" && (!j.QueryKind.Valid() || j.QueryID == "") {
+		return Invalid("query_kind", "query_kind must be active, random, repeat or check, and only with a query_id")
 	}
 	names := [3]string{"items[0]", "items[1]", "items[2]"}
 	if j.Task == TaskAnchor {

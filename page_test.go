@@ -20,7 +20,7 @@ func TestPageSettings(t *testing.T) {
 		{`{"page":{"consent":"a\u0000b"}}`, "page.consent"},
 		{`{"page":{"instructions":"a\u001bb"}}`, "page.instructions"},
 		{`{"page":{"title":"` + strings.Repeat("x", MaxPageTitleLen+1) + `"}}`, "page.title"},
-		{`{"page":{"colour":"red"}}`, "colour"},
+		{`{"page":{"colour":"red"}}`, "page.colour"},
 	}
 	for _, c := range cases {
 		_, err := DecodeStudySettings([]byte(c.raw))

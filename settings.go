@@ -21,6 +21,13 @@ import (
 type StudySettings struct {
 	// Learner configures the online learner and its refits.
 	Learner LearnerSettings `json:"learner"`
+	// Queries configures query selection and participant sessions.
+	Queries QuerySettings `json:"queries"`
+	// Checks are attention checks the study supplies; without them the
+	// checks are triplets on which the teacher is near-certain.
+	Checks []CheckTriplet `json:"checks"`
+	// Trainer configures AligNet regeneration and student training.
+	Trainer TrainerSettings `json:"trainer"`
 	// Page holds the texts of the built-in participant page.
 	Page PageSettings `json:"page"`
 }
@@ -29,6 +36,9 @@ type StudySettings struct {
 func DefaultStudySettings() StudySettings {
 	return StudySettings{
 		Learner: DefaultLearnerSettings(),
+		Queries: DefaultQuerySettings(),
+		Checks:  []CheckTriplet{},
+		Trainer: DefaultTrainerSettings(),
 		Page:    DefaultPageSettings(),
 	}
 }
@@ -38,6 +48,15 @@ func DefaultStudySettings() StudySettings {
 func (s *StudySettings) Validate() error {
 	if err := s.Learner.validate(); err != nil {
 		return err.Prefix("learner")
+	}
+	if err := s.Queries.validate(); err != nil {
+		return err.Prefix("queries")
+	}
+	if err := validateChecks(s.Checks); err != nil {
+		return err.Prefix("checks")
+	}
+	if err := s.Trainer.validate(); err != nil {
+		return err.Prefix("trainer")
 	}
 	if err := s.Page.validate(); err != nil {
 		return err.Prefix("page")

@@ -2,6 +2,7 @@ package alignet
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -89,6 +90,20 @@ func TestHeldOutShareAndDeterminism(t *testing.T) {
 	if held < 10000-475 || held > 10000+475 {
 		t.Fatalf("held out %d of %d at share 0.1", held, n)
 	}
+	// Sequential ids that differ only in their last characters, and
+	// client-style ids, are split at the share as well.
+	for _, form := range []string{"t%06d", "odd-%d", "%d"} {
+		held := 0
+		for i := range 20000 {
+			if HeldOut("s1", fmt.Sprintf(form, i), 0.1) {
+				held++
+			}
+		}
+		// Binomial(20000, 0.1): sd ≈ 42.
+		if held < 2000-250 || held > 2000+250 {
+			t.Errorf("ids %q: held out %d of 20000 at share 0.1", form, held)
+		}
+	}
 	if HeldOut("s1", "x", 0) {
 		t.Fatal("share 0 held a judgment out")
 	}
@@ -101,5 +116,40 @@ func TestHeldOutShareAndDeterminism(t *testing.T) {
 	}
 	if diff < 350 {
 		t.Fatalf("the split does not depend on the study: %d of 1000 differ", diff)
+	}
+}
+
+func TestTrainerSettings(t *testing.T) {
+	s, err := DecodeStudySettings([]byte(`{"trainer":{"strategies":{"random":1},"triplets":5000,"student":{"loss":"jsd"}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Trainer.Strategies) != 1 || s.Trainer.Strategies[StrategyRandom] != 1 || s.Trainer.Triplets != 5000 ||
+		s.Trainer.Student.Loss != LossJS || s.Trainer.Student.Epochs != DefaultStudentSettings().Epochs {
+		t.Fatalf("decoded %+v", s.Trainer)
+	}
+	p, err := s.Patch([]byte(`{"trainer":{"strategies":{"cluster_border":0.5,"random":null}}}`))
+	if err != nil || len(p.Trainer.Strategies) != 1 || p.Trainer.Strategies[StrategyClusterBorder] != 0.5 {
+		t.Fatalf("patched %+v, %v", p.Trainer.Strategies, err)
+	}
+	for raw, field := range map[string]string{
+		`{"trainer":{"strategies":{"nope":1}}}`:            "trainer.strategies.nope",
+		`{"trainer":{"strategies":{"random":0}}}`:          "trainer.strategies",
+		`{"trainer":{"strategies":{}}}`:                    "trainer.strategies",
+		`{"trainer":{"clusters":1}}`:                       "trainer.clusters",
+		`{"trainer":{"min_interval":"1ms"}}`:               "trainer.min_interval",
+		`{"trainer":{"student":{"loss":"mse"}}}`:           "trainer.student.loss",
+		`{"trainer":{"student":{"learning_rate":0}}}`:      "trainer.student.learning_rate",
+		`{"trainer":{"keep_datasets":0}}`:                  "trainer.keep_datasets",
+		`{"trainer":{"min_teacher_change":-1}}`:            "trainer.min_teacher_change",
+		`{"trainer":{"student":{"val_share":0.9}}}`:        "trainer.student.val_share",
+		`{"trainer":{"triplets":1000000000000}}`:           "trainer.triplets",
+		`{"trainer":{"strategies":{"cluster_border":-1}}}`: "trainer.strategies.cluster_border",
+	} {
+		_, err := DecodeStudySettings([]byte(raw))
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != field {
+			t.Errorf("DecodeStudySettings(%s) = %v, want a FieldError on %s", raw, err, field)
+		}
 	}
 }

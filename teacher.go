@@ -93,18 +93,28 @@ func (l *LearnerSettings) validate() *FieldError {
 }
 
 // HeldOut reports whether the judgment id of study falls in the held-out
-// share: a keyed hash (FNV-1a 64 of study, NUL, id) mapped to [0, 1) is
-// below share. It is deterministic, so every process and every offline
-// script agrees on the split.
+// share: its HeldOutScore is below share. It is deterministic, so every
+// process and every offline script agrees on the split.
 func HeldOut(study, id string, share float64) bool {
-	if share <= 0 {
-		return false
-	}
+	return share > 0 && HeldOutScore(study, id) < share
+}
+
+// HeldOutScore maps the judgment id of study to [0, 1) by a keyed hash:
+// FNV-1a 64 of study, NUL, id, finished with the SplitMix64 mixer (FNV
+// alone barely moves its top bits when only the last characters of an id
+// differ, as in sequential ids). A judgment is held out under a share s
+// when its score is below s, so a learner that remembers scores can apply
+// a changed share to judgments it no longer has the ids of.
+func HeldOutScore(study, id string) float64 {
 	h := fnv.New64a()
 	_, _ = h.Write([]byte(study))
 	_, _ = h.Write([]byte{0})
 	_, _ = h.Write([]byte(id))
-	return float64(h.Sum64()>>11)/(1<<53) < share
+	z := h.Sum64()
+	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
+	z = (z ^ z>>27) * 0x94d049bb133111eb
+	z ^= z >> 31
+	return float64(z>>11) / (1 << 53)
 }
 
 // TeacherStatus says how far a study's teacher has come.

@@ -35,6 +35,25 @@ const (
 	CodeNoEmbedding = "no_embedding"
 	// CodeDuplicateID (422) marks a judgment id repeated within a batch.
 	CodeDuplicateID = "duplicate_id"
+	// CodeUnknownQuery (422) marks a judgment whose query_id names no query
+	// served in the study.
+	CodeUnknownQuery = "unknown_query"
+	// CodeQueryMismatch (422) marks a judgment whose items are not those of
+	// the query it names.
+	CodeQueryMismatch = "query_mismatch"
+	// CodeQueryForeign (409) marks a judgment whose query_id was served to
+	// another worker (another session).
+	CodeQueryForeign = "query_foreign"
+	// CodeQueryAnswered (409) marks a judgment whose query was answered
+	// already by a judgment with another id.
+	CodeQueryAnswered = "query_answered"
+	// CodeQueryExpired (410) marks a judgment whose query's TTL passed
+	// before it was answered.
+	CodeQueryExpired = "query_expired"
+	// CodeNotReady (409) marks a study that cannot open sessions or serve
+	// queries yet (no items with embeddings, no completion code for
+	// Prolific).
+	CodeNotReady = "not_ready"
 	// CodeNotFound (404) marks an unknown route, study, space or key.
 	CodeNotFound = "not_found"
 	// CodeConflict (409) marks an entity that exists with another definition.

@@ -13,7 +13,29 @@ import (
 )
 
 // CSVHeader is the header row of CSV judgment exports.
-const CSVHeader = "id,study,task,worker,item_a,item_b,item_c,odd,head,close,far,rt_ms,query_id,received_at"
+const CSVHeader = "id,study,task,worker,item_a,item_b,item_c,odd,head,close,far,rt_ms,query_id,query_kind,received_at"
+
+// CSVQueryColumns are the columns ?join=queries appends to CSVHeader: the
+// session, score, teacher version and serving time of the query each
+// judgment answers (empty for judgments without one).
+const CSVQueryColumns = "query_session,query_score,query_teacher_version,query_served_at"
+
+// queryJoin is the query of a judgment in JSON lines exports with
+// ?join=queries.
+type queryJoin struct {
+	Session        string    `json:"session"`
+	Kind           string    `json:"kind"`
+	Score          float64   `json:"score"`
+	TeacherVersion int64     `json:"teacher_version"`
+	ServedAt       time.Time `json:"served_at"`
+	ExpiresAt      time.Time `json:"expires_at"`
+}
+
+// joinedJudgment is a JSON lines export row with ?join=queries.
+type joinedJudgment struct {
+	alignet.Judgment
+	Query *queryJoin `json:"query"`
+}
 
 // flushEvery is how many rows are written between flushes of an export.
 const flushEvery = 500
@@ -26,8 +48,17 @@ func csvRecord(j alignet.Judgment, rec []string) []string {
 	} else {
 		rec = append(rec, j.Odd, "", "", "")
 	}
-	return append(rec, strconv.FormatInt(int64(j.RTMillis), 10), j.QueryID,
+	return append(rec, strconv.FormatInt(int64(j.RTMillis), 10), j.QueryID, string(j.QueryKind),
 		j.ReceivedAt.UTC().Format(time.RFC3339Nano))
+}
+
+// csvQuery appends the CSVQueryColumns of q (nil: empty) to rec.
+func csvQuery(q *alignet.Query, rec []string) []string {
+	if q == nil {
+		return append(rec, "", "", "", "")
+	}
+	return append(rec, q.Session, strconv.FormatFloat(q.Score, 'g', -1, 64), strconv.FormatInt(q.TeacherVersion, 10),
+		q.ServedAt.UTC().Format(time.RFC3339Nano))
 }
 
 func parseTimeParam(c echo.Context, name string) (time.Time, error) {
@@ -53,6 +84,14 @@ func (s *Server) exportJudgments(c echo.Context) error {
 	}
 	if format != "csv" && format != "jsonl" {
 		return badParam("format", "format must be csv or jsonl")
+	}
+	join := false
+	switch c.QueryParam("join") {
+	case "":
+	case "queries":
+		join = true
+	default:
+		return badParam("join", "join must be queries")
 	}
 	since, err := parseTimeParam(c, "since")
 	if err != nil {
@@ -92,7 +131,11 @@ func (s *Server) exportJudgments(c echo.Context) error {
 	var enc *json.Encoder
 	if format == "csv" {
 		cw = csv.NewWriter(bw)
-		_, _ = bw.WriteString(CSVHeader + "\n")
+		header := CSVHeader
+		if join {
+			header += "," + CSVQueryColumns
+		}
+		_, _ = bw.WriteString(header + "\n")
 	} else {
 		enc = json.NewEncoder(bw)
 	}
@@ -105,15 +148,30 @@ func (s *Server) exportJudgments(c echo.Context) error {
 	}
 	rows := 0
 	var rec []string
-	err = s.deps.Judgments.ExportJudgments(ctx, f, func(j alignet.Judgment) error {
+	row := func(j alignet.Judgment, q *alignet.Query) error {
 		start()
-		if cw != nil {
+		switch {
+		case cw != nil:
 			rec = csvRecord(j, rec)
+			if join {
+				rec = csvQuery(q, rec)
+			}
 			if err := cw.Write(rec); err != nil {
 				return err
 			}
-		} else if err := enc.Encode(j); err != nil {
-			return err
+		case join:
+			jj := joinedJudgment{Judgment: j}
+			if q != nil {
+				jj.Query = &queryJoin{Session: q.Session, Kind: string(q.Kind), Score: q.Score,
+					TeacherVersion: q.TeacherVersion, ServedAt: q.ServedAt, ExpiresAt: q.ExpiresAt}
+			}
+			if err := enc.Encode(jj); err != nil {
+				return err
+			}
+		default:
+			if err := enc.Encode(j); err != nil {
+				return err
+			}
 		}
 		rows++
 		if rows%flushEvery == 0 {
@@ -126,7 +184,12 @@ func (s *Server) exportJudgments(c echo.Context) error {
 			res.Flush()
 		}
 		return nil
-	})
+	}
+	if join {
+		err = s.deps.Judgments.ExportJudgmentQueries(ctx, f, row)
+	} else {
+		err = s.deps.Judgments.ExportJudgments(ctx, f, func(j alignet.Judgment) error { return row(j, nil) })
+	}
 	if err != nil {
 		if !started {
 			return storeErr(err, "study", "")

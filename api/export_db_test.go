@@ -60,7 +60,7 @@ func TestStalledExportsLeaveDBPool(t *testing.T) {
 		MaxExports: maxExports, ShutdownTimeout: time.Second,
 		Registerer: reg, Logger: slog.New(slog.DiscardHandler),
 	}, api.Deps{Spaces: d, Studies: d, Settings: d, Teachers: d, TeacherSource: d, Judgments: d, Keys: d, Workers: d, Items: d,
-		Ready: d, Publisher: nopPublisher{}})
+		Ready: d, Trainer: d, Publisher: nopPublisher{}, Sessions: d, Flags: d})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 func cloneSettings(s alignet.StudySettings) alignet.StudySettings {
 	s.Learner.Lambdas = slices.Clone(s.Learner.Lambdas)
+	s.Trainer.Strategies = maps.Clone(s.Trainer.Strategies)
 	return s
 }
 

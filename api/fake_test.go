@@ -43,6 +43,11 @@ type fakeStore struct {
 	states     map[string]alignet.TeacherState
 	versions   map[string][]alignet.TeacherVersion // oldest first
 	refits     map[string]bool
+	sessions   map[[2]string]alignet.Session // by (study, id)
+	queries    map[[2]string]*fakeQuery      // by (study, id)
+	byWorker   map[[2]string][]*fakeQuery    // by (study, worker)
+	flags      map[[2]string]*fakeFlags      // by (study, worker)
+	repeats    map[string][][3]string
 	displays   map[string]alignet.ItemDisplay // label and image URL by item; made on first use
 	images     map[string]fakeImage           // uploaded images by item; made on first use
 	down       error                          // returned by every method when set
@@ -51,6 +56,7 @@ type fakeStore struct {
 	calls      map[string]int
 	inUse      int // connections held now
 	peak       int // most connections held at once
+	trainer    *fakeTrainer
 }
 
 // The fake and *db.DB implement every interface the API consumes, and the
@@ -67,6 +73,9 @@ var (
 	_ WorkerStore      = storetest.Store(nil)
 	_ ItemStore        = storetest.Store(nil)
 	_ ReadinessChecker = storetest.Store(nil)
+	_ SessionStore     = storetest.Store(nil)
+	_ FlagStore        = storetest.Store(nil)
+	_ TrainerStore     = storetest.Store(nil)
 )
 
 func TestFakeStoreSuite(t *testing.T) {
@@ -88,6 +97,11 @@ func newFakeStore() *fakeStore {
 		states:     map[string]alignet.TeacherState{},
 		versions:   map[string][]alignet.TeacherVersion{},
 		refits:     map[string]bool{},
+		sessions:   map[[2]string]alignet.Session{},
+		queries:    map[[2]string]*fakeQuery{},
+		byWorker:   map[[2]string][]*fakeQuery{},
+		flags:      map[[2]string]*fakeFlags{},
+		repeats:    map[string][][3]string{},
 		calls:      map[string]int{},
 	}
 }
@@ -95,7 +109,7 @@ func newFakeStore() *fakeStore {
 // deps returns Deps with every store role filled by f.
 func (f *fakeStore) deps(pub Publisher) Deps {
 	return Deps{Spaces: f, Studies: f, Settings: f, Teachers: f, TeacherSource: f, Judgments: f, Keys: f,
-		Workers: f, Items: f, Ready: f, Publisher: pub}
+		Workers: f, Items: f, Ready: f, Trainer: f, Publisher: pub, Sessions: f, Flags: f}
 }
 
 // enter counts a call of op, fails when the store is down, takes a pool

@@ -34,11 +34,14 @@ type env struct {
 	clock *testClock
 	// components become Deps.Components of the servers the env builds.
 	components map[string]ReadinessChecker
-	reg        *prometheus.Registry
-	logs       *syncBuffer
-	admin      string
-	collect    string
-	read       string
+	// teachers and students become Deps.QueryTeachers and Deps.Students.
+	teachers QueryTeachers
+	students StudentSource
+	reg      *prometheus.Registry
+	logs     *syncBuffer
+	admin    string
+	collect  string
+	read     string
 }
 
 // syncBuffer is a goroutine-safe log sink.
@@ -112,6 +115,7 @@ func (e *env) newServer(mods ...func(*Config)) *Server {
 	}
 	deps := e.store.deps(e.pub)
 	deps.Components = e.components
+	deps.QueryTeachers, deps.Students = e.teachers, e.students
 	s, err := New(cfg, deps)
 	if err != nil {
 		e.t.Fatalf("New: %v", err)

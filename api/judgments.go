@@ -208,6 +208,9 @@ func buildJudgment(in *judgmentIn, r judgmentRules) (alignet.Judgment, *Error) {
 			Message: fmt.Sprintf("study has unknown task %q", r.study.Task)}
 	}
 	j.Worker = r.pseudo(*in.Worker)
+	if j.ID == "" && j.QueryID != "" && alignet.ValidID(linkedJudgmentID(j.QueryID)) {
+		j.ID = linkedJudgmentID(j.QueryID)
+	}
 	if j.ID == "" {
 		id, err := r.newID()
 		if err != nil {
@@ -320,7 +323,20 @@ func (s *Server) postJudgments(c echo.Context) error {
 	if aerr != nil {
 		return aerr
 	}
+	// Judgments answering served queries are bound to them first, all or
+	// nothing: a refused one publishes nothing.
+	answers, idx, aerr := s.link(ctx, st, js, batch)
+	if aerr != nil {
+		return aerr
+	}
+	var outcomes []alignet.AnswerOutcome
+	if len(answers) > 0 {
+		if outcomes, aerr = s.bindAnswers(ctx, st, answers, idx, batch); aerr != nil {
+			return aerr
+		}
+	}
 	if err := s.deps.Publisher.Publish(ctx, id, js); err != nil {
+		s.unbind(ctx, st, answers, outcomes)
 		if errors.Is(err, alignet.ErrTooLarge) {
 			return tooLargeForStream(err)
 		}
@@ -328,6 +344,18 @@ func (s *Server) postJudgments(c echo.Context) error {
 		return unavailable(fmt.Errorf("publish judgments: %w", err))
 	}
 	s.metrics.accepted.WithLabelValues(string(st.study.Task)).Add(float64(len(js)))
+	if e, ok := s.sel.loaded(id); ok {
+		linked := make(map[int]bool, len(idx))
+		for k, i := range idx {
+			linked[i] = true
+			e.Answer(answers[k].Query.ID, js[i].ID, js[i].ReceivedAt)
+		}
+		for i := range js {
+			if !linked[i] {
+				e.Observe(js[i].Items)
+			}
+		}
+	}
 	ids := make([]string, len(js))
 	for i := range js {
 		ids[i] = js[i].ID

@@ -32,7 +32,7 @@ func TestPostJudgmentAccepted(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	rec := e.must(http.StatusAccepted, "POST", "/v1/studies/s1/judgments", e.collect,
-		`{"id":"client-1","worker":"w1","items":["c1","c2","c3"],"odd":"c2","rt_ms":1500.4,"query_id":"q9"}`)
+		`{"id":"client-1","worker":"w1","items":["c1","c2","c3"],"odd":"c2","rt_ms":1500.4}`)
 	b := decodeAccepted(t, rec)
 	if b.Accepted != 1 || len(b.IDs) != 1 || b.IDs[0] != "client-1" {
 		t.Fatalf("body %+v", b)
@@ -43,7 +43,7 @@ func TestPostJudgmentAccepted(t *testing.T) {
 	}
 	j := got[0]
 	want := alignet.Judgment{ID: "client-1", Study: "s1", Task: alignet.TaskOddOneOut, Worker: Pseudonym([]byte(testPseudonymKey), "w1"),
-		Items: [3]string{"c1", "c2", "c3"}, Odd: "c2", RTMillis: 1500, QueryID: "q9", ReceivedAt: j.ReceivedAt}
+		Items: [3]string{"c1", "c2", "c3"}, Odd: "c2", RTMillis: 1500, ReceivedAt: j.ReceivedAt}
 	if !reflect.DeepEqual(j, want) {
 		t.Fatalf("published %+v\nwant %+v", j, want)
 	}

@@ -13,10 +13,18 @@ import (
 
 // metrics are the API's Prometheus collectors.
 type metrics struct {
-	duration  *prometheus.HistogramVec
-	accepted  *prometheus.CounterVec
-	rejected  *prometheus.CounterVec
-	predicted prometheus.Counter
+	duration *prometheus.HistogramVec
+	accepted *prometheus.CounterVec
+	rejected *prometheus.CounterVec
+
+	served       *prometheus.CounterVec
+	answers      *prometheus.CounterVec
+	rescore      prometheus.Histogram
+	logPending   prometheus.Gauge
+	logDropped   prometheus.Counter
+	logFlush     prometheus.Histogram
+	scorerFallen *prometheus.CounterVec
+	predicted    prometheus.Counter
 }
 
 // Rejection reasons used as the "reason" label of
@@ -31,6 +39,8 @@ const (
 	reasonUnavailable  = "unavailable"
 	reasonUnauthorized = "unauthorized"
 	reasonForbidden    = "forbidden"
+	reasonConflict     = "conflict"
+	reasonExpired      = "expired"
 	reasonInternal     = "internal"
 )
 
@@ -54,8 +64,40 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "alignet_predict_triplets_total",
 			Help: "Triplets answered by POST /v1/studies/{study}/predict.",
 		}),
+
+		served: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "alignet_queries_served_total",
+			Help: "Queries handed to participant sessions for the first time, by kind.",
+		}, []string{"kind"}),
+		answers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "alignet_query_answers_total",
+			Help: "Judgments linked to queries, by outcome (bound, repeated, taken, expired, foreign, unknown, mismatch).",
+		}, []string{"outcome"}),
+		rescore: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "alignet_query_rescore_seconds",
+			Help:    "Time to rescore a study's candidate pool under a new teacher.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+		logPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "alignet_query_log_pending",
+			Help: "Served queries waiting to be written to the query log.",
+		}),
+		logDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "alignet_query_log_dropped_total",
+			Help: "Served queries dropped from the query log because its buffer was full (Postgres unavailable for long).",
+		}),
+		logFlush: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "alignet_query_log_flush_seconds",
+			Help:    "Duration of query log writes.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}),
+		scorerFallen: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "alignet_query_scorer_fallbacks_total",
+			Help: "Rescorings that used entropy because the study's scorer was not available, by the study's scorer.",
+		}, []string{"scorer"}),
 	}
-	for _, c := range []prometheus.Collector{m.duration, m.accepted, m.rejected, m.predicted} {
+	for _, c := range []prometheus.Collector{m.duration, m.accepted, m.rejected, m.predicted, m.served, m.answers, m.rescore,
+		m.logPending, m.logDropped, m.logFlush, m.scorerFallen} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register api metrics: %w", err)
 		}
@@ -89,6 +131,10 @@ func rejectReason(e *Error) string {
 		return reasonForbidden
 	case http.StatusServiceUnavailable:
 		return reasonUnavailable
+	case http.StatusConflict:
+		return reasonConflict
+	case http.StatusGone:
+		return reasonExpired
 	}
 	return reasonInternal
 }

@@ -40,7 +40,9 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 			if m == "parameters" {
 				continue
 			}
-			documented[m+" "+p] = true
+			// {student}.npz and {version}.npz are served by the routes
+			// of their path segment, which check the suffix.
+			documented[m+" "+strings.NewReplacer("{student}.npz", "{student}", "{version}.npz", "{file}").Replace(p)] = true
 			var op struct {
 				Responses  map[string]json.RawMessage `json:"responses"`
 				Parameters []struct{ Name, In string }

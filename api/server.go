@@ -22,7 +22,12 @@
 //   - 403 valid key without the route's scope;
 //   - 404 unknown route, study, space or key;
 //   - 408 a request body not received within Config.ReadTimeout;
-//   - 409 an entity exists with a different definition;
+//   - 409 an entity exists with a different definition; a judgment's
+//     query was served to another worker (query_foreign) or answered by
+//     another judgment id (query_answered); a study cannot serve queries
+//     yet (not_ready: no items with embeddings, or no completion code for
+//     a Prolific session);
+//   - 410 a judgment's query expired unanswered (query_expired);
 //   - 413 body over the configured cap, batch over MaxBatch, or a batch too
 //     large for one stream message once encoded (split it; retrying the
 //     same batch cannot succeed);
@@ -38,8 +43,9 @@
 // SHA-256 hashes. Lookups are cached for Config.KeyCacheTTL. A key revoked
 // through this server stops working at once; Run polls the store every
 // Config.RevocationPollInterval for keys revoked through other servers.
-// Scopes are "collect" (post judgments), "read" (read data, export, worker
-// lookup) and "admin" (everything). GET /v1/openapi.json takes any valid
+// Scopes are "collect" (post judgments, open participant sessions, get
+// their next queries), "read" (read data, export, worker lookup and
+// flags) and "admin" (everything). GET /v1/openapi.json takes any valid
 // key; /healthz, /readyz and /metrics take none (serve /metrics on an
 // internal network only, or set Config.OmitMetrics and serve it elsewhere).
 //
@@ -55,6 +61,19 @@
 // never seen gets 503. /readyz follows: it answers 200 "ok" when Kafka and
 // Postgres answer, 200 "degraded" when only Kafka does but the caches hold
 // a key and a study (so collection goes on), and 503 otherwise.
+//
+// Query selection is served from memory too: each replica keeps one
+// query engine per study (package query) holding the candidate pool, its
+// scores under the current teacher (Deps.Teachers, rescored whenever it
+// changes) and the loaded sessions; served queries reach Postgres through
+// a batched query log (Config.QueryLogInterval bounds what a crash
+// loses). What must hold across replicas is decided in Postgres: a
+// judgment answering a query is bound to it in a transaction before it is
+// published, so a query is answered once, by its own worker, within its
+// TTL. Requests of one session should reach one replica (session
+// affinity, such as hashing the path's session id): another replica takes
+// the session over from Postgres, and the worker's never-twice rule and
+// the budget then hold up to the queries served in the last log interval.
 //
 // Slow clients are bounded: Run holds at most Config.MaxConns connections;
 // a request body must arrive within Config.ReadTimeout, with or without a
@@ -74,7 +93,8 @@
 //	srv, err := api.New(cfg, api.Deps{Spaces: database, Studies: database,
 //		Settings: database, Teachers: database, TeacherSource: database,
 //		Judgments: database, Keys: database, Workers: database, Items: database,
-//		Ready: database, Publisher: producer}) // *db.DB, *stream.Producer
+//		Ready: database, Embeddings: database, Sessions: database,
+//		Flags: database, Trainer: database, Publisher: producer}) // *db.DB, *stream.Producer
 //	err = srv.Run(ctx)
 package api
 
@@ -88,6 +108,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -137,6 +158,14 @@ const (
 	// DefaultMaxExports is the default number of exports that may run at
 	// once, each holding one database connection.
 	DefaultMaxExports = 4
+	// DefaultQueryLogInterval is how often served queries are written to
+	// the query log by default: the durability window of the log.
+	DefaultQueryLogInterval = 100 * time.Millisecond
+	// DefaultQueryLogBatch is the default largest query log write.
+	DefaultQueryLogBatch = 1000
+	// DefaultQueryLogMaxPending is the default number of served queries
+	// kept in memory while the query log cannot be written.
+	DefaultQueryLogMaxPending = 200000
 	// DefaultMaxPredictTriplets is the default largest predict request.
 	DefaultMaxPredictTriplets = 10000
 	// DefaultMaxImageBody is the default cap on uploaded item images
@@ -208,6 +237,18 @@ type Config struct {
 	// one database connection, so the rest of the pool stays free for the
 	// persister. Further exports get 503 with Retry-After. Default 4.
 	MaxExports int
+	// MaxNext is the largest n of GET .../next. Default 100.
+	MaxNext int
+	// QueryLogInterval is how often served queries are written to the
+	// query log, which bounds what a crash loses. Default 100ms.
+	QueryLogInterval time.Duration
+	// QueryLogBatch is the most queries one query log write holds.
+	// Default 1000.
+	QueryLogBatch int
+	// QueryLogMaxPending is how many served queries are kept in memory
+	// while the query log cannot be written; beyond it they are dropped
+	// (and counted). Default 200000.
+	QueryLogMaxPending int
 	// TeacherPollInterval is how often the teacher cache behind predict
 	// and neighbours asks Postgres whether a cached study's teacher, items
 	// or embeddings changed. Default 500ms.
@@ -300,6 +341,18 @@ func (c Config) withDefaults() Config {
 	if c.MaxExports <= 0 {
 		c.MaxExports = DefaultMaxExports
 	}
+	if c.MaxNext <= 0 {
+		c.MaxNext = DefaultMaxNext
+	}
+	if c.QueryLogInterval <= 0 {
+		c.QueryLogInterval = DefaultQueryLogInterval
+	}
+	if c.QueryLogBatch <= 0 {
+		c.QueryLogBatch = DefaultQueryLogBatch
+	}
+	if c.QueryLogMaxPending <= 0 {
+		c.QueryLogMaxPending = DefaultQueryLogMaxPending
+	}
 	if c.TeacherPollInterval <= 0 {
 		c.TeacherPollInterval = DefaultTeacherPollInterval
 	}
@@ -376,6 +429,13 @@ type Server struct {
 	exports chan struct{} // one token per running export
 	routes  map[string]bool
 	bufs    bufPool
+	sel     *selection
+	qlog    *queryLog
+	stopBG  context.CancelFunc // stops the query log and selection loops
+	bgDone  sync.WaitGroup
+	// unsubscribe ends query selection's subscription to the teacher
+	// cache (a no-op with Deps.QueryTeachers).
+	unsubscribe func()
 
 	adminHash [sha256.Size]byte
 	hasAdmin  bool
@@ -414,11 +474,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:     cfg,
-		deps:    deps,
-		log:     cfg.Logger,
-		metrics: m,
-		exports: make(chan struct{}, cfg.MaxExports),
+		cfg:         cfg,
+		deps:        deps,
+		log:         cfg.Logger,
+		metrics:     m,
+		exports:     make(chan struct{}, cfg.MaxExports),
+		unsubscribe: func() {},
 
 		sessionLimit: newLimiter(limitSession, cfg.SessionLimit, cfg.Now),
 		addressLimit: newLimiter(limitAddress, cfg.AddressLimit, cfg.Now),
@@ -443,6 +504,20 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.adminHash = sha256.Sum256([]byte(cfg.AdminKey))
 		s.hasAdmin = true
 	}
+	teachers := deps.QueryTeachers
+	if teachers == nil {
+		ct := newCacheTeachers(s.teachers)
+		s.unsubscribe = ct.cancel
+		teachers = ct
+	}
+	s.sel = newSelection(s, teachers)
+	s.qlog = newQueryLog(deps.Sessions, cfg.Logger, m, cfg.QueryLogInterval, cfg.QueryLogBatch, cfg.QueryLogMaxPending)
+	// The query log and the selection loop run from New until the server
+	// stops, so handlers served without Serve (tests) work alike.
+	bg, stop := context.WithCancel(context.Background())
+	s.stopBG = stop
+	s.bgDone.Go(func() { s.qlog.run(bg) })
+	s.bgDone.Go(func() { s.sel.run(bg) })
 	s.e = s.newEcho()
 	return s, nil
 }
@@ -505,9 +580,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// close stops the caches' loads; the server must not be used afterwards.
+// close stops the caches' loads and the selection loop and writes the
+// pending query log; the server must not be used afterwards.
 func (s *Server) close() {
 	s.closeOnce.Do(func() {
+		s.unsubscribe()
+		s.stopBG()
+		s.bgDone.Wait()
 		s.keys.Close()
 		s.studies.Close()
 		s.teachers.Close()
@@ -565,6 +644,22 @@ func (s *Server) registerRoutes(e *echo.Echo) {
 	v1.GET("/studies/:study/items", s.getItems, s.auth(alignet.ScopeRead), checkParams)
 	v1.POST("/studies/:study/judgments", s.postJudgments, s.countRejected, s.auth(alignet.ScopeCollect), checkParams)
 	v1.GET("/studies/:study/judgments", s.exportJudgments, s.auth(alignet.ScopeRead), checkParams)
+	v1.POST("/studies/:study/sessions", s.postSession, s.auth(alignet.ScopeCollect), checkParams)
+	v1.GET("/studies/:study/sessions/:session", s.getSession, s.auth(alignet.ScopeCollect), checkParams)
+	v1.GET("/studies/:study/sessions/:session/next", s.nextQueries, s.auth(alignet.ScopeCollect), checkParams)
+	v1.GET("/studies/:study/workers", s.listWorkers, s.auth(alignet.ScopeRead), checkParams)
+
+	v1.PUT("/studies/:study/pool", s.putPool, s.auth(alignet.ScopeAdmin), checkParams)
+	v1.GET("/studies/:study/pool", s.getPool, s.auth(alignet.ScopeRead), checkParams)
+	v1.POST("/spaces/:space/labels", s.postLabels, s.auth(alignet.ScopeAdmin), checkParams)
+	v1.POST("/studies/:study/students", s.postStudent, s.auth(alignet.ScopeAdmin), checkParams)
+	v1.GET("/studies/:study/students", s.listStudents, s.auth(alignet.ScopeRead), checkParams)
+	// GET .../students/{student} also serves {student}.npz, the head.
+	v1.GET("/studies/:study/students/:student", s.getStudent, s.auth(alignet.ScopeRead), checkParams)
+	v1.DELETE("/studies/:study/students/:student", s.deleteStudent, s.auth(alignet.ScopeAdmin), checkParams)
+	v1.GET("/studies/:study/students/:student/embeddings", s.studentEmbeddings, s.auth(alignet.ScopeRead), checkParams)
+	v1.GET("/studies/:study/datasets", s.listDatasets, s.auth(alignet.ScopeRead), checkParams)
+	v1.GET("/studies/:study/datasets/:file", s.getDataset, s.auth(alignet.ScopeRead), checkParams)
 
 	v1.GET("/studies/:study/teacher", s.getTeacher, s.auth(alignet.ScopeRead), checkParams)
 	v1.GET("/studies/:study/teacher.npz", s.getTeacherNPZ, s.auth(alignet.ScopeRead), checkParams)
@@ -606,9 +701,17 @@ func checkParams(next echo.HandlerFunc) echo.HandlerFunc {
 				if !alignet.ValidName(v) {
 					return notFound("", "%s %q not found", name, truncate(v, alignet.MaxNameLen))
 				}
+			case "student":
+				if !alignet.ValidName(strings.TrimSuffix(v, ".npz")) {
+					return notFound("", "student %q not found", truncate(v, alignet.MaxNameLen))
+				}
 			case "id":
 				if v == "" || alignet.CheckText(v, alignet.MaxIDLen) != "" {
 					return notFound("", "key %q not found", truncate(v, alignet.MaxIDLen))
+				}
+			case "session":
+				if v == "" || alignet.CheckText(v, alignet.MaxQueryIDLen) != "" {
+					return notFound("", "session %q not found", truncate(v, alignet.MaxQueryIDLen))
 				}
 			case "item":
 				v, err := pathParam(c, name)

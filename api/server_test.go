@@ -332,10 +332,12 @@ func TestNewValidatesConfig(t *testing.T) {
 func exportSetup(t *testing.T, mods ...func(*Config)) (*env, []alignet.Judgment) {
 	e := newEnv(t, mods...)
 	e.must(http.StatusAccepted, "POST", "/v1/studies/s1/judgments", e.collect,
-		`[{"id":"j1","worker":"w1","items":["c3","c1","c2"],"odd":"c1","rt_ms":1200,"query_id":"q,1"},{"id":"j2","worker":"w2","items":["c4","c5","c6"],"odd":"c6"}]`)
+		`[{"id":"j1","worker":"w1","items":["c3","c1","c2"],"odd":"c1","rt_ms":1200},{"id":"j2","worker":"w2","items":["c4","c5","c6"],"odd":"c6"}]`)
 	e.must(http.StatusAccepted, "POST", "/v1/studies/a1/judgments", e.collect,
 		`{"id":"k1","worker":"w1","head":"c5","close":"c2","far":"c4","rt_ms":700}`)
 	js := e.pub.published()
+	// A query id with a comma, as stored data may hold, tests CSV quoting.
+	js[0].QueryID = "q,1"
 	e.store.addJudgments(js)
 	return e, js
 }
@@ -354,14 +356,14 @@ func TestExportCSV(t *testing.T) {
 	if strings.Join(rows[0], ",") != CSVHeader || len(rows) != 3 {
 		t.Fatalf("rows %q", rows)
 	}
-	want := []string{"j1", "s1", "odd-one-out", js[0].Worker, "c3", "c1", "c2", "c1", "", "", "", "1200", "q,1",
+	want := []string{"j1", "s1", "odd-one-out", js[0].Worker, "c3", "c1", "c2", "c1", "", "", "", "1200", "q,1", "",
 		js[0].ReceivedAt.Format(time.RFC3339Nano)}
 	if !reflect.DeepEqual(rows[1], want) {
 		t.Fatalf("row %q\nwant %q", rows[1], want)
 	}
 	rec = e.must(http.StatusOK, "GET", "/v1/studies/a1/judgments", e.read, "")
 	rows, _ = csv.NewReader(strings.NewReader(rec.Body.String())).ReadAll()
-	want = []string{"k1", "a1", "anchor", js[2].Worker, "c5", "c2", "c4", "", "c5", "c2", "c4", "700", "",
+	want = []string{"k1", "a1", "anchor", js[2].Worker, "c5", "c2", "c4", "", "c5", "c2", "c4", "700", "", "",
 		js[2].ReceivedAt.Format(time.RFC3339Nano)}
 	if len(rows) != 2 || !reflect.DeepEqual(rows[1], want) {
 		t.Fatalf("anchor rows %q", rows)

@@ -49,7 +49,7 @@ func TestCreateStudyWithSettings(t *testing.T) {
 		{`{"learner":{"min_judgments":"many"}}`, "settings.learner.min_judgments"},
 		{`{"learner":{"lambdas":[0.1,-1]}}`, "settings.learner.lambdas[1]"},
 		{`{"learner":{"version_interval":"soon"}}`, "settings.learner.version_interval"},
-		{`{"trainer":{}}`, "settings.trainer"},
+		{`{"nope":{}}`, "settings.nope"},
 		{`[1]`, "settings"},
 	} {
 		rec := e.req("POST", "/v1/studies", e.admin, `{"id":"bad","task":"odd-one-out","space":"clip","settings":`+c.settings+`}`)

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"io"
 	"time"
 
 	"github.com/alignet/alignet"
@@ -101,6 +102,45 @@ type JudgmentExporter interface {
 	// (received_at, id) order, and stops at fn's first error. A study that
 	// does not exist is alignet.ErrNotFound, reported before fn is called.
 	ExportJudgments(ctx context.Context, f alignet.JudgmentFilter, fn func(alignet.Judgment) error) error
+	// ExportJudgmentQueries is ExportJudgments joined to the queries the
+	// judgments answer: fn also gets each one's query, or nil.
+	ExportJudgmentQueries(ctx context.Context, f alignet.JudgmentFilter, fn func(alignet.Judgment, *alignet.Query) error) error
+}
+
+// SessionStore holds participant sessions, the query log, the answers'
+// bindings and the repeat sets of query selection.
+type SessionStore interface {
+	// OpenSession returns the worker's session with s.External, else
+	// their open session, else stores s (created=true).
+	OpenSession(ctx context.Context, s alignet.Session) (alignet.Session, bool, error)
+	// GetSession returns a session of a study.
+	GetSession(ctx context.Context, study, id string) (alignet.Session, error)
+	// CompleteSession records a session's completion time once.
+	CompleteSession(ctx context.Context, study, id string, at time.Time) error
+	// LogQueries stores served queries, skipping those stored already.
+	LogQueries(ctx context.Context, qs []alignet.Query) (int64, error)
+	// GetQuery returns a stored query of a study with its answer, if any.
+	GetQuery(ctx context.Context, study, id string) (alignet.Query, error)
+	// WorkerQueries returns every stored query served to a worker in a
+	// study.
+	WorkerQueries(ctx context.Context, study, worker string) ([]alignet.Query, error)
+	// AnswerQueries binds judgments to their queries, all or nothing (see
+	// db.DB.AnswerQueries), and updates the workers' flags.
+	AnswerQueries(ctx context.Context, study string, as []alignet.Answer, flags alignet.FlagSettings) ([]alignet.AnswerOutcome, error)
+	// UnanswerQueries takes back bindings whose judgments were not
+	// published.
+	UnanswerQueries(ctx context.Context, study string, as []alignet.Answer, flags alignet.FlagSettings) error
+	// RepeatSet returns a study's repeat triplets.
+	RepeatSet(ctx context.Context, study string) ([][3]string, error)
+	// EnsureRepeatSet stores a repeat set unless the study has one and
+	// returns the stored set.
+	EnsureRepeatSet(ctx context.Context, study string, ts [][3]string) ([][3]string, error)
+}
+
+// FlagStore reads the workers' answer counts and flags.
+type FlagStore interface {
+	// WorkerFlags returns every worker of a study who answered a query.
+	WorkerFlags(ctx context.Context, study string) ([]alignet.WorkerFlags, error)
 }
 
 // KeyStore holds API keys, as SHA-256 hashes.
@@ -126,6 +166,44 @@ type KeyStore interface {
 type WorkerStore interface {
 	// WorkerSummary returns per-study judgment counts of a pseudonymous worker.
 	WorkerSummary(ctx context.Context, worker string) ([]alignet.WorkerStudy, error)
+}
+
+// TrainerStore holds what the trainer makes and consumes: generation
+// pools, item labels, students and their versions, datasets, and the
+// artifacts (blobs) behind the last two.
+type TrainerStore interface {
+	// PutPool sets a study's generation pool; a space of the wrong
+	// dimension or a listed item without an embedding is an
+	// *alignet.FieldError.
+	PutPool(ctx context.Context, p alignet.Pool) (alignet.Pool, error)
+	// GetPool returns a study's pool; none is alignet.ErrNotFound.
+	GetPool(ctx context.Context, study string) (alignet.Pool, error)
+	// PutItemLabels stores the labels of items of a space.
+	PutItemLabels(ctx context.Context, space string, labels []alignet.ItemLabels) (int64, error)
+	// CreateStudent registers a student and reports whether it was
+	// created; one with another space is alignet.ErrConflict.
+	CreateStudent(ctx context.Context, s alignet.Student) (alignet.Student, bool, error)
+	// GetStudent returns a student.
+	GetStudent(ctx context.Context, study, id string) (alignet.Student, error)
+	// ListStudents returns a study's students.
+	ListStudents(ctx context.Context, study string) ([]alignet.Student, error)
+	// DeleteStudent deletes a student with its versions.
+	DeleteStudent(ctx context.Context, study, id string) error
+	// StudentVersions returns a student's versions, newest first.
+	StudentVersions(ctx context.Context, study, id string) ([]alignet.StudentVersion, error)
+	// StudentVersion returns version n of a student (0: current).
+	StudentVersion(ctx context.Context, study, id string, n int64) (alignet.StudentVersion, error)
+	// Datasets returns a study's datasets, newest first.
+	Datasets(ctx context.Context, study string) ([]alignet.Dataset, error)
+	// GetDataset returns dataset version n of a study (0: newest).
+	GetDataset(ctx context.Context, study string, n int64) (alignet.Dataset, error)
+	// GetArtifact describes a complete artifact.
+	GetArtifact(ctx context.Context, id int64) (alignet.Artifact, error)
+	// ReadArtifact writes bytes [off, off+n) of an artifact to w.
+	ReadArtifact(ctx context.Context, id, off, n int64, w io.Writer) error
+	// LoadEmbeddings returns the vectors of ids in a space and whether
+	// each was found.
+	LoadEmbeddings(ctx context.Context, space string, ids []string) ([]float32, []bool, error)
 }
 
 // ItemStore holds the display data of items: labels, external image URLs
@@ -163,9 +241,9 @@ type Publisher interface {
 	Ping(ctx context.Context) error
 }
 
-// Deps are the dependencies of a Server. Every field but Components is
-// required; a *db.DB fills all but Publisher, which a *stream.Producer
-// fills.
+// Deps are the dependencies of a Server. Every field but Components,
+// QueryTeachers and Students is required; a *db.DB fills all stores and a
+// *stream.Producer the Publisher.
 type Deps struct {
 	// Spaces serves the /v1/spaces routes.
 	Spaces SpaceStore
@@ -187,8 +265,21 @@ type Deps struct {
 	Items ItemStore
 	// Ready is the database check of /readyz.
 	Ready ReadinessChecker
+	// Sessions serve participant sessions and the query log.
+	Sessions SessionStore
+	// Flags serve the workers route.
+	Flags FlagStore
+	// Trainer serves pools, labels, students and datasets.
+	Trainer TrainerStore
 	// Publisher receives accepted judgments.
 	Publisher Publisher
+	// QueryTeachers supply the teachers query selection scores with.
+	// Optional: nil means the server's teacher cache (the learner's
+	// teacher, or the raw embeddings before it stored one).
+	QueryTeachers QueryTeachers
+	// Students supply the disagreement scorer's students. Optional: nil
+	// means none is registered yet.
+	Students StudentSource
 	// Components are the other roles running in this process (such as the
 	// persister), by name. Optional. A failing one makes /readyz answer
 	// "degraded": the API still accepts judgments, which Kafka buffers.
@@ -197,7 +288,8 @@ type Deps struct {
 
 func (d Deps) check() error {
 	if d.Spaces == nil || d.Studies == nil || d.Settings == nil || d.Teachers == nil || d.TeacherSource == nil ||
-		d.Judgments == nil || d.Keys == nil || d.Workers == nil || d.Items == nil || d.Ready == nil || d.Publisher == nil {
+		d.Judgments == nil || d.Keys == nil || d.Workers == nil || d.Items == nil || d.Ready == nil || d.Publisher == nil ||
+		d.Sessions == nil || d.Flags == nil || d.Trainer == nil {
 		return errors.New("api: every field of Deps is required")
 	}
 	return nil

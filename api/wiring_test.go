@@ -16,5 +16,6 @@ var (
 	_ api.WorkerStore      = (*db.DB)(nil)
 	_ api.ItemStore        = (*db.DB)(nil)
 	_ api.ReadinessChecker = (*db.DB)(nil)
+	_ api.TrainerStore     = (*db.DB)(nil)
 	_ api.Publisher        = (*stream.Producer)(nil)
 )

@@ -29,7 +29,8 @@ const (
 // yields an error wrapping alignet.ErrNotFound that names it, and nothing is
 // stored. Values Postgres rejects, such as a NUL byte in a text field, yield
 // an error wrapping alignet.ErrInvalid (see the package's error translation),
-// and nothing is stored. An empty Odd or QueryID is stored as NULL. Batches are sorted by
+// and nothing is stored. An empty Odd, QueryID or QueryKind is stored as
+// NULL. Batches are sorted by
 // (study, id) before insertion, so concurrent overlapping batches cannot
 // deadlock.
 func (d *DB) InsertJudgments(ctx context.Context, js []alignet.Judgment) (int64, error) {
@@ -110,21 +111,22 @@ func insertJudgmentsUnnest(ctx context.Context, tx pgx.Tx, js []alignet.Judgment
 	n := len(order)
 	study, id, task, worker := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	a, b, c, odd, qid := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	kind := make([]string, n)
 	rt := make([]int32, n)
 	recv := make([]time.Time, n)
 	for k, i := range order {
 		j := &js[i]
 		study[k], id[k], task[k], worker[k] = j.Study, j.ID, string(j.Task), j.Worker
 		a[k], b[k], c[k], odd[k], qid[k] = j.Items[0], j.Items[1], j.Items[2], j.Odd, j.QueryID
-		rt[k], recv[k] = j.RTMillis, j.ReceivedAt
+		kind[k], rt[k], recv[k] = string(j.QueryKind), j.RTMillis, j.ReceivedAt
 	}
 	tag, err := tx.Exec(ctx, `INSERT INTO judgments
-		(study, id, task, worker, item_a, item_b, item_c, odd, rt_ms, query_id, received_at)
-		SELECT s, i, t, w, a, b, c, NULLIF(o, ''), rt, NULLIF(q, ''), r
+		(study, id, task, worker, item_a, item_b, item_c, odd, rt_ms, query_id, query_kind, received_at)
+		SELECT s, i, t, w, a, b, c, NULLIF(o, ''), rt, NULLIF(q, ''), NULLIF(k, ''), r
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-			$8::text[], $9::int4[], $10::text[], $11::timestamptz[]) AS u(s, i, t, w, a, b, c, o, rt, q, r)
+			$8::text[], $9::int4[], $10::text[], $11::text[], $12::timestamptz[]) AS u(s, i, t, w, a, b, c, o, rt, q, k, r)
 		ON CONFLICT (study, id) DO NOTHING`,
-		study, id, task, worker, a, b, c, odd, rt, qid, recv)
+		study, id, task, worker, a, b, c, odd, rt, qid, kind, recv)
 	if err != nil {
 		return 0, err
 	}
@@ -135,22 +137,22 @@ func insertJudgmentsCopy(ctx context.Context, tx pgx.Tx, js []alignet.Judgment, 
 	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE alignet_judgments_in (
 		study text COLLATE "C", id text COLLATE "C", task text, worker text COLLATE "C",
 		item_a text COLLATE "C", item_b text COLLATE "C", item_c text COLLATE "C", odd text COLLATE "C",
-		rt_ms integer, query_id text COLLATE "C", received_at timestamptz) ON COMMIT DROP`); err != nil {
+		rt_ms integer, query_id text COLLATE "C", query_kind text, received_at timestamptz) ON COMMIT DROP`); err != nil {
 		return 0, fmt.Errorf("create temp table: %w", err)
 	}
-	cols := []string{"study", "id", "task", "worker", "item_a", "item_b", "item_c", "odd", "rt_ms", "query_id", "received_at"}
+	cols := []string{"study", "id", "task", "worker", "item_a", "item_b", "item_c", "odd", "rt_ms", "query_id", "query_kind", "received_at"}
 	_, err := tx.CopyFrom(ctx, pgx.Identifier{"pg_temp", "alignet_judgments_in"}, cols,
 		pgx.CopyFromSlice(len(order), func(k int) ([]any, error) {
 			j := &js[order[k]]
 			return []any{j.Study, j.ID, string(j.Task), j.Worker, j.Items[0], j.Items[1], j.Items[2],
-				nullIfEmpty(j.Odd), j.RTMillis, nullIfEmpty(j.QueryID), j.ReceivedAt}, nil
+				nullIfEmpty(j.Odd), j.RTMillis, nullIfEmpty(j.QueryID), nullIfEmpty(string(j.QueryKind)), j.ReceivedAt}, nil
 		}))
 	if err != nil {
 		return 0, fmt.Errorf("copy: %w", err)
 	}
 	tag, err := tx.Exec(ctx, `INSERT INTO judgments
-		(study, id, task, worker, item_a, item_b, item_c, odd, rt_ms, query_id, received_at)
-		SELECT study, id, task, worker, item_a, item_b, item_c, odd, rt_ms, query_id, received_at
+		(study, id, task, worker, item_a, item_b, item_c, odd, rt_ms, query_id, query_kind, received_at)
+		SELECT study, id, task, worker, item_a, item_b, item_c, odd, rt_ms, query_id, query_kind, received_at
 		FROM pg_temp.alignet_judgments_in
 		ON CONFLICT (study, id) DO NOTHING`)
 	if err != nil {
@@ -174,6 +176,18 @@ func nullIfEmpty(s string) any {
 // Config.MaxExportConns exports run at once; a further one waits for a
 // running one to end, or fails when ctx ends first.
 func (d *DB) ExportJudgments(ctx context.Context, f alignet.JudgmentFilter, fn func(alignet.Judgment) error) error {
+	return d.export(ctx, f, false, func(j alignet.Judgment, _ *alignet.Query) error { return fn(j) })
+}
+
+// ExportJudgmentQueries is ExportJudgments joined to the queries the
+// judgments answer (their bindings, which every linked judgment has): fn
+// also gets the query each judgment answers, or nil for judgments without
+// one.
+func (d *DB) ExportJudgmentQueries(ctx context.Context, f alignet.JudgmentFilter, fn func(alignet.Judgment, *alignet.Query) error) error {
+	return d.export(ctx, f, true, fn)
+}
+
+func (d *DB) export(ctx context.Context, f alignet.JudgmentFilter, join bool, fn func(alignet.Judgment, *alignet.Query) error) error {
 	select {
 	case d.exports <- struct{}{}:
 	case <-ctx.Done():
@@ -194,39 +208,74 @@ func (d *DB) ExportJudgments(ctx context.Context, f alignet.JudgmentFilter, fn f
 		where = append(where, fmt.Sprintf(cond, len(args)))
 	}
 	if f.Study != "" {
-		add("study = $%d", f.Study)
+		add("j.study = $%d", f.Study)
 	}
 	if !f.Since.IsZero() {
-		add("received_at >= $%d", f.Since)
+		add("j.received_at >= $%d", f.Since)
 	}
 	if !f.Until.IsZero() {
-		add("received_at < $%d", f.Until)
+		add("j.received_at < $%d", f.Until)
 	}
 	if f.Worker != "" {
-		add("worker = $%d", f.Worker)
+		add("j.worker = $%d", f.Worker)
 	}
-	q := `SELECT study, id, task, worker, item_a, item_b, item_c, coalesce(odd, ''), rt_ms, coalesce(query_id, ''), received_at
-		FROM judgments`
+	q := `SELECT j.study, j.id, j.task, j.worker, j.item_a, j.item_b, j.item_c, coalesce(j.odd, ''), j.rt_ms,
+		coalesce(j.query_id, ''), coalesce(j.query_kind, ''), j.received_at`
+	if join {
+		q += `, q.query_id IS NOT NULL, coalesce(q.session, ''), coalesce(q.worker, ''), coalesce(q.kind, ''),
+			coalesce(q.item_a, ''), coalesce(q.item_b, ''), coalesce(q.item_c, ''), coalesce(q.expected, ''),
+			coalesce(q.score, 0), coalesce(q.teacher_version, 0), q.served_at, q.expires_at,
+			coalesce(q.judgment_id, ''), q.answered_at
+		FROM judgments j LEFT JOIN query_answers q ON q.study = j.study AND q.query_id = j.query_id`
+	} else {
+		q += ` FROM judgments j`
+	}
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	q += " ORDER BY received_at, id, study"
+	q += " ORDER BY j.received_at, j.id, j.study"
 	rows, err := d.pool.Query(ctx, q, args...)
 	if err != nil {
 		return wrapErr("export judgments", err)
 	}
 	defer rows.Close()
 	var j alignet.Judgment
-	dest := []any{&j.Study, &j.ID, &j.Task, &j.Worker, &j.Items[0], &j.Items[1], &j.Items[2], &j.Odd, &j.RTMillis, &j.QueryID, &j.ReceivedAt}
+	var qr alignet.Query
+	var found bool
+	var served, expires, answered *time.Time
+	dest := []any{&j.Study, &j.ID, &j.Task, &j.Worker, &j.Items[0], &j.Items[1], &j.Items[2], &j.Odd, &j.RTMillis, &j.QueryID, &j.QueryKind, &j.ReceivedAt}
+	if join {
+		dest = append(dest, &found, &qr.Session, &qr.Worker, &qr.Kind, &qr.Items[0], &qr.Items[1], &qr.Items[2], &qr.Expected,
+			&qr.Score, &qr.TeacherVersion, &served, &expires, &qr.AnsweredBy, &answered)
+	}
 	for rows.Next() {
 		if err := rows.Scan(dest...); err != nil {
 			return wrapErr("export judgments: scan", err)
 		}
-		if err := fn(j); err != nil {
+		var qp *alignet.Query
+		if found {
+			qr.ID, qr.Study = j.QueryID, j.Study
+			qr.ServedAt, qr.ExpiresAt, qr.AnsweredAt = deref(served), deref(expires), nil
+			if answered != nil {
+				at := *answered
+				qr.AnsweredAt = &at
+			}
+			c := qr
+			qp = &c
+		}
+		if err := fn(j, qp); err != nil {
 			return fmt.Errorf("db: export judgments: %w", err)
 		}
 	}
 	return wrapErr("export judgments", rows.Err())
+}
+
+// deref returns *t, or the zero time for nil.
+func deref(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return *t
 }
 
 // CountJudgments returns the number of judgments stored for study. A missing

@@ -159,8 +159,14 @@ func (s *stack) start(roles string, env ...string) *proc {
 	return s.startAt(roles, fmt.Sprintf("127.0.0.1:%d", freePort(s.t)), env...)
 }
 
-// startAt is start listening on addr.
-func (s *stack) startAt(roles, addr string, env ...string) *proc {
+// startEnv is start with extra environment variables.
+func (s *stack) startEnv(roles string, extra ...string) *proc {
+	s.t.Helper()
+	return s.startAt(roles, fmt.Sprintf("127.0.0.1:%d", freePort(s.t)), extra...)
+}
+
+// startAt is start listening on addr, with extra environment variables.
+func (s *stack) startAt(roles, addr string, extra ...string) *proc {
 	t := s.t
 	t.Helper()
 	logf, err := os.CreateTemp(t.TempDir(), "alignet-*.log")
@@ -180,7 +186,7 @@ func (s *stack) startAt(roles, addr string, env ...string) *proc {
 		"ALIGNET_KAFKA_GROUP="+s.topic+".persister",
 		"ALIGNET_LOG_LEVEL=info",
 	)
-	cmd.Env = append(cmd.Env, env...)
+	cmd.Env = append(cmd.Env, extra...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

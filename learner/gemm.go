@@ -52,9 +52,12 @@ func gemmNT(m, k, d int, a, b, out []float32) {
 
 // gemmNTGo is the portable kernel behind gemmNT: it blocks the centres into
 // panels that stay in L2 and computes 4×4 tiles in registers.
-func gemmNTGo(m, k, d int, a, b, out []float32) {
+func gemmNTGo(m, k, d int, a, b, out []float32) { gemmNTGoFrom(m, k, d, a, b, out, 0) }
+
+// gemmNTGoFrom is gemmNTGo restricted to the output columns j ≥ from.
+func gemmNTGoFrom(m, k, d int, a, b, out []float32, from int) {
 	const panel = 64
-	for j0 := 0; j0 < k; j0 += panel {
+	for j0 := from; j0 < k; j0 += panel {
 		j1 := min(j0+panel, k)
 		i := 0
 		for ; i+4 <= m; i += 4 {

@@ -73,13 +73,28 @@ func (mb *matB) mulNT(m int, a, out []float32) {
 	gemmNTGo(m, mb.k, mb.d, a, mb.b, out)
 }
 
+// mulNTFrom is mulNT restricted to the output columns j ≥ from, rounded
+// down to a panel boundary (the other columns are left untouched).
+func (mb *matB) mulNTFrom(m int, a, out []float32, from int) {
+	if mb.bp != nil {
+		gemmPackedFrom(m, mb.k, mb.d, a, mb.bp, out, from/panelWidth)
+		return
+	}
+	gemmNTGoFrom(m, mb.k, mb.d, a, mb.b, out, from)
+}
+
 // gemmPacked computes out = a·bᵀ from b packed by packPanels, six rows by
 // sixteen centres at a time. Panels are the outer loop so each one stays
 // in cache while the rows of a stream past it.
 func gemmPacked(m, k, d int, a, bp []float32, out []float32) {
+	gemmPackedFrom(m, k, d, a, bp, out, 0)
+}
+
+// gemmPackedFrom is gemmPacked over the panels from panel first on.
+func gemmPackedFrom(m, k, d int, a, bp []float32, out []float32, first int) {
 	var tile [96]float32
 	np := (k + panelWidth - 1) / panelWidth
-	for pn := 0; pn < np; pn++ {
+	for pn := first; pn < np; pn++ {
 		panel := &bp[pn*d*panelWidth]
 		j0 := pn * panelWidth
 		w := min(panelWidth, k-j0)

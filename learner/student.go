@@ -213,6 +213,11 @@ type DistillConfig struct {
 	// Decay is μ in θ ← θ − lr·(Adam(g) + μ(θ − θ₀)), pulling the head
 	// toward its initial (pretrained) weights θ₀ (default 0).
 	Decay float64
+	// Anchor, when set, is θ₀: the head whose W and B the decay pulls
+	// toward, so that a head warm-started from an earlier fine-tuning
+	// still decays toward its initial weights. Default: the weights on
+	// entry.
+	Anchor *StudentHead
 	// Seed seeds the shuffling of triplets.
 	Seed uint64
 	// Workers is the number of goroutines (default GOMAXPROCS); results do
@@ -521,8 +526,8 @@ func (h *StudentHead) CalibrateScale(x []float32, n int, idx []int32, sims []flo
 // similarity logits in the matching order (s_ab, s_ac, s_bc). Each step
 // applies θ ← θ − lr·(Adam(g) + μ(θ − θ₀)) to θ = (W, B), where g is the
 // gradient of the mean divergence over a shuffled mini-batch and θ₀ the
-// weights on entry. Results depend only on the data and cfg.Seed, not on
-// the number of workers.
+// weights on entry (or cfg.Anchor). Results depend only on the data and
+// cfg.Seed, not on the number of workers.
 func TrainStudent(ctx context.Context, h *StudentHead, x []float32, n int, idx []int32, sims []float32, cfg DistillConfig) (DistillStats, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -542,6 +547,13 @@ func TrainStudent(ctx context.Context, h *StudentHead, x []float32, n int, idx [
 	copy(theta[pd:], h.B)
 	h.W, h.B = theta[:pd:pd], theta[pd:]
 	theta0 := append([]float64(nil), theta...)
+	if a := cfg.Anchor; a != nil {
+		if a.P != h.P || a.D != h.D || len(a.W) != pd || len(a.B) != h.P {
+			return st, fmt.Errorf("distill: anchor head is %d×%d, the head %d×%d", a.P, a.D, h.P, h.D)
+		}
+		copy(theta0, a.W)
+		copy(theta0[pd:], a.B)
+	}
 	grad := make([]float64, len(theta))
 	diff := make([]float64, len(theta))
 	opt := NewAdam(cfg.LR)

@@ -125,6 +125,41 @@ func TestStudentDecayPullsTowardInit(t *testing.T) {
 	}
 }
 
+// TestStudentDecayPullsTowardAnchor warm-starts a head away from θ₀ and
+// checks that, with an anchor, the decay pulls it back toward θ₀ rather
+// than holding it at its warm start.
+func TestStudentDecayPullsTowardAnchor(t *testing.T) {
+	const n, d, nt = 100, 6, 2000
+	x, idx, sims, _ := studentProblem(n, d, d, nt, 7)
+	theta0, _ := NewStudentHead(d, HeadConfig{Init: InitIdentity})
+	warm, _ := NewStudentHead(d, HeadConfig{Init: InitIdentity})
+	for i := range warm.W {
+		warm.W[i] += 0.5
+	}
+	dist := func(a, b *StudentHead) float64 {
+		var s float64
+		for i := range a.W {
+			s += (a.W[i] - b.W[i]) * (a.W[i] - b.W[i])
+		}
+		return math.Sqrt(s)
+	}
+	train := func(anchor *StudentHead) *StudentHead {
+		h := &StudentHead{W: slices.Clone(warm.W), B: slices.Clone(warm.B), D: d, P: d, Std: 1, Tau: 1}
+		if _, err := TrainStudent(context.Background(), h, x, n, idx, sims, DistillConfig{Epochs: 3, LR: 0.01, Decay: 50, BatchSize: 100, Anchor: anchor}); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	self, anchored := train(nil), train(theta0)
+	if !(dist(anchored, theta0) < 0.5*dist(self, theta0)) {
+		t.Errorf("distance to θ₀: anchored %.4f, decaying toward the warm start %.4f", dist(anchored, theta0), dist(self, theta0))
+	}
+	bad := &StudentHead{W: make([]float64, 4), B: make([]float64, 2), D: 2, P: 2}
+	if _, err := TrainStudent(context.Background(), train(nil), x, n, idx, sims, DistillConfig{Epochs: 1, Anchor: bad}); err == nil {
+		t.Error("an anchor of the wrong shape was accepted")
+	}
+}
+
 func TestTrainStudentDeterministicAcrossWorkers(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
 	// A small head (float64 products) and one large enough for the

@@ -3,6 +3,7 @@ package modelfile
 import (
 	"bytes"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/alignet/alignet/learner"
+	"github.com/alignet/alignet/npy"
 )
 
 // The files in testdata were written by the offline package before these
@@ -82,9 +84,9 @@ func TestDatasetGoldenBytes(t *testing.T) {
 		var buf bytes.Buffer
 		var dw *DatasetWriter
 		if sp == nil {
-			dw, err = NewDatasetWriter(&buf, 10, nil)
+			dw, err = NewDatasetWriter(&buf, 10, nil, nil)
 		} else {
-			dw, err = NewDatasetWriter(&buf, 10, sp)
+			dw, err = NewDatasetWriter(&buf, 10, sp, nil)
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -178,7 +180,7 @@ func TestKindMismatch(t *testing.T) {
 
 func TestDatasetWriterCounts(t *testing.T) {
 	var buf bytes.Buffer
-	dw, err := NewDatasetWriter(&buf, 2, nil)
+	dw, err := NewDatasetWriter(&buf, 2, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +196,7 @@ func TestDatasetWriterCounts(t *testing.T) {
 	if err := dw.Write([]int32{0, 1}, []float32{3, 2}); err == nil {
 		t.Error("partial triplet: no error")
 	}
-	if _, err := NewDatasetWriter(&buf, -1, nil); err == nil {
+	if _, err := NewDatasetWriter(&buf, -1, nil, nil); err == nil {
 		t.Error("negative total: no error")
 	}
 }
@@ -203,7 +205,7 @@ func TestSaveDataset(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "d.npz")
 	idx := []int32{0, 1, 2, 3, 4, 5, 5, 4, 3}
 	sims := []float32{3, 2, 1, 6, 5, 4, 9, 8, 7}
-	err := SaveDataset(path, 3, Provenance{Seed: 4, Extra: map[string]any{"order": DatasetOrder}}, func(dw *DatasetWriter) error {
+	err := SaveDataset(path, 3, nil, Provenance{Seed: 4, Extra: map[string]any{"order": DatasetOrder}}, func(dw *DatasetWriter) error {
 		if err := dw.Write(idx[:3], sims[:3]); err != nil {
 			return err
 		}
@@ -222,5 +224,55 @@ func TestSaveDataset(t *testing.T) {
 	entries, _ := os.ReadDir(filepath.Dir(path))
 	if len(entries) != 1 {
 		t.Fatalf("directory holds %d entries, want only d.npz", len(entries))
+	}
+}
+
+func TestDatasetFilenames(t *testing.T) {
+	ids := []string{"a", "bé", "ccc", "d"}
+	idx := []int32{0, 1, 2, 3, 2, 1}
+	sims := []float32{3, 2, 1, 6, 5, 4}
+	for _, spool := range []bool{false, true} {
+		var buf bytes.Buffer
+		var sp io.ReadWriteSeeker
+		if spool {
+			f, err := os.CreateTemp(t.TempDir(), "spool")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			sp = f
+		}
+		dw, err := NewDatasetWriter(&buf, 2, sp, ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := dw.Write([]int32{0, 1, 9}, []float32{1, 1, 1}); err == nil {
+			t.Fatal("an index beyond the ids was written")
+		}
+		if err := dw.Write(idx, sims); err != nil {
+			t.Fatal(err)
+		}
+		if err := dw.Close(Provenance{}); err != nil {
+			t.Fatal(err)
+		}
+		d, err := ReadDataset(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"a", "bé", "ccc", "d", "ccc", "bé"}
+		if !slices.Equal(d.Filenames, want) || !slices.Equal(d.Indices, idx) {
+			t.Fatalf("filenames %q, indices %v", d.Filenames, d.Indices)
+		}
+		z, err := npy.OpenNPZ(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := z.Names(); !slices.Equal(got, []string{"filenames", "indices", "meta", "similarities"}) {
+			t.Fatalf("members %v", got)
+		}
+		fa, _ := z.Read("filenames")
+		if fa.Dtype != "<U3" || !slices.Equal(fa.Shape, []int{2, 3}) {
+			t.Fatalf("filenames dtype %s shape %v", fa.Dtype, fa.Shape)
+		}
 	}
 }

@@ -41,7 +41,8 @@ var magic = []byte("\x93NUMPY")
 var ErrFortranOrder = errors.New("the .npy array is Fortran-ordered (column-major), as NumPy saves a transposed view such as x.T; only C order is supported: save np.ascontiguousarray(x) instead, and check that rows are items (transpose the matrix if not)")
 
 // Array is a dense C-ordered array. Data holds one of []float32, []float64,
-// []int32, []int64, []uint8 or []int8 matching Dtype.
+// []int32, []int64, []uint8 or []int8 matching Dtype, or []string for a
+// fixed-width string dtype (Unicode) read by Read.
 type Array struct {
 	Dtype string
 	Shape []int
@@ -70,7 +71,52 @@ func ItemSize(dtype string) int {
 	case Uint8, Int8, "|b1":
 		return 1
 	}
+	if n, ok := unicodeWidth(dtype); ok {
+		return 4 * n
+	}
 	return 0
+}
+
+// Unicode returns the dtype of fixed-width strings of n characters,
+// "<Un": NumPy's str_ dtype, which numpy.load reads without allow_pickle.
+// Each element is n little-endian UTF-32 code points, NUL padded.
+func Unicode(n int) string { return "<U" + strconv.Itoa(n) }
+
+// unicodeWidth parses a "<Un" dtype.
+func unicodeWidth(dtype string) (int, bool) {
+	rest, ok := strings.CutPrefix(dtype, "<U")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(rest)
+	if err != nil || n < 1 || n > 1<<20 {
+		return 0, false
+	}
+	return n, true
+}
+
+// unicodeString decodes one "<Un" element, dropping the NUL padding.
+func unicodeString(b []byte) string {
+	var sb strings.Builder
+	for i := 0; i+4 <= len(b); i += 4 {
+		r := rune(binary.LittleEndian.Uint32(b[i:]))
+		if r == 0 {
+			break
+		}
+		sb.WriteRune(r)
+	}
+	return sb.String()
+}
+
+// PutUnicode writes s as one element of dtype Unicode(n) into dst (4n
+// bytes): its code points, then NULs. s must have at most n code points.
+func PutUnicode(dst []byte, s string, n int) {
+	i := 0
+	for _, r := range s {
+		binary.LittleEndian.PutUint32(dst[4*i:], uint32(r))
+		i++
+	}
+	clear(dst[4*i : 4*n])
 }
 
 // Header describes an array without its data.
@@ -227,6 +273,10 @@ func Read(r io.Reader) (*Array, error) {
 	case Int8:
 		d := make([]int8, 0, min(n, 1<<20))
 		a.Data, err = readChunks(br, n, 1, d, func(b []byte) int8 { return int8(b[0]) })
+	default:
+		w, _ := unicodeWidth(h.Dtype) // ReadHeader accepted it
+		d := make([]string, 0, min(n, 1<<20))
+		a.Data, err = readChunks(br, n, 4*w, d, func(b []byte) string { return unicodeString(b[:4*w]) })
 	}
 	if err != nil {
 		return nil, err

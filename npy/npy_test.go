@@ -161,3 +161,32 @@ func TestFortranOrderHint(t *testing.T) {
 		}
 	}
 }
+
+func TestUnicodeHeaderAndElements(t *testing.T) {
+	if got := ItemSize(Unicode(7)); got != 28 {
+		t.Fatalf("ItemSize(%s) = %d", Unicode(7), got)
+	}
+	if ItemSize("<U0") != 0 || ItemSize("<Ux") != 0 {
+		t.Fatal("bad unicode dtypes accepted")
+	}
+	var buf bytes.Buffer
+	if err := WriteHeader(&buf, Header{Dtype: Unicode(3), Shape: []int{2}}); err != nil {
+		t.Fatal(err)
+	}
+	h, err := ReadHeader(&buf)
+	if err != nil || h.Dtype != "<U3" || h.Shape[0] != 2 {
+		t.Fatalf("header %+v, %v", h, err)
+	}
+	el := make([]byte, 12)
+	for i := range el {
+		el[i] = 0xff
+	}
+	PutUnicode(el, "aé", 3)
+	if got := unicodeString(el); got != "aé" {
+		t.Fatalf("unicodeString = %q", got)
+	}
+	want := []byte{'a', 0, 0, 0, 0xe9, 0, 0, 0, 0, 0, 0, 0}
+	if !bytes.Equal(el, want) {
+		t.Fatalf("PutUnicode = %v, want %v", el, want)
+	}
+}

@@ -120,9 +120,21 @@ rc=$?
 # The race detector makes a few heavy numeric tests too slow, so they skip
 # themselves under -race; the full run repeats them without it.
 if [ "$rc" = 0 ] && [ "$#" = 0 ]; then
-	log "go test -count=1 -run 'TestDistillationOnThings|TestEmbeddingsNPYLarge' ./learner/ ./api/ (without -race)"
-	go test -count=1 -timeout 20m -run 'TestDistillationOnThings|TestEmbeddingsNPYLarge' -v ./learner/ ./api/ | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+distill_things_test)' 
+	log "go test -count=1 -run 'TestDistillationOnThings|TestEmbeddingsNPYLarge|TestTHINGSThroughTheStream' ./learner/ ./api/ ./online/ (without -race)"
+	go test -count=1 -timeout 20m -run 'TestDistillationOnThings|TestEmbeddingsNPYLarge|TestTHINGSThroughTheStream' -v ./learner/ ./api/ ./online/ | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+(distill_things_test|things_test))' 
 	rc=${PIPESTATUS[0]}
+fi
+# The Python SDK's tests, against a real `alignet dev` they start, in a
+# venv under .cache with pinned versions. They run with the full suite and
+# whenever ./clients/... is named.
+run_python=0
+if [ "$#" = 0 ]; then run_python=1; fi
+for a in "$@"; do
+	case "$a" in ./clients/* | clients/*) run_python=1 ;; esac
+done
+if [ "$rc" = 0 ] && [ "$run_python" = 1 ]; then
+	scripts/python-test.sh
+	rc=$?
 fi
 set -e
 if [ "$rc" = 0 ]; then

@@ -60,15 +60,16 @@ type envelope struct {
 // wireJudgment mirrors alignet.Judgment, with Items as a slice so that a
 // wrong number of items is detected instead of silently truncated or padded.
 type wireJudgment struct {
-	ID         string       `json:"id"`
-	Study      string       `json:"study"`
-	Task       alignet.Task `json:"task"`
-	Worker     string       `json:"worker"`
-	Items      []string     `json:"items"`
-	Odd        string       `json:"odd,omitempty"`
-	RTMillis   int32        `json:"rt_ms"`
-	QueryID    string       `json:"query_id,omitempty"`
-	ReceivedAt time.Time    `json:"received_at"`
+	ID         string            `json:"id"`
+	Study      string            `json:"study"`
+	Task       alignet.Task      `json:"task"`
+	Worker     string            `json:"worker"`
+	Items      []string          `json:"items"`
+	Odd        string            `json:"odd,omitempty"`
+	RTMillis   int32             `json:"rt_ms"`
+	QueryID    string            `json:"query_id,omitempty"`
+	QueryKind  alignet.QueryKind `json:"query_kind,omitempty"`
+	ReceivedAt time.Time         `json:"received_at"`
 }
 
 type wireEnvelope struct {
@@ -141,7 +142,7 @@ func DecodeBatch(m kafka.Message) ([]alignet.Judgment, error) {
 		js[i] = alignet.Judgment{
 			ID: w.ID, Study: w.Study, Task: w.Task, Worker: w.Worker,
 			Items: [3]string{w.Items[0], w.Items[1], w.Items[2]},
-			Odd:   w.Odd, RTMillis: w.RTMillis, QueryID: w.QueryID, ReceivedAt: w.ReceivedAt,
+			Odd:   w.Odd, RTMillis: w.RTMillis, QueryID: w.QueryID, QueryKind: w.QueryKind, ReceivedAt: w.ReceivedAt,
 		}
 	}
 	if err := validateBatch(study, js); err != nil {

@@ -19,6 +19,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 	js[1].Task = alignet.TaskAnchor
 	js[1].Odd = ""
 	js[2].QueryID = ""
+	js[3].QueryKind = alignet.QueryRandom
 	m, err := EncodeBatch("study-1", js)
 	if err != nil {
 		t.Fatalf("encode: %v", err)

@@ -63,15 +63,20 @@ func unavailable(what string, err error) error {
 // missing, tolerating topics that already exist, and waits until every
 // partition of both topics has a leader that serves it. Existing topics are not altered.
 func EnsureTopics(ctx context.Context, brokers []string, cfg TopicConfig) error {
+	cfg = cfg.withDefaults()
+	return ensureTopics(ctx, brokers, []string{cfg.Judgments, cfg.DeadLetters}, cfg)
+}
+
+// ensureTopics creates the topics if they are missing and waits until
+// every partition is served.
+func ensureTopics(ctx context.Context, brokers []string, topics []string, cfg TopicConfig) error {
 	if len(brokers) == 0 {
 		return errors.New("ensure topics: no brokers")
 	}
-	cfg = cfg.withDefaults()
 	tr := newTransport()
 	defer tr.CloseIdleConnections()
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr, Timeout: 10 * time.Second}
 
-	topics := []string{cfg.Judgments, cfg.DeadLetters}
 	req := &kafka.CreateTopicsRequest{}
 	for _, t := range topics {
 		req.Topics = append(req.Topics, kafka.TopicConfig{

@@ -99,6 +99,29 @@ func fill(t *testing.T, u string) {
 	if _, err := d.InsertTeacherVersion(ctx, alignet.TeacherVersion{Study: "s1", Kind: alignet.VersionOnline, Params: params}, 10); err != nil {
 		t.Fatal(err)
 	}
+	// Query selection: a session, its queries (one answered), flags and a
+	// repeat set.
+	if _, _, err := d.OpenSession(ctx, alignet.Session{ID: "sess", Study: "s1", Worker: "w0", Platform: alignet.PlatformGeneric,
+		Params: map[string]string{"k": "v"}, Trials: 50, CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	qs := []alignet.Query{
+		{ID: "q1", Study: "s1", Session: "sess", Worker: "w0", Kind: alignet.QueryActive, Items: [3]string{"a", "b", "c"},
+			Score: 0.9, ServedAt: now, ExpiresAt: now.Add(time.Hour)},
+		{ID: "q2", Study: "s1", Session: "sess", Worker: "w0", Kind: alignet.QueryCheck, Items: [3]string{"c", "b", "a"},
+			Expected: "a", ServedAt: now, ExpiresAt: now.Add(time.Hour)},
+	}
+	if _, err := d.LogQueries(ctx, qs); err != nil {
+		t.Fatal(err)
+	}
+	passed := true
+	if _, err := d.AnswerQueries(ctx, "s1", []alignet.Answer{{Query: qs[1], JudgmentID: "j0000", At: now, RTMillis: 900, CheckPassed: &passed}},
+		alignet.DefaultQuerySettings().Flags); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.EnsureRepeatSet(ctx, "s1", [][3]string{{"a", "b", "c"}}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // snapshot returns, for every user table of the database at u, its row
@@ -142,7 +165,8 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	src := newDatabase(t)
 	fill(t, src)
 	want := snapshot(t, src)
-	for _, tb := range []string{"public.judgments", "public.teacher_versions", "public.api_keys", "public.schema_migrations"} {
+	for _, tb := range []string{"public.judgments", "public.teacher_versions", "public.api_keys", "public.schema_migrations",
+		"public.sessions", "public.queries", "public.query_answers", "public.worker_flags", "public.repeat_triplets"} {
 		if want[tb] == "" || strings.HasPrefix(want[tb], "0 rows") {
 			t.Fatalf("source table %s is empty or missing: %q", tb, want[tb])
 		}

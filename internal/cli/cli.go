@@ -38,6 +38,7 @@ func commands() map[string]command {
 		"eval":     {"score a teacher, student or raw embeddings on judgments (offline)", offline.RunEval},
 		"generate": {"generate an AligNet triplet dataset from a teacher (offline)", offline.RunGenerate},
 		"distill":  {"distil a student head from an AligNet dataset (offline)", offline.RunDistill},
+		"simulate": {"simulate a study against a crowd model: learning curves of random and active queries", runSimulate},
 		"version":  {"print the version, VCS revision and Go version", runVersion},
 		"backup":   {"snapshot a deployment's Postgres state to a file (pg_dump)", runBackup},
 		"restore":  {"rebuild a backup into an empty database (pg_restore)", runRestore},

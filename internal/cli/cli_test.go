@@ -56,6 +56,7 @@ func helpCommands() map[string][]string {
 		"import embeddings": {"key", "space", "npy", "ids"},
 		"import judgments":  {"key", "study", "file"},
 		"import things":     {"key"},
+		"simulate":          {"dir"},
 		"import images":     {"key", "dir"},
 		"serve":             nil,
 		"dev":               nil,

@@ -66,7 +66,14 @@ type loadConfig struct {
 }
 
 func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cmdline.New("loadgen", "Drive a running server with simulated workers posting odd-one-out judgments; report throughput and latency, optionally the teacher's freshness and the learner's lag, then verify that every accepted judgment was stored.", stdout)
+	fs := cmdline.New("loadgen", "Drive a running server and report throughput and latency, then verify that every accepted judgment was stored. Mode judgments: simulated workers post odd-one-out judgments, optionally measuring the teacher's freshness and the learner's lag. Mode sessions: simulated participants run full sessions (open, next, answer, repeat until complete, then a new participant), with GET next paced to --rate.", stdout)
+	mode := fs.String("mode", "judgments", "judgments or sessions")
+	duration := fs.Duration("duration", 30*time.Second, "sessions mode: how long to measure")
+	warmup := fs.Duration("warmup", 3*time.Second, "sessions mode: load before measuring")
+	participants := fs.Int("participants", 256, "sessions mode: concurrent participants")
+	perNext := fs.Int("n", 1, "sessions mode: queries per GET next")
+	answerBatch := fs.Int("answer-batch", 200, "sessions mode: most answers per judgments POST, gathered across participants")
+	answerPosts := fs.Int("answer-posts", 4, "sessions mode: judgments POSTs in flight")
 	var f importFlags
 	f.bind(fs)
 	var lc loadConfig
@@ -79,22 +86,36 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&lc.Study, "study", "", "study to create and load (default: a fresh loadgen-<time> study)")
 	fs.DurationVar(&lc.VerifyTimeout, "verify-timeout", 2*time.Minute, "how long to wait for every accepted judgment to be stored")
 	fs.Uint64Var(&lc.Seed, "seed", 1, "random seed for the simulated choices")
-	fs.Float64Var(&lc.Rate, "rate", 0, "target judgments per second over all workers (0: as fast as they go)")
+	fs.Float64Var(&lc.Rate, "rate", 0, "target judgments per second over all workers, or in sessions mode GET next requests per second over all participants (0: as fast as they go)")
 	fs.BoolVar(&lc.Freshness, "freshness", false, "measure how fast accepted judgments reach the teacher (needs the learner role): poll GET .../teacher while posting")
 	fs.DurationVar(&lc.Poll, "poll", 20*time.Millisecond, "with --freshness, how often the teacher is polled")
 	fs.IntVar(&lc.Sample, "sample", 10, "with --freshness, measure every N-th request")
 	fs.DurationVar(&lc.FreshnessTimeout, "freshness-timeout", time.Minute, "with --freshness, how long to wait after posting for the learner to catch up")
-	fs.IntVar(&lc.Dim, "dim", 8, "with --freshness, dimension of the random embeddings uploaded for the pool")
+	fs.IntVar(&lc.Dim, "dim", 8, "with --freshness and in sessions mode, dimension of the random embeddings uploaded for the pool")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	fs.Placeholder("study", "ID")
 	fs.Example(`alignet loadgen --workers 64 --judgments 100000 --key "$(cat alignet-data/admin.key)"`,
-		`alignet loadgen --freshness --rate 3000 --judgments 180000 --key "$(cat alignet-data/admin.key)"`)
+		`alignet loadgen --freshness --rate 3000 --judgments 180000 --key "$(cat alignet-data/admin.key)"`,
+		`alignet loadgen --mode sessions --rate 5000 --items 1854 --dim 64 --duration 30s --key "$(cat alignet-data/admin.key)"`)
+	fs.Placeholder("mode", "MODE")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	c, err := f.client()
 	if err != nil {
 		return err
+	}
+	switch *mode {
+	case "judgments":
+	case "sessions":
+		if *participants < 1 || *perNext < 1 || *answerBatch < 1 || *answerBatch > 1000 || *answerPosts < 1 || lc.Items < 3 || lc.Dim < 1 || lc.Rate < 0 || *duration <= 0 {
+			return errors.New("sessions mode needs positive --participants, --n, --answer-posts, --dim and --duration, --answer-batch in [1, 1000], --items at least 3 and --rate ≥ 0")
+		}
+		return runSessionLoad(ctx, c, sessionLoad{study: lc.Study, items: lc.Items, dim: lc.Dim, participants: *participants, n: *perNext,
+			rate: lc.Rate, duration: *duration, warmup: *warmup, answerBatch: *answerBatch, answerPosts: *answerPosts,
+			seed: lc.Seed, verifyWait: lc.VerifyTimeout}, stdout, stderr, *asJSON)
+	default:
+		return fmt.Errorf("--mode must be judgments or sessions, got %q", *mode)
 	}
 	lc.Batch = f.batch
 	rep, err := generateLoad(ctx, c, lc, stderr)

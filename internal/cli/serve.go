@@ -45,7 +45,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cmdline.New("dev", "Run everything in one process: a local Postgres (started from the installed server binaries), an in-process Kafka-protocol broker, the API and the persister.", stdout)
+	fs := cmdline.New("dev", "Run everything in one process: a local Postgres (started from the installed server binaries), an in-process Kafka-protocol broker, the API, the persister, the learner and the trainer.", stdout)
 	var dc server.DevConfig
 	bindServer(fs, &dc.Serve)
 	if l := fs.Lookup("listen"); l.DefValue == api.DefaultListen {

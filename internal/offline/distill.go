@@ -117,6 +117,13 @@ func RunDistill(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	} else {
 		idx, sims, dprov = ds.Indices, ds.Similarities, ds.Provenance
+		// A dataset downloaded from the server indexes its generation
+		// pool; its filenames name the items, which --ids maps to rows.
+		if ds.Filenames != nil && *idsPath != "" {
+			if err := remapIndices(idx, ds.Filenames, emb.rows); err != nil {
+				return fmt.Errorf("dataset %s: %w", *datasetPath, err)
+			}
+		}
 	}
 	tauT := *teacherTau
 	if tauT <= 0 {
@@ -138,34 +145,16 @@ func RunDistill(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	}
 	nt := len(idx) / 3
-	trI, vaI := SplitIndices(nt, *valFrac, *seed)
-	pick := func(rows []int) ([]int32, []float32) {
-		a := make([]int32, 0, 3*len(rows))
-		b := make([]float32, 0, 3*len(rows))
-		for _, r := range rows {
-			a = append(a, idx[3*r:3*r+3]...)
-			b = append(b, sims[3*r:3*r+3]...)
-		}
-		return a, b
-	}
-	trIdx, trSims := pick(trI)
-	vaIdx, vaSims := pick(vaI)
+	trIdx, trSims, vaIdx, vaSims := SplitDataset(idx, sims, *valFrac, *seed)
 	idx, sims = nil, nil
-	mean, std := learner.MeanStd(x)
-	h, err := learner.NewStudentHead(d, learner.HeadConfig{Init: *init, OutDim: *outDim, Tau: *studentTau,
-		Mean: mean, Std: std, Seed: *seed})
+	dcfg := learner.DistillConfig{Loss: *loss, TeacherTau: tauT, Epochs: *epochs, BatchSize: *batch,
+		LR: *lr, Decay: *decay, Seed: *seed}
+	h, scale, err := InitialHead(x, n, d, trIdx, trSims, learner.HeadConfig{Init: *init, OutDim: *outDim, Tau: *studentTau, Seed: *seed}, dcfg)
 	if err != nil {
 		return err
 	}
-	dcfg := learner.DistillConfig{Loss: *loss, TeacherTau: tauT, Epochs: *epochs, BatchSize: *batch,
-		LR: *lr, Decay: *decay, Seed: *seed}
-	sum := DistillSummary{Out: *out, Triplets: nt, Train: len(trI), Val: len(vaI), Loss: *loss, Init: h.Init,
-		InitScale: 1, Epochs: *epochs}
-	if h.Init == learner.InitAffine {
-		if sum.InitScale, err = h.CalibrateScale(x, n, trIdx, trSims, dcfg); err != nil {
-			return err
-		}
-	}
+	sum := DistillSummary{Out: *out, Triplets: nt, Train: len(trIdx) / 3, Val: len(vaIdx) / 3, Loss: *loss, Init: h.Init,
+		InitScale: scale, Epochs: *epochs}
 	eval := func() (val, agree, hum *float64, lv *DistillLevels, err error) {
 		z := h.Transform(x, n)
 		if len(vaIdx) > 0 {
@@ -174,7 +163,7 @@ func RunDistill(ctx context.Context, args []string, stdout, stderr io.Writer) er
 				return nil, nil, nil, nil, err
 			}
 			val = JSONFloat(l)
-			agree = JSONFloat(teacherAgreement(z, h.P, vaIdx))
+			agree = JSONFloat(TeacherAgreement(z, h.P, vaIdx))
 		}
 		if human != nil {
 			hum = JSONFloat(learner.Accuracy(learner.TaskOddOneOut, z, h.P, human))
@@ -187,7 +176,7 @@ func RunDistill(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if sum.ValBefore, sum.AgreeBefore, sum.HumanBefore, sum.LevelsBefore, err = eval(); err != nil {
 		return err
 	}
-	bar := progress.New(stderr, "distill", int64(*epochs)*int64(len(trI)))
+	bar := progress.New(stderr, "distill", int64(*epochs)*int64(sum.Train))
 	dcfg.StepProgress = func(m int) { bar.Add(int64(m)) }
 	start := time.Now()
 	st, err := learner.TrainStudent(ctx, h, x, n, trIdx, trSims, dcfg)
@@ -244,9 +233,61 @@ func distillDeref(v *float64) float64 {
 	return *v
 }
 
-// teacherAgreement returns the fraction of dataset triplets (odd one out
+// SplitDataset splits dataset triplets (N×3 indices and similarities)
+// into training and validation triplets with SplitIndices, as "alignet
+// distill" and the trainer do.
+func SplitDataset(idx []int32, sims []float32, valFrac float64, seed uint64) (trIdx []int32, trSims []float32, vaIdx []int32, vaSims []float32) {
+	trI, vaI := SplitIndices(len(idx)/3, valFrac, seed)
+	pick := func(rows []int) ([]int32, []float32) {
+		a := make([]int32, 0, 3*len(rows))
+		b := make([]float32, 0, 3*len(rows))
+		for _, r := range rows {
+			a = append(a, idx[3*r:3*r+3]...)
+			b = append(b, sims[3*r:3*r+3]...)
+		}
+		return a, b
+	}
+	trIdx, trSims = pick(trI)
+	vaIdx, vaSims = pick(vaI)
+	return trIdx, trSims, vaIdx, vaSims
+}
+
+// InitialHead returns the head θ₀ that distillation starts from, as
+// "alignet distill" and the trainer build it: hc's head on the n×d
+// embeddings x standardised by their scalar mean and deviation and, for
+// the affine initialisation, rescaled by learner.CalibrateScale on the
+// training triplets; it also returns that scale (1 without calibration).
+func InitialHead(x []float32, n, d int, trIdx []int32, trSims []float32, hc learner.HeadConfig, dc learner.DistillConfig) (*learner.StudentHead, float64, error) {
+	hc.Mean, hc.Std = learner.MeanStd(x)
+	h, err := learner.NewStudentHead(d, hc)
+	if err != nil {
+		return nil, 0, err
+	}
+	scale := 1.0
+	if h.Init == learner.InitAffine {
+		if scale, err = h.CalibrateScale(x, n, trIdx, trSims, dc); err != nil {
+			return nil, 0, err
+		}
+	}
+	return h, scale, nil
+}
+
+// remapIndices replaces each dataset index by the row that rows gives its
+// filename.
+func remapIndices(idx []int32, filenames []string, rows Rows) error {
+	for i, name := range filenames {
+		r, err := rows.Index(name)
+		if err != nil {
+			return err
+		}
+		idx[i] = r
+	}
+	return nil
+}
+
+// TeacherAgreement returns the fraction of dataset triplets (odd one out
 // last) whose odd one the representation z (n×p) also picks strictly.
-func teacherAgreement(z []float32, p int, idx []int32) float64 {
+func TeacherAgreement(z []float32, p int, idx []int32) float64 {
 	if len(idx) == 0 {
 		return math.NaN()
 	}

@@ -167,7 +167,7 @@ func RunGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	bar := progress.New(stderr, "generate", *total)
 	start := time.Now()
-	err = modelfile.SaveDataset(*out, *total, prov, func(dw *modelfile.DatasetWriter) error {
+	err = modelfile.SaveDataset(*out, *total, nil, prov, func(dw *modelfile.DatasetWriter) error {
 		return fillDataset(ctx, dw, gen, *total, *chunk, bar)
 	})
 	bar.Finish()

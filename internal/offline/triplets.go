@@ -30,7 +30,8 @@ const (
 	// that are blank or start with '#' are skipped.
 	FormatText Format = "text"
 	// FormatCSV is the server's CSV export (header id,study,task,worker,
-	// item_a,item_b,item_c,odd,head,close,far,rt_ms,query_id,received_at).
+	// item_a,item_b,item_c,odd,head,close,far,rt_ms,query_id,query_kind,
+	// received_at, and with ?join=queries the api.CSVQueryColumns).
 	FormatCSV Format = "csv"
 	// FormatJSONL is the server's JSON lines export: one alignet.Judgment
 	// per line.

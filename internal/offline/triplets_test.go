@@ -37,8 +37,8 @@ func exportFiles(t *testing.T, dir string, js []alignet.Judgment) (jsonl, csvPat
 		if j.Task == alignet.TaskAnchor {
 			odd, head, closeItem, far = "", j.Items[0], j.Items[1], j.Items[2]
 		}
-		fmt.Fprintf(&cb, "%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%d,%s,%s\n", j.ID, j.Study, j.Task, j.Worker,
-			j.Items[0], j.Items[1], j.Items[2], odd, head, closeItem, far, j.RTMillis, j.QueryID, j.ReceivedAt.Format(time.RFC3339Nano))
+		fmt.Fprintf(&cb, "%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%d,%s,%s,%s\n", j.ID, j.Study, j.Task, j.Worker,
+			j.Items[0], j.Items[1], j.Items[2], odd, head, closeItem, far, j.RTMillis, j.QueryID, j.QueryKind, j.ReceivedAt.Format(time.RFC3339Nano))
 	}
 	jsonl, csvPath = filepath.Join(dir, "export.jsonl"), filepath.Join(dir, "export.csv")
 	for p, b := range map[string][]byte{jsonl: jb.Bytes(), csvPath: cb.Bytes()} {
@@ -152,7 +152,7 @@ func TestReadTripletsHints(t *testing.T) {
 	if _, err := ReadTriplets(writeFile(t, filepath.Join(dir, "bad.jsonl"), `{"task":"similarity"}`+"\n"), rows, ""); err == nil {
 		t.Error("unknown task in JSONL accepted")
 	}
-	if _, err := ReadTriplets(writeFile(t, filepath.Join(dir, "bad.csv"), api.CSVHeader+"\nx,s,odd-one-out,w,cat,dog,car,bus,,,,1,,\n"), rows, ""); err == nil || !strings.Contains(err.Error(), "line 2") {
+	if _, err := ReadTriplets(writeFile(t, filepath.Join(dir, "bad.csv"), api.CSVHeader+"\nx,s,odd-one-out,w,cat,dog,car,bus,,,,1,,,\n"), rows, ""); err == nil || !strings.Contains(err.Error(), "line 2") {
 		t.Errorf("odd not among the items: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 // Package server wires alignet's components into running roles: the HTTP
-// API that produces judgments to Kafka, and the consumer that persists them
-// to Postgres. It supervises them with ordered, graceful shutdown.
+// API that produces judgments to Kafka, the consumer that persists them to
+// Postgres, and the learner that keeps each study's teacher. It supervises
+// them with ordered, graceful shutdown.
 package server
 
 import (
@@ -15,6 +16,7 @@ import (
 
 	"github.com/alignet/alignet/api"
 	"github.com/alignet/alignet/db"
+	"github.com/alignet/alignet/online"
 	"github.com/alignet/alignet/stream"
 )
 
@@ -58,8 +60,13 @@ type Config struct {
 	// PseudonymKey keys the hash that pseudonymises worker ids
 	// (ALIGNET_PSEUDONYM_KEY or ALIGNET_PSEUDONYM_KEY_FILE, at least 16 bytes).
 	PseudonymKey string
-	// Roles are the components to run (ALIGNET_ROLES, default "api,persister").
+	// Roles are the components to run (ALIGNET_ROLES, default
+	// "api,persister"; dev runs DevRoles unless ALIGNET_ROLES or --roles
+	// is given).
 	Roles []string
+	// TripletsTopic is the topic the trainer publishes AligNet triplets to
+	// (ALIGNET_KAFKA_TRIPLETS_TOPIC, default "alignet.triplets").
+	TripletsTopic string
 	// Topic is the judgments topic (ALIGNET_KAFKA_TOPIC, default "alignet.judgments").
 	Topic string
 	// DeadLetterTopic receives undecodable messages (ALIGNET_KAFKA_DLQ_TOPIC,
@@ -68,6 +75,9 @@ type Config struct {
 	// Group is the persister's consumer group (ALIGNET_KAFKA_GROUP, default
 	// "alignet-persister").
 	Group string
+	// LearnerGroup is the learner's consumer group (ALIGNET_LEARNER_GROUP,
+	// default "alignet-learner"); learners of one group split the studies.
+	LearnerGroup string
 	// Partitions is the partition count used when creating topics
 	// (ALIGNET_KAFKA_PARTITIONS, default 6).
 	Partitions int
@@ -89,12 +99,18 @@ type Config struct {
 
 	fileKeys func() error
 	envErrs  []error
+	// rolesSet records that ALIGNET_ROLES or --roles was given.
+	rolesSet bool
 }
 
 // Roles that a process can run.
 const (
 	RoleAPI       = "api"
 	RolePersister = "persister"
+	// RoleLearner keeps each study's teacher current.
+	RoleLearner = "learner"
+	// RoleTrainer regenerates AligNet data and trains students.
+	RoleTrainer = "trainer"
 )
 
 // Bind registers the flags of cfg on fs, with defaults read from the
@@ -172,13 +188,16 @@ func (cfg *Config) Bind(fs *flag.FlagSet, getenv func(string) string) {
 		return nil
 	})
 	cfg.Roles = splitList(env("ALIGNET_ROLES", "api,persister"))
-	fs.Func("roles", "comma-separated roles: api, persister (ALIGNET_ROLES)", func(s string) error {
-		cfg.Roles = splitList(s)
+	fs.StringVar(&cfg.TripletsTopic, "triplets-topic", env("ALIGNET_KAFKA_TRIPLETS_TOPIC", stream.DefaultTripletsTopic), "topic of the trainer's AligNet triplets (ALIGNET_KAFKA_TRIPLETS_TOPIC)")
+	cfg.rolesSet = getenv("ALIGNET_ROLES") != ""
+	fs.Func("roles", "comma-separated roles: api, persister, learner, trainer (ALIGNET_ROLES)", func(s string) error {
+		cfg.Roles, cfg.rolesSet = splitList(s), true
 		return nil
 	})
 	fs.StringVar(&cfg.Topic, "topic", env("ALIGNET_KAFKA_TOPIC", stream.DefaultJudgmentsTopic), "judgments topic (ALIGNET_KAFKA_TOPIC)")
 	fs.StringVar(&cfg.DeadLetterTopic, "dlq-topic", env("ALIGNET_KAFKA_DLQ_TOPIC", stream.DefaultDeadLetterTopic), "dead-letter topic (ALIGNET_KAFKA_DLQ_TOPIC)")
 	fs.StringVar(&cfg.Group, "group", env("ALIGNET_KAFKA_GROUP", stream.DefaultPersisterGroup), "persister consumer group (ALIGNET_KAFKA_GROUP)")
+	fs.StringVar(&cfg.LearnerGroup, "learner-group", env("ALIGNET_LEARNER_GROUP", online.DefaultGroup), "learner consumer group (ALIGNET_LEARNER_GROUP)")
 	fs.IntVar(&cfg.Partitions, "partitions", envInt("ALIGNET_KAFKA_PARTITIONS", stream.DefaultPartitions), "partitions for new topics (ALIGNET_KAFKA_PARTITIONS)")
 	fs.DurationVar(&cfg.Linger, "linger", envDuration("ALIGNET_PRODUCE_LINGER", stream.DefaultLinger), "producer linger (ALIGNET_PRODUCE_LINGER)")
 	fs.IntVar(&cfg.PersistBatch, "persist-batch", envInt("ALIGNET_PERSIST_BATCH", stream.DefaultMaxBatch), "judgments per persister transaction (ALIGNET_PERSIST_BATCH)")
@@ -223,8 +242,8 @@ func (cfg *Config) Resolve() error {
 		errs = append(errs, errors.New("ALIGNET_PSEUDONYM_KEY (or _FILE) of at least 16 characters is required by the api role"))
 	}
 	for _, r := range cfg.Roles {
-		if r != RoleAPI && r != RolePersister {
-			errs = append(errs, fmt.Errorf("unknown role %q (want api, persister)", r))
+		if r != RoleAPI && r != RolePersister && r != RoleLearner && r != RoleTrainer {
+			errs = append(errs, fmt.Errorf("unknown role %q (want api, persister, learner, trainer)", r))
 		}
 	}
 	if len(cfg.Roles) == 0 {

@@ -66,14 +66,46 @@ func TestFlagsOverrideEnvironment(t *testing.T) {
 }
 
 func TestResolveNamesEveryProblem(t *testing.T) {
-	_, err := bind(t, map[string]string{"ALIGNET_ROLES": "api,learner", "ALIGNET_PSEUDONYM_KEY": "short"})
+	_, err := bind(t, map[string]string{"ALIGNET_ROLES": "api,learner,trainer", "ALIGNET_PSEUDONYM_KEY": "short"})
 	if err == nil {
 		t.Fatal("expected errors")
 	}
-	for _, want := range []string{"DATABASE_URL", "KAFKA_BROKERS", "ALIGNET_PSEUDONYM_KEY", `unknown role "learner"`} {
+	for _, want := range []string{"DATABASE_URL", "KAFKA_BROKERS", "ALIGNET_PSEUDONYM_KEY", `unknown role "trainer"`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %s", err, want)
 		}
+	}
+}
+
+func TestLearnerRole(t *testing.T) {
+	base := map[string]string{"DATABASE_URL": "postgres://x", "KAFKA_BROKERS": "a:1", "ALIGNET_PSEUDONYM_KEY": "0123456789abcdef"}
+	cfg, err := bind(t, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.LearnerGroup != "alignet-learner" || cfg.has(RoleLearner) {
+		t.Fatalf("serve defaults: group %q, roles %v", cfg.LearnerGroup, cfg.Roles)
+	}
+	if got := withDevRoles(*cfg).Roles; !reflect.DeepEqual(got, []string{"api", "persister", "learner", "trainer"}) {
+		t.Fatalf("dev roles %v, want api, persister, learner, trainer", got)
+	}
+	env := map[string]string{"ALIGNET_ROLES": "learner", "ALIGNET_LEARNER_GROUP": "g2"}
+	for k, v := range base {
+		env[k] = v
+	}
+	cfg, err = bind(t, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.LearnerGroup != "g2" || !reflect.DeepEqual(withDevRoles(*cfg).Roles, []string{"learner"}) {
+		t.Fatalf("explicit roles: group %q, dev roles %v", cfg.LearnerGroup, withDevRoles(*cfg).Roles)
+	}
+	cfg, err = bind(t, base, "--roles", "api,persister")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := withDevRoles(*cfg).Roles; !reflect.DeepEqual(got, []string{"api", "persister"}) {
+		t.Fatalf("dev with --roles api,persister runs %v", got)
 	}
 }
 

@@ -36,6 +36,9 @@ const (
 	DefaultDevListen = "127.0.0.1:8080"
 )
 
+// DevRoles returns the roles `alignet dev` runs unless told otherwise.
+func DevRoles() []string { return []string{RoleAPI, RolePersister, RoleLearner, RoleTrainer} }
+
 // DevConfig configures `alignet dev`, which runs everything in one process.
 type DevConfig struct {
 	// DataDir keeps Postgres data (unless the postgres user cannot reach
@@ -67,7 +70,17 @@ func (dc DevConfig) withDefaults() DevConfig {
 	if dc.Serve.Listen == "" || dc.Serve.Listen == api.DefaultListen {
 		dc.Serve.Listen = DefaultDevListen
 	}
+	dc.Serve = withDevRoles(dc.Serve)
 	return dc
+}
+
+// withDevRoles gives dev every role, DevRoles, in one process unless
+// ALIGNET_ROLES or --roles says otherwise.
+func withDevRoles(cfg Config) Config {
+	if !cfg.rolesSet {
+		cfg.Roles = DevRoles()
+	}
+	return cfg
 }
 
 // devSecret is a key dev uses: given, read from its file in the data dir,
@@ -115,7 +128,8 @@ func (s devSecret) save() error {
 
 // RunDev starts a local Postgres unless a database URL is given, an
 // in-process Kafka-protocol broker (franz-go kfake) unless brokers are given,
-// and then every role. Once the API answers with the admin key it writes
+// and then every role (api, persister and learner unless --roles is given).
+// Once the API answers with the admin key it writes
 // the generated keys to the data dir (admin.key, pseudonym.key) and prints
 // the URLs and the admin key to out.
 func RunDev(ctx context.Context, dc DevConfig, out io.Writer, log *slog.Logger, reg *prometheus.Registry) error {

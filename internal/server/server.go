@@ -14,13 +14,16 @@ import (
 
 	"github.com/alignet/alignet/api"
 	"github.com/alignet/alignet/db"
+	"github.com/alignet/alignet/online"
 	"github.com/alignet/alignet/stream"
+	"github.com/alignet/alignet/trainer"
 )
 
 // Run constructs every component of the roles cfg names, then runs them as
 // one group until ctx is cancelled or one of them fails. Judgments flow one
 // way: the api role validates and produces them to Kafka; the persister
-// role consumes and stores them.
+// role consumes and stores them; the learner role consumes them with its
+// own group and keeps each study's teacher.
 //
 // Nothing runs until everything is constructed, so a role that cannot be
 // built leaves nothing half-started. Shutdown is ordered by stage: the API
@@ -77,6 +80,24 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		g.add(RolePersister, StageConsumers, p)
 		components[RolePersister] = p
 	}
+	if cfg.has(RoleTrainer) {
+		tw, err := stream.NewTripletWriter(stream.TripletWriterConfig{Brokers: cfg.KafkaBrokers, Topic: cfg.TripletsTopic,
+			Partitions: cfg.Partitions, Logger: log.With("component", "triplets")})
+		if err != nil {
+			return fmt.Errorf("new triplet writer: %w", err)
+		}
+		closers = append(closers, tw.Close)
+		if err := tw.EnsureTopic(ctx); err != nil {
+			return err
+		}
+		tr, err := trainer.New(trainer.Config{Registerer: reg, Logger: log.With("component", RoleTrainer)},
+			database, trainer.AdaptArtifacts[*db.ArtifactWriter](database), tw)
+		if err != nil {
+			return err
+		}
+		g.add(RoleTrainer, StageConsumers, tr)
+		components[RoleTrainer] = tr
+	}
 	if cfg.has(RoleAPI) {
 		producer, err := stream.NewProducer(stream.ProducerConfig{
 			Brokers:    cfg.KafkaBrokers,
@@ -103,7 +124,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 			Logger:              log.With("component", "api"),
 		}, api.Deps{Spaces: database, Studies: database, Settings: database, Teachers: database,
 			TeacherSource: database, Judgments: database, Keys: database, Workers: database, Items: database,
-			Ready: database, Publisher: producer, Components: components})
+			Ready: database, Sessions: database, Flags: database, Trainer: database, Publisher: producer, Components: components})
 		if err != nil {
 			return fmt.Errorf("new api: %w", err)
 		}
@@ -118,6 +139,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		g.add("metrics", StageIngress, ComponentFunc(func(ctx context.Context) error {
 			return serveMetrics(ctx, metricsAddr, reg, components, log.With("component", "metrics"))
 		}))
+	}
+	if cfg.has(RoleLearner) {
+		l, err := online.New(online.Config{
+			Brokers:    cfg.KafkaBrokers,
+			Topic:      cfg.Topic,
+			Group:      cfg.LearnerGroup,
+			Registerer: reg,
+			Logger:     log.With("component", "learner"),
+		}, database)
+		if err != nil {
+			return fmt.Errorf("new learner: %w", err)
+		}
+		g.add(RoleLearner, StageConsumers, l)
 	}
 	log.Info("alignet running", "roles", cfg.Roles, "listen", cfg.Listen, "topic", cfg.Topic)
 	err = g.run(ctx)

@@ -14,6 +14,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io"
 	"slices"
 	"testing"
 	"time"
@@ -23,10 +24,11 @@ import (
 
 // Store is everything the suite exercises: the methods of api.SpaceStore,
 // api.StudyStore, api.SettingsStore, api.JudgmentExporter, api.KeyStore,
-// api.WorkerStore, api.ItemStore, api.TeacherStore, api.TeacherSource and
-// api.ReadinessChecker, plus what the persister and the learner write
-// with, which the suite needs to seed the rest: InsertJudgments,
-// SaveLearnerProgress and TakeRefitRequests.
+// api.WorkerStore, api.ItemStore, api.TeacherStore, api.TeacherSource,
+// api.SessionStore, api.FlagStore and api.ReadinessChecker, plus what the
+// persister and the learner write and read with, which the suite needs to
+// seed the rest: InsertJudgments, SaveLearnerProgress, TakeRefitRequests
+// and FlagChangesSince.
 type Store interface {
 	PutSpace(ctx context.Context, name string, dim int) (alignet.Space, bool, error)
 	GetSpace(ctx context.Context, name string) (alignet.Space, error)
@@ -54,6 +56,7 @@ type Store interface {
 
 	InsertJudgments(ctx context.Context, js []alignet.Judgment) (int64, error)
 	ExportJudgments(ctx context.Context, f alignet.JudgmentFilter, fn func(alignet.Judgment) error) error
+	ExportJudgmentQueries(ctx context.Context, f alignet.JudgmentFilter, fn func(alignet.Judgment, *alignet.Query) error) error
 	WorkerSummary(ctx context.Context, worker string) ([]alignet.WorkerStudy, error)
 
 	CreateAPIKey(ctx context.Context, k alignet.APIKey, hash []byte) (alignet.APIKey, error)
@@ -63,12 +66,46 @@ type Store interface {
 	RevokeAPIKey(ctx context.Context, id string) error
 	KeysRevokedSince(ctx context.Context, since time.Time) ([]string, time.Time, error)
 
+	OpenSession(ctx context.Context, s alignet.Session) (alignet.Session, bool, error)
+	GetSession(ctx context.Context, study, id string) (alignet.Session, error)
+	CompleteSession(ctx context.Context, study, id string, at time.Time) error
+	LogQueries(ctx context.Context, qs []alignet.Query) (int64, error)
+	GetQuery(ctx context.Context, study, id string) (alignet.Query, error)
+	WorkerQueries(ctx context.Context, study, worker string) ([]alignet.Query, error)
+	AnswerQueries(ctx context.Context, study string, as []alignet.Answer, flags alignet.FlagSettings) ([]alignet.AnswerOutcome, error)
+	UnanswerQueries(ctx context.Context, study string, as []alignet.Answer, flags alignet.FlagSettings) error
+	WorkerFlags(ctx context.Context, study string) ([]alignet.WorkerFlags, error)
+	FlagChangesSince(ctx context.Context, since time.Time) ([]alignet.WorkerFlags, time.Time, error)
+	RepeatSet(ctx context.Context, study string) ([][3]string, error)
+	EnsureRepeatSet(ctx context.Context, study string, ts [][3]string) ([][3]string, error)
 	PutItemDisplays(ctx context.Context, ds []alignet.ItemDisplay) (int64, error)
 	ItemDisplays(ctx context.Context, items []string) ([]alignet.ItemDisplay, error)
 	PutItemImage(ctx context.Context, item, contentType string, data []byte) (alignet.ItemImage, error)
 	ItemImage(ctx context.Context, item string) (alignet.ItemImage, []byte, error)
 
 	Ready(ctx context.Context) error
+
+	PutPool(ctx context.Context, p alignet.Pool) (alignet.Pool, error)
+	GetPool(ctx context.Context, study string) (alignet.Pool, error)
+	PutItemLabels(ctx context.Context, space string, labels []alignet.ItemLabels) (int64, error)
+	ItemLabels(ctx context.Context, space string) (map[string][]string, error)
+	CreateStudent(ctx context.Context, s alignet.Student) (alignet.Student, bool, error)
+	GetStudent(ctx context.Context, study, id string) (alignet.Student, error)
+	ListStudents(ctx context.Context, study string) ([]alignet.Student, error)
+	DeleteStudent(ctx context.Context, study, id string) error
+	StudentVersions(ctx context.Context, study, id string) ([]alignet.StudentVersion, error)
+	StudentVersion(ctx context.Context, study, id string, n int64) (alignet.StudentVersion, error)
+	Datasets(ctx context.Context, study string) ([]alignet.Dataset, error)
+	GetDataset(ctx context.Context, study string, n int64) (alignet.Dataset, error)
+	GetArtifact(ctx context.Context, id int64) (alignet.Artifact, error)
+	ReadArtifact(ctx context.Context, id, off, n int64, w io.Writer) error
+
+	// SeedDataset stores data as the study's next dataset (as the trainer
+	// does: an artifact completed with the dataset row) and keeps the
+	// newest keep; SeedStudentVersion stores head as a student's next
+	// version. The suite needs them to seed reads.
+	SeedDataset(ctx context.Context, ds alignet.Dataset, data []byte, keep int) (alignet.Dataset, error)
+	SeedStudentVersion(ctx context.Context, v alignet.StudentVersion, head []byte) (alignet.StudentVersion, error)
 }
 
 // Run runs the whole suite as parallel subtests, each on a fresh, empty
@@ -89,12 +126,20 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		{"ItemDisplays", testItemDisplays},
 		{"ItemImages", testItemImages},
 		{"RejectsText", testRejectsText},
+		{"Pools", testPools},
+		{"Labels", testLabels},
+		{"Students", testStudents},
+		{"Datasets", testDatasets},
 		{"StudySettings", testStudySettings},
 		{"LoadEmbeddings", testLoadEmbeddings},
 		{"StudyStamps", testStudyStamps},
 		{"TeacherState", testTeacherState},
 		{"TeacherVersions", testTeacherVersions},
 		{"RefitRequests", testRefitRequests},
+		{"Sessions", testSessions},
+		{"QueryLog", testQueryLog},
+		{"Answers", testAnswers},
+		{"RepeatSet", testRepeatSet},
 		{"Ready", func(t *testing.T, s Store) {
 			if err := s.Ready(context.Background()); err != nil {
 				t.Fatalf("Ready: %v", err)
@@ -257,7 +302,7 @@ func judgment(study, id, worker string, sec int) alignet.Judgment {
 	return alignet.Judgment{
 		ID: id, Study: study, Task: alignet.TaskOddOneOut, Worker: worker,
 		Items: [3]string{"x-" + id, "y", "z"}, Odd: "y", RTMillis: int32(1000 + sec),
-		QueryID: "q-" + id, ReceivedAt: t0.Add(time.Duration(sec) * time.Second),
+		QueryID: "q-" + id, QueryKind: alignet.QueryActive, ReceivedAt: t0.Add(time.Duration(sec) * time.Second),
 	}
 }
 
@@ -276,7 +321,7 @@ func testJudgments(t *testing.T, s Store) {
 		judgment("s", "c", "w1", 30), judgment("s", "b", "w2", 10), judgment("s", "a", "w1", 30),
 		judgment("s", "d", "w1", 20), judgment("s", "e", "w2", 40), judgment("other", "a", "w1", 15),
 	}
-	js[1].Odd, js[1].QueryID, js[1].Task = "", "", alignet.TaskAnchor
+	js[1].Odd, js[1].QueryID, js[1].QueryKind, js[1].Task = "", "", "", alignet.TaskAnchor
 	if n, err := s.InsertJudgments(ctx, js); err != nil || n != 6 {
 		t.Fatalf("InsertJudgments = %d, %v; want 6", n, err)
 	}
@@ -475,6 +520,198 @@ func testRejectsText(t *testing.T, s Store) {
 	}
 	if _, err := s.WorkerSummary(ctx, bad); err == nil {
 		t.Errorf("WorkerSummary(%q) succeeded", bad)
+	}
+}
+
+func testPools(t *testing.T, s Store) {
+	ctx := context.Background()
+	mustSpaceStudy(t, s, "s", alignet.TaskOddOneOut) // space-s, dim 2
+	if _, _, err := s.PutSpace(ctx, "big", 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.PutSpace(ctx, "wide", 3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpsertEmbeddings(ctx, "big", []string{"a", "b", "c", "d"}, []float32{1, 2, 3, 4, 5, 6, 7, 8}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetPool(ctx, "s"); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("GetPool before PutPool: err = %v, want ErrNotFound", err)
+	}
+	for _, p := range []alignet.Pool{{Study: "ghost", Space: "big"}, {Study: "s", Space: "ghost"}} {
+		if _, err := s.PutPool(ctx, p); !errors.Is(err, alignet.ErrNotFound) {
+			t.Errorf("PutPool(%+v): err = %v, want ErrNotFound", p, err)
+		}
+	}
+	var fe *alignet.FieldError
+	if _, err := s.PutPool(ctx, alignet.Pool{Study: "s", Space: "wide"}); !errors.As(err, &fe) || fe.Field != "space" {
+		t.Errorf("PutPool over a space of another dim: err = %v, want a FieldError on space", err)
+	}
+	if _, err := s.PutPool(ctx, alignet.Pool{Study: "s", Space: "big", Items: []string{"a", "zz", "b"}}); !errors.As(err, &fe) || fe.Field != "items[1]" {
+		t.Errorf("PutPool with an item without embedding: err = %v, want a FieldError on items[1]", err)
+	}
+	all, err := s.PutPool(ctx, alignet.Pool{Study: "s", Space: "big"})
+	if err != nil || all.Items != nil || all.UpdatedAt.IsZero() {
+		t.Fatalf("PutPool(all) = %+v, %v", all, err)
+	}
+	if _, err := s.PutPool(ctx, alignet.Pool{Study: "s", Space: "big", Items: []string{"c", "a", "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetPool(ctx, "s")
+	if err != nil || got.Space != "big" || !slices.Equal(got.Items, []string{"c", "a", "b"}) {
+		t.Fatalf("GetPool = %+v, %v; want the listed items in their order", got, err)
+	}
+}
+
+func testLabels(t *testing.T, s Store) {
+	ctx := context.Background()
+	if _, err := s.PutItemLabels(ctx, "ghost", []alignet.ItemLabels{{Item: "a", Labels: []string{"x"}}}); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("PutItemLabels into a missing space: err = %v, want ErrNotFound", err)
+	}
+	if _, _, err := s.PutSpace(ctx, "sp", 2); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.PutItemLabels(ctx, "sp", []alignet.ItemLabels{{Item: "a", Labels: []string{"animal", "pet \"x\""}}, {Item: "b", Labels: []string{}}}); err != nil || n != 2 {
+		t.Fatalf("PutItemLabels = %d, %v", n, err)
+	}
+	if _, err := s.PutItemLabels(ctx, "sp", []alignet.ItemLabels{{Item: "b", Labels: []string{"tool"}}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ItemLabels(ctx, "sp")
+	if err != nil || len(got) != 2 || !slices.Equal(got["a"], []string{"animal", "pet \"x\""}) || !slices.Equal(got["b"], []string{"tool"}) {
+		t.Fatalf("ItemLabels = %q, %v", got, err)
+	}
+}
+
+func testStudents(t *testing.T, s Store) {
+	ctx := context.Background()
+	mustSpaceStudy(t, s, "s", alignet.TaskOddOneOut)
+	if _, _, err := s.PutSpace(ctx, "w2v", 3); err != nil {
+		t.Fatal(err)
+	}
+	set := alignet.DefaultStudentSettings()
+	set.Epochs = 7
+	if _, _, err := s.CreateStudent(ctx, alignet.Student{Study: "ghost", ID: "a", Space: "w2v", Settings: set}); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("CreateStudent in a missing study: err = %v", err)
+	}
+	if _, _, err := s.CreateStudent(ctx, alignet.Student{Study: "s", ID: "a", Space: "ghost", Settings: set}); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("CreateStudent over a missing space: err = %v", err)
+	}
+	st, created, err := s.CreateStudent(ctx, alignet.Student{Study: "s", ID: "w", Space: "w2v", Settings: set})
+	if err != nil || !created || st.Settings.Epochs != 7 || st.Current != 0 || st.CreatedAt.IsZero() {
+		t.Fatalf("CreateStudent = %+v, %v, %v", st, created, err)
+	}
+	again, created, err := s.CreateStudent(ctx, alignet.Student{Study: "s", ID: "w", Space: "w2v", Settings: alignet.DefaultStudentSettings()})
+	if err != nil || created || again.Settings.Epochs != 7 {
+		t.Fatalf("CreateStudent again = %+v, %v, %v; want the stored one", again, created, err)
+	}
+	if _, _, err := s.CreateStudent(ctx, alignet.Student{Study: "s", ID: "w", Space: "space-s", Settings: set}); !errors.Is(err, alignet.ErrConflict) {
+		t.Fatalf("CreateStudent with another space: err = %v, want ErrConflict", err)
+	}
+	if _, _, err := s.CreateStudent(ctx, alignet.Student{Study: "s", ID: "a", Space: "w2v", Settings: set}); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.ListStudents(ctx, "s")
+	if err != nil || len(list) != 2 || list[0].ID != "a" || list[1].ID != "w" {
+		t.Fatalf("ListStudents = %+v, %v", list, err)
+	}
+	if vs, err := s.StudentVersions(ctx, "s", "w"); err != nil || vs == nil || len(vs) != 0 {
+		t.Fatalf("StudentVersions before training = %#v, %v", vs, err)
+	}
+	if _, err := s.StudentVersion(ctx, "s", "w", 0); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("StudentVersion(current) before a promotion: err = %v, want ErrNotFound", err)
+	}
+	v1, err := s.SeedStudentVersion(ctx, alignet.StudentVersion{Study: "s", Student: "w", Dataset: 1, Promoted: true, Settings: set, D: 3, P: 3}, []byte("head-1"))
+	if err != nil || v1.Version != 1 {
+		t.Fatalf("SeedStudentVersion = %+v, %v", v1, err)
+	}
+	v2, err := s.SeedStudentVersion(ctx, alignet.StudentVersion{Study: "s", Student: "w", Dataset: 2, Parent: 1, Reason: "worse", Settings: set, D: 3, P: 3,
+		Metrics: alignet.StudentMetrics{Held: alignet.TeacherMetrics{N: 5, Accuracy: 0.4}}}, []byte("head-2"))
+	if err != nil || v2.Version != 2 {
+		t.Fatal(err)
+	}
+	cur, err := s.StudentVersion(ctx, "s", "w", 0)
+	if err != nil || cur.Version != 1 || !cur.Promoted {
+		t.Fatalf("current = %+v, %v; want version 1 (2 was not promoted)", cur, err)
+	}
+	got2, err := s.StudentVersion(ctx, "s", "w", 2)
+	if err != nil || got2.Promoted || got2.Reason != "worse" || got2.Parent != 1 || got2.Metrics.Held.Accuracy != 0.4 || got2.Settings.Epochs != 7 {
+		t.Fatalf("version 2 = %+v, %v", got2, err)
+	}
+	var buf bytes.Buffer
+	if err := s.ReadArtifact(ctx, got2.Artifact, 0, 6, &buf); err != nil || buf.String() != "head-2" {
+		t.Fatalf("head of version 2 = %q, %v", buf.String(), err)
+	}
+	if vs, err := s.StudentVersions(ctx, "s", "w"); err != nil || len(vs) != 2 || vs[0].Version != 2 {
+		t.Fatalf("StudentVersions = %+v, %v; want newest first", vs, err)
+	}
+	if st, err := s.GetStudent(ctx, "s", "w"); err != nil || st.Current != 1 {
+		t.Fatalf("GetStudent = %+v, %v; want current 1", st, err)
+	}
+	if err := s.DeleteStudent(ctx, "s", "w"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetStudent(ctx, "s", "w"); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("GetStudent after delete: err = %v", err)
+	}
+	if _, err := s.GetArtifact(ctx, got2.Artifact); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("the deleted student's head is still there: err = %v", err)
+	}
+	if err := s.DeleteStudent(ctx, "s", "w"); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("DeleteStudent twice: err = %v, want ErrNotFound", err)
+	}
+}
+
+func testDatasets(t *testing.T, s Store) {
+	ctx := context.Background()
+	mustSpaceStudy(t, s, "s", alignet.TaskOddOneOut)
+	if _, err := s.Datasets(ctx, "ghost"); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("Datasets of a missing study: err = %v", err)
+	}
+	if ds, err := s.Datasets(ctx, "s"); err != nil || ds == nil || len(ds) != 0 {
+		t.Fatalf("Datasets before any = %#v, %v", ds, err)
+	}
+	if _, err := s.GetDataset(ctx, "s", 0); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("GetDataset(current) before any: err = %v", err)
+	}
+	data := [][]byte{bytes.Repeat([]byte("0123456789"), 1000), []byte("second dataset"), []byte("third")}
+	info := alignet.DatasetInfo{Strategies: []alignet.StrategyCount{{Strategy: "random", Triplets: 5}}, Clusters: 3, Stages: map[string]float64{"load": 1.5}}
+	var made []alignet.Dataset
+	for i, d := range data {
+		ds, err := s.SeedDataset(ctx, alignet.Dataset{Study: "s", TeacherVersion: int64(10 + i), Seed: 1 << 63, Triplets: 5, Items: 4,
+			Space: "space-s", InputHash: "h", Info: info}, d, 2)
+		if err != nil || ds.Version != int64(i+1) || ds.Size != int64(len(d)) || ds.SHA256 == "" {
+			t.Fatalf("SeedDataset #%d = %+v, %v", i, ds, err)
+		}
+		made = append(made, ds)
+	}
+	list, err := s.Datasets(ctx, "s")
+	if err != nil || len(list) != 2 || list[0].Version != 3 || list[1].Version != 2 {
+		t.Fatalf("Datasets = %+v, %v; want versions 3 and 2 (keep 2)", list, err)
+	}
+	if list[1].Seed != 1<<63 || list[1].TeacherVersion != 11 || list[1].Info.Clusters != 3 || list[1].Info.Stages["load"] != 1.5 || list[1].Info.Strategies[0].Triplets != 5 {
+		t.Fatalf("dataset 2 = %+v", list[1])
+	}
+	cur, err := s.GetDataset(ctx, "s", 0)
+	if err != nil || cur.Version != 3 {
+		t.Fatalf("GetDataset(current) = %+v, %v", cur, err)
+	}
+	if _, err := s.GetDataset(ctx, "s", 1); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("GetDataset(1) after retention: err = %v", err)
+	}
+	if _, err := s.GetArtifact(ctx, made[0].Artifact); !errors.Is(err, alignet.ErrNotFound) {
+		t.Fatalf("the retired dataset's artifact is still there: err = %v", err)
+	}
+	a, err := s.GetArtifact(ctx, cur.Artifact)
+	if err != nil || a.Size != int64(len(data[2])) || a.SHA256 != cur.SHA256 {
+		t.Fatalf("GetArtifact = %+v, %v", a, err)
+	}
+	var buf bytes.Buffer
+	if err := s.ReadArtifact(ctx, list[1].Artifact, 3, 8, &buf); err != nil || buf.String() != "ond data" {
+		t.Fatalf("ReadArtifact range = %q, %v", buf.String(), err)
+	}
+	if err := s.ReadArtifact(ctx, list[1].Artifact, 10, 10, io.Discard); err == nil {
+		t.Fatal("ReadArtifact beyond the end succeeded")
 	}
 }
 

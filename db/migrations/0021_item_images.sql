@@ -1,4 +1,4 @@
--- 0041_item_images: images uploaded for items (PUT /v1/items/{item}/image).
+-- 0021_item_images: images uploaded for items (PUT /v1/items/{item}/image).
 -- content_type is sniffed from the bytes; sha256 (hex) versions the image
 -- in ETags and URLs.
 CREATE TABLE item_images (

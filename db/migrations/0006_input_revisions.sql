@@ -1,4 +1,4 @@
--- 0010_input_revisions: revision counters that tell a reader cheaply, and
+-- 0006_input_revisions: revision counters that tell a reader cheaply, and
 -- without comparing clocks, whether a study's item pool or its space's
 -- embeddings changed since it built a copy (db.StudyStamps; the API's
 -- teacher cache polls them). AddStudyItems bumps items_rev when it adds an

@@ -1,4 +1,4 @@
--- 0040_item_display: how items are shown to participants (alignet.ItemDisplay).
+-- 0020_item_display: how items are shown to participants (alignet.ItemDisplay).
 -- Keyed by item id alone: an id names one stimulus in every space and
 -- study. Empty strings mean "none".
 CREATE TABLE item_display (

@@ -10,6 +10,7 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/alignet ./cmd/alig
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/alignet /usr/local/bin/alignet
 USER nonroot:nonroot
-EXPOSE 8080
+# 8080: the API (ALIGNET_LISTEN); 9100: /metrics of docker-compose.yml's services.
+EXPOSE 8080 9100
 ENTRYPOINT ["/usr/local/bin/alignet"]
 CMD ["serve"]

@@ -153,10 +153,10 @@ type proc struct {
 }
 
 // start launches `alignet serve` with the given roles on a free port and
-// waits until it answers /healthz.
-func (s *stack) start(roles string) *proc {
+// waits until it answers /healthz. env are extra VAR=value settings.
+func (s *stack) start(roles string, env ...string) *proc {
 	s.t.Helper()
-	return s.startAt(roles, fmt.Sprintf("127.0.0.1:%d", freePort(s.t)))
+	return s.startAt(roles, fmt.Sprintf("127.0.0.1:%d", freePort(s.t)), env...)
 }
 
 // startEnv is start with extra environment variables.

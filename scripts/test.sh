@@ -32,6 +32,22 @@ if ! command -v "$(go env CC)" >/dev/null 2>&1; then
 	fi
 fi
 
+# The ops tests run promtool (alert rules and their unit tests) and
+# docker-compose config (no engine needed); the e2e tests run a real
+# Prometheus. All three come from Debian's packages.
+missing=()
+command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+if [ "${#missing[@]}" -gt 0 ]; then
+	if [ "$(id -u)" = 0 ]; then
+		log "installing ${missing[*]} from Debian"
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	else
+		log "warning: ${missing[*]} not installed (apt-get install ${missing[*]}): their tests skip, and fail under CI=true"
+	fi
+fi
+
 # The browser tests (e2e) need Chromium, and the plugin package under web/
 # needs npm (it comes with Node). Missing pieces are installed as root;
 # otherwise the tests that need them skip, or fail under CI=true.

@@ -33,6 +33,7 @@ func commands() map[string]command {
 		"migrate":  {"apply database migrations and exit", runMigrate},
 		"import":   {"load embeddings and judgments through the ingestion API", runImport},
 		"loadgen":  {"drive a running server with simulated workers and verify persistence", runLoadgen},
+		"soak":     {"push judgments through every role for long and watch every process's memory", runSoak},
 		"fit":      {"fit a surrogate teacher on embeddings and judgments (offline)", offline.RunFit},
 		"eval":     {"score a teacher, student or raw embeddings on judgments (offline)", offline.RunEval},
 		"generate": {"generate an AligNet triplet dataset from a teacher (offline)", offline.RunGenerate},

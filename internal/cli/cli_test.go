@@ -52,6 +52,7 @@ func helpCommands() map[string][]string {
 		"backup":            {"database-url", "out"},
 		"restore":           {"database-url"},
 		"loadgen":           {"key"},
+		"soak":              {"database-url", "kafka-brokers"},
 		"import embeddings": {"key", "space", "npy", "ids"},
 		"import judgments":  {"key", "study", "file"},
 		"import things":     {"key"},

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -51,6 +52,19 @@ func KafkaBrokers(tb testing.TB) []string {
 		missing(tb, "%s is not set: run the tests with scripts/test.sh, or start Kafka with scripts/kafka.sh start", EnvKafkaBrokers)
 	}
 	return brokers
+}
+
+// Tool returns the path of the program name, for example promtool, or
+// skips tb (fails it under CI=true) when it is not installed; install is
+// the command that installs it, named in the message (scripts/test.sh runs
+// it when it runs as root).
+func Tool(tb testing.TB, name, install string) string {
+	tb.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		missing(tb, "%s is not installed: %s", name, install)
+	}
+	return path
 }
 
 // SharedData returns the path of the folder name (for example "things") of

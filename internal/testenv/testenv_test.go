@@ -35,6 +35,28 @@ func (r *recorder) outcome() string {
 	return "ran"
 }
 
+func TestMissingToolSkipsOrFailsUnderCI(t *testing.T) {
+	for _, ci := range []string{"", "true"} {
+		t.Setenv("CI", ci)
+		want := "skipped"
+		if ci == "true" {
+			want = "failed"
+		}
+		r := &recorder{TB: t}
+		Tool(r, "alignet-no-such-tool", "apt-get install nothing")
+		if got := r.outcome(); got != want {
+			t.Errorf("CI=%q, missing tool: test %s, want %s", ci, got, want)
+		}
+		if !strings.Contains(r.skipped+r.failed, "apt-get install nothing") {
+			t.Errorf("message %q does not say how to install the tool", r.skipped+r.failed)
+		}
+		r = &recorder{TB: t}
+		if path := Tool(r, "go", "install Go"); path == "" || r.outcome() != "ran" {
+			t.Errorf("go: path %q, test %s", path, r.outcome())
+		}
+	}
+}
+
 func TestMissingServicesSkipOrFailUnderCI(t *testing.T) {
 	for _, ci := range []string{"", "false", "true"} {
 		t.Run("CI="+ci, func(t *testing.T) {

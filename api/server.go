@@ -94,7 +94,8 @@
 //		Settings: database, Teachers: database, TeacherSource: database,
 //		Judgments: database, Keys: database, Workers: database, Items: database,
 //		Ready: database, Embeddings: database, Sessions: database,
-//		Flags: database, Trainer: database, Publisher: producer}) // *db.DB, *stream.Producer
+//		Flags: database, Trainer: database, Drift: database,
+//		Publisher: producer}) // *db.DB, *stream.Producer
 //	err = srv.Run(ctx)
 package api
 
@@ -424,8 +425,9 @@ type Server struct {
 	displays *ttlcache.Cache[string, *displayEntry]
 	// sessionLimit and addressLimit bound study-bound keys.
 	sessionLimit, addressLimit *limiter
-	// page is the built-in participant page.
-	page    *runPage
+	// page is the built-in participant page and dashboard the built-in
+	// dashboard.
+	page, dashboard *staticPage
 	exports chan struct{} // one token per running export
 	routes  map[string]bool
 	bufs    bufPool
@@ -484,7 +486,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		sessionLimit: newLimiter(limitSession, cfg.SessionLimit, cfg.Now),
 		addressLimit: newLimiter(limitAddress, cfg.AddressLimit, cfg.Now),
 	}
-	if s.page, err = newRunPage(); err != nil {
+	if s.page, err = newStaticPage(runFS, "run", runAssets); err != nil {
+		return nil, err
+	}
+	if s.dashboard, err = newStaticPage(dashboardFS, "dashboard", dashboardAssets); err != nil {
 		return nil, err
 	}
 	if s.keys, err = s.newKeyCache(); err != nil {
@@ -661,6 +666,8 @@ func (s *Server) registerRoutes(e *echo.Echo) {
 	v1.GET("/studies/:study/datasets", s.listDatasets, s.auth(alignet.ScopeRead), checkParams)
 	v1.GET("/studies/:study/datasets/:file", s.getDataset, s.auth(alignet.ScopeRead), checkParams)
 
+	v1.GET("/studies/:study/drift", s.getDrift, s.auth(alignet.ScopeRead), checkParams)
+
 	v1.GET("/studies/:study/teacher", s.getTeacher, s.auth(alignet.ScopeRead), checkParams)
 	v1.GET("/studies/:study/teacher.npz", s.getTeacherNPZ, s.auth(alignet.ScopeRead), checkParams)
 	v1.POST("/studies/:study/teacher/refit", s.postRefit, s.auth(alignet.ScopeAdmin), checkParams)
@@ -687,6 +694,11 @@ func (s *Server) registerRoutes(e *echo.Echo) {
 	v1.GET("/studies/:study/page", s.getPageSettings, s.auth(alignet.ScopeCollect), checkParams)
 	e.GET("/run/:study", s.runPageHTML, checkParams)
 	e.GET("/run/assets/:file", s.runPageAsset)
+	// The built-in dashboard (public HTML and assets; the page calls the
+	// API with a read key the user enters).
+	e.GET("/dashboard", s.dashboardHTML)
+	e.GET("/dashboard/:study", s.dashboardHTML, checkParams)
+	e.GET("/dashboard/assets/:file", s.dashboardAsset)
 }
 
 // checkParams answers 404 for a path naming a space or study by a string

@@ -14,6 +14,7 @@ import (
 
 	"github.com/alignet/alignet/api"
 	"github.com/alignet/alignet/db"
+	"github.com/alignet/alignet/monitor"
 	"github.com/alignet/alignet/online"
 	"github.com/alignet/alignet/stream"
 	"github.com/alignet/alignet/trainer"
@@ -124,11 +125,20 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 			Logger:              log.With("component", "api"),
 		}, api.Deps{Spaces: database, Studies: database, Settings: database, Teachers: database,
 			TeacherSource: database, Judgments: database, Keys: database, Workers: database, Items: database,
-			Ready: database, Sessions: database, Flags: database, Trainer: database, Publisher: producer, Components: components})
+			Ready: database, Sessions: database, Flags: database, Trainer: database, Drift: database, Publisher: producer,
+			Components: components})
 		if err != nil {
 			return fmt.Errorf("new api: %w", err)
 		}
 		g.add(RoleAPI, StageIngress, srv)
+		// The drift monitor runs with the API, whose dashboard shows it;
+		// replicas share its snapshots (one per interval is stored).
+		mon, err := monitor.New(monitor.Config{Interval: cfg.DriftInterval, Retention: cfg.DriftRetention,
+			Registerer: reg, Logger: log.With("component", "monitor")}, database)
+		if err != nil {
+			return fmt.Errorf("new drift monitor: %w", err)
+		}
+		g.add("monitor", StageConsumers, mon)
 	}
 	// Every process can be scraped: on its own address when one is set, or
 	// on the public one when the api role does not serve it there.

@@ -428,13 +428,13 @@ type Server struct {
 	// page is the built-in participant page and dashboard the built-in
 	// dashboard.
 	page, dashboard *staticPage
-	exports chan struct{} // one token per running export
-	routes  map[string]bool
-	bufs    bufPool
-	sel     *selection
-	qlog    *queryLog
-	stopBG  context.CancelFunc // stops the query log and selection loops
-	bgDone  sync.WaitGroup
+	exports         chan struct{} // one token per running export
+	routes          map[string]bool
+	bufs            bufPool
+	sel             *selection
+	qlog            *queryLog
+	stopBG          context.CancelFunc // stops the query log and selection loops
+	bgDone          sync.WaitGroup
 	// unsubscribe ends query selection's subscription to the teacher
 	// cache (a no-op with Deps.QueryTeachers).
 	unsubscribe func()

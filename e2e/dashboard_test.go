@@ -51,8 +51,12 @@ func TestDashboardTHINGS(t *testing.T) {
 			t.Fatalf("alignet %s: %v\n%s", strings.Join(args, " "), err, tail(string(out), 2000))
 		}
 	}
-	// The first 4,000 THINGS judgments: the learner's first refit runs at
-	// 500 (its default) and stores a version scored on the held-out share.
+	// 400 THINGS judgments create the study; a quick refit recipe (hard
+	// targets, one λ) keeps the test short. Then 4,000: the learner's
+	// first refit runs at 500 (its default) and stores a version scored
+	// on the held-out share.
+	run("import", "things", "--dir", src, "--limit", "400", "--server", srv.url(), "--key", s.adminKey)
+	s.setSettings("things", map[string]any{"learner": map[string]any{"distill": false, "lambdas": []float64{0.1}, "max_iter": 30}})
 	run("import", "things", "--dir", src, "--limit", "4000", "--server", srv.url(), "--key", s.adminKey)
 	s.waitCount("things", 4000, 2*time.Minute)
 	run("import", "embeddings", "--space", "word2vec", "--npy", filepath.Join(src, "word2vec.npy"), "--ids", filepath.Join(src, "concepts.txt"),
@@ -117,7 +121,7 @@ func TestDashboardTHINGS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatal(err)
 	}

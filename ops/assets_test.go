@@ -50,6 +50,23 @@ var registered = map[string]metricKind{
 	"alignet_teacher_cache_age_seconds":            counterOrGauge,
 	"alignet_teacher_cache_builds_total":           counterOrGauge,
 	"alignet_teacher_cache_build_duration_seconds": histogram,
+	// The drift monitor.
+	"alignet_drift_teacher_accuracy":           counterOrGauge,
+	"alignet_drift_teacher_reference_accuracy": counterOrGauge,
+	"alignet_drift_teacher_log_loss":           counterOrGauge,
+	"alignet_drift_prequential_accuracy":       counterOrGauge,
+	"alignet_drift_student_accuracy":           counterOrGauge,
+	"alignet_drift_student_reference_accuracy": counterOrGauge,
+	"alignet_drift_student_teacher_agreement":  counterOrGauge,
+	"alignet_drift_z":                          counterOrGauge,
+	"alignet_drift_cusum":                      counterOrGauge,
+	"alignet_drift_change":                     counterOrGauge,
+	"alignet_drift_attention_failure_ratio":    counterOrGauge,
+	"alignet_drift_flagged_worker_ratio":       counterOrGauge,
+	"alignet_drift_low_agreement_workers":      counterOrGauge,
+	"alignet_drift_response_time_seconds":      counterOrGauge,
+	"alignet_drift_snapshot_timestamp_seconds": counterOrGauge,
+	"alignet_drift_errors_total":               counterOrGauge,
 }
 
 var metricRE = regexp.MustCompile(`\balignet_[a-z0-9_]+`)

@@ -112,6 +112,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		closers = append(closers, producer.Close)
 		deps := api.StoreDeps(database, producer)
 		deps.Components = components
+		deps.Students = api.NewStoredStudents(database)
 		srv, err := api.New(api.Config{
 			Listen:              cfg.Listen,
 			AdminKey:            cfg.AdminKey,

@@ -152,7 +152,7 @@
     chart("chart-mix", [{ label: "judgments", stroke: colors[2], fill: colors[2] + "88", paths: uPlot.paths.bars({ size: [0.6] }), points: { show: false } }],
       [kinds.map(function (_, i) { return i; }), kinds.map(function (k) { return cur.query_mix[k]; })],
       { scales: { x: { time: false, range: [-0.5, Math.max(kinds.length - 0.5, 0.5)] } },
-        axes: [{ splits: function () { return kinds.map(function (_, i) { return i; }); }, values: function (u, vs) { return vs.map(function (v) { return kinds[v] || ""; }); } }, {}] });
+        axes: [{ splits: function () { return kinds.map(function (_, i) { return i; }); }, values: function (u, vs) { return vs.map(function (v) { return kinds[v] || ""; }); } }, { size: 64 }] });
 
     // Learning curve: held-out accuracy of each version and prequential
     // accuracy of the snapshots, against judgments seen.

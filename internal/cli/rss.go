@@ -114,6 +114,8 @@ type rssVerdict struct {
 	PID      int     `json:"pid"`
 	Samples  int     `json:"samples"`
 	FirstMB  float64 `json:"first_mb"`
+	HalfMB   float64 `json:"half_mb"` // the sample half way through
+	EndMB    float64 `json:"end_mb"`  // the last sample
 	MaxMB    float64 `json:"max_mb"`
 	MiddleMB float64 `json:"middle_third_median_mb"`
 	LastMB   float64 `json:"last_third_median_mb"`
@@ -137,7 +139,7 @@ func judgeRSS(w watched, i int, samples []rssSample, tolerance, slackMB float64)
 	if len(mbs) == 0 {
 		return v
 	}
-	v.FirstMB, v.MaxMB = mbs[0], slices.Max(mbs)
+	v.FirstMB, v.HalfMB, v.EndMB, v.MaxMB = mbs[0], mbs[len(mbs)/2], mbs[len(mbs)-1], slices.Max(mbs)
 	third := len(mbs) / 3
 	if third < 2 {
 		v.MiddleMB, v.LastMB = mbs[0], mbs[len(mbs)-1]

@@ -76,7 +76,8 @@ func TestJudgeRSS(t *testing.T) {
 			t.Errorf("%s: flat %v judged %v (middle %.1f, last %.1f), want flat %v judged %v",
 				tc.name, v.Flat, v.Judged, v.MiddleMB, v.LastMB, tc.flat, tc.judge)
 		}
-		if v.Samples != len(tc.mbs) || v.FirstMB != tc.mbs[0] || v.Name != "api" || v.PID != 7 {
+		if v.Samples != len(tc.mbs) || v.FirstMB != tc.mbs[0] || v.HalfMB != tc.mbs[len(tc.mbs)/2] ||
+			v.EndMB != tc.mbs[len(tc.mbs)-1] || v.Name != "api" || v.PID != 7 {
 			t.Errorf("%s: %+v", tc.name, v)
 		}
 	}

@@ -87,7 +87,7 @@ func (w *watchFlag) Set(s string) error {
 }
 
 func runSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cmdline.New("soak", "Start every alignet role in its own process against an external Postgres and Kafka, push judgments through the whole stack, sample the resident memory (VmRSS) of every process over time, and verify the final counts: stored equals accepted, every id once, and the learner counted each.", stdout)
+	fs := cmdline.New("soak", "Start every alignet role in its own process against an external Postgres and Kafka, push judgments through the whole stack, sample the resident memory of every process over time (VmRSS; for a watched process with its descendants the sum of their PSS), and verify the final counts: stored equals accepted, every id once, the learner counted each, and the trainer caught up with the learner.", stdout)
 	dbURL := fs.String("database-url", "", "Postgres `URL`")
 	fs.Env("database-url", getenv, "DATABASE_URL")
 	fs.Require("database-url")
@@ -375,7 +375,7 @@ func (rep *soakReport) print(w io.Writer) {
 			tr.TeacherVersion, tr.RefitVersion, tr.Dataset, tr.DatasetTeacher, tr.StudentVersion, tr.StudentDataset,
 			map[bool]string{true: "caught up", false: "NOT caught up"}[tr.CaughtUp])
 	}
-	fmt.Fprintf(w, "\nVmRSS (MB), sampled every %gs (%d samples)\n", rep.SampleEvery, len(rep.samples))
+	fmt.Fprintf(w, "\nRSS (MB; PSS summed over a process tree), sampled every %gs (%d samples)\n", rep.SampleEvery, len(rep.samples))
 	fmt.Fprintf(w, "%-12s %8s %9s %9s %9s %9s %14s %14s %8s  %s\n", "process", "pid", "first", "half", "end", "max", "middle third", "last third", "growth", "flat")
 	for _, v := range rep.RSS {
 		flat := map[bool]string{true: "yes", false: "NO"}[v.Flat]

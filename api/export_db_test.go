@@ -59,8 +59,7 @@ func TestStalledExportsLeaveDBPool(t *testing.T) {
 		AdminKey: adminKey, PseudonymKey: []byte("pseudonym-key-0123456789"),
 		MaxExports: maxExports, ShutdownTimeout: time.Second,
 		Registerer: reg, Logger: slog.New(slog.DiscardHandler),
-	}, api.Deps{Spaces: d, Studies: d, Settings: d, Teachers: d, TeacherSource: d, Judgments: d, Keys: d, Workers: d, Items: d,
-		Ready: d, Trainer: d, Publisher: nopPublisher{}, Sessions: d, Flags: d})
+	}, api.StoreDeps(d, nopPublisher{}))
 	if err != nil {
 		t.Fatal(err)
 	}

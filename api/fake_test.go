@@ -108,8 +108,7 @@ func newFakeStore() *fakeStore {
 
 // deps returns Deps with every store role filled by f.
 func (f *fakeStore) deps(pub Publisher) Deps {
-	return Deps{Spaces: f, Studies: f, Settings: f, Teachers: f, TeacherSource: f, Judgments: f, Keys: f,
-		Workers: f, Items: f, Ready: f, Trainer: f, Publisher: pub, Sessions: f, Flags: f}
+	return StoreDeps(f, pub)
 }
 
 // enter counts a call of op, fails when the store is down, takes a pool

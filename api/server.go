@@ -90,11 +90,7 @@
 //
 // The server is wired as
 //
-//	srv, err := api.New(cfg, api.Deps{Spaces: database, Studies: database,
-//		Settings: database, Teachers: database, TeacherSource: database,
-//		Judgments: database, Keys: database, Workers: database, Items: database,
-//		Ready: database, Embeddings: database, Sessions: database,
-//		Flags: database, Trainer: database, Publisher: producer}) // *db.DB, *stream.Producer
+//	srv, err := api.New(cfg, api.StoreDeps(database, producer)) // *db.DB, *stream.Producer
 //	err = srv.Run(ctx)
 package api
 

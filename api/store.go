@@ -286,6 +286,30 @@ type Deps struct {
 	Components map[string]ReadinessChecker
 }
 
+// Store is everything Deps needs from the database, as *db.DB provides.
+type Store interface {
+	SpaceStore
+	StudyStore
+	SettingsStore
+	TeacherStore
+	TeacherSource
+	JudgmentExporter
+	KeyStore
+	WorkerStore
+	ItemStore
+	ReadinessChecker
+	SessionStore
+	FlagStore
+	TrainerStore
+}
+
+// StoreDeps returns the Deps of a server whose every store is st and
+// whose accepted judgments go to pub; the optional fields are left nil.
+func StoreDeps(st Store, pub Publisher) Deps {
+	return Deps{Spaces: st, Studies: st, Settings: st, Teachers: st, TeacherSource: st, Judgments: st,
+		Keys: st, Workers: st, Items: st, Ready: st, Sessions: st, Flags: st, Trainer: st, Publisher: pub}
+}
+
 func (d Deps) check() error {
 	if d.Spaces == nil || d.Studies == nil || d.Settings == nil || d.Teachers == nil || d.TeacherSource == nil ||
 		d.Judgments == nil || d.Keys == nil || d.Workers == nil || d.Items == nil || d.Ready == nil || d.Publisher == nil ||

@@ -46,8 +46,7 @@ func newTeacherServer(t *testing.T) *teacherServer {
 	srv, err := api.New(api.Config{
 		AdminKey: testAdmin, PseudonymKey: []byte("pseudonym-key-0123456789"), ShutdownTimeout: time.Second,
 		TeacherPollInterval: 10 * time.Millisecond, Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler),
-	}, api.Deps{Spaces: d, Studies: d, Settings: d, Teachers: d, TeacherSource: d, Judgments: d, Keys: d, Workers: d, Items: d,
-		Ready: d, Trainer: d, Publisher: nopPublisher{}, Sessions: d, Flags: d})
+	}, api.StoreDeps(d, nopPublisher{}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,11 +15,20 @@ import (
 	"github.com/alignet/alignet/modelfile"
 )
 
-// heldOut reports whether judgment j of study st is held out from
-// training and scores models instead. It is the trainer's one rule for
-// the split, the learner's keyed hash of the judgment id.
-func heldOut(st alignet.Study, j alignet.Judgment) bool {
-	return alignet.HeldOut(st.ID, j.ID, st.Settings.Learner.HeldOutShare)
+// flaggedWorkers returns the workers of study whose judgments learning
+// must not use.
+func (t *Trainer) flaggedWorkers(ctx context.Context, study string) (map[string]bool, error) {
+	fs, err := t.store.WorkerFlags(ctx, study)
+	if err != nil {
+		return nil, fmt.Errorf("worker flags: %w", err)
+	}
+	flagged := map[string]bool{}
+	for _, f := range fs {
+		if f.Flagged {
+			flagged[f.Worker] = true
+		}
+	}
+	return flagged, nil
 }
 
 // evalSet is a study's held-out odd-one-out judgments over their items.
@@ -41,8 +50,13 @@ func (t *Trainer) loadEval(ctx context.Context, st alignet.Study, tv alignet.Tea
 	pos := map[string]int32{}
 	var items []string
 	var raw [][3]int32
-	err := t.store.ExportJudgments(ctx, alignet.JudgmentFilter{Study: st.ID}, func(j alignet.Judgment) error {
-		if j.Task != alignet.TaskOddOneOut || !heldOut(st, j) {
+	flagged, err := t.flaggedWorkers(ctx, st.ID)
+	if err != nil {
+		return nil, err
+	}
+	// Students are scored on what the learner holds out, by the one rule.
+	err = t.store.ExportJudgments(ctx, alignet.JudgmentFilter{Study: st.ID}, func(j alignet.Judgment) error {
+		if j.Task != alignet.TaskOddOneOut || alignet.TrainingRole(j, st.Settings, flagged[j.Worker]) != alignet.RoleHeldOut {
 			return nil
 		}
 		var tr [3]int32

@@ -112,6 +112,7 @@ type Store interface {
 	StudentVersion(ctx context.Context, study, id string, n int64) (alignet.StudentVersion, error)
 	StudentVersions(ctx context.Context, study, id string) ([]alignet.StudentVersion, error)
 	TryTrainerLock(ctx context.Context, study string) (unlock func(), ok bool, err error)
+	WorkerFlags(ctx context.Context, study string) ([]alignet.WorkerFlags, error)
 }
 
 // ArtifactWriter writes one artifact; it is invisible until the row that

@@ -88,7 +88,7 @@ func newFixture(t *testing.T, settings string) *fixture {
 	var js []alignet.Judgment
 	for i := 0; len(js) < 300; i++ {
 		id := fmt.Sprintf("j%d", i)
-		if !heldOut(st, alignet.Judgment{ID: id}) {
+		if alignet.TrainingRole(alignet.Judgment{Study: st.ID, ID: id}, st.Settings, false) != alignet.RoleHeldOut {
 			continue
 		}
 		a, b, c := rng.IntN(f.n), rng.IntN(f.n), rng.IntN(f.n)

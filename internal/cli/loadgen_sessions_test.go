@@ -39,8 +39,7 @@ func TestSessionLoad(t *testing.T) {
 	const adminKey = "admin-key-0123456789abcdef"
 	srv, err := api.New(api.Config{AdminKey: adminKey, PseudonymKey: []byte("pseudonym-key-0123456789"),
 		Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)},
-		api.Deps{Spaces: d, Studies: d, Settings: d, Teachers: d, TeacherSource: d, Judgments: d, Keys: d, Workers: d, Items: d,
-			Ready: d, Sessions: d, Flags: d, Publisher: storingPublisher{d}})
+		api.StoreDeps(d, storingPublisher{d}))
 	if err != nil {
 		t.Fatal(err)
 	}

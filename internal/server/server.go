@@ -110,6 +110,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 			return fmt.Errorf("new producer: %w", err)
 		}
 		closers = append(closers, producer.Close)
+		deps := api.StoreDeps(database, producer)
+		deps.Components = components
+		deps.Students = api.NewStoredStudents(database)
 		srv, err := api.New(api.Config{
 			Listen:              cfg.Listen,
 			AdminKey:            cfg.AdminKey,
@@ -122,9 +125,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 			Registerer:          reg,
 			Gatherer:            reg,
 			Logger:              log.With("component", "api"),
-		}, api.Deps{Spaces: database, Studies: database, Settings: database, Teachers: database,
-			TeacherSource: database, Judgments: database, Keys: database, Workers: database, Items: database,
-			Ready: database, Sessions: database, Flags: database, Trainer: database, Publisher: producer, Components: components})
+		}, deps)
 		if err != nil {
 			return fmt.Errorf("new api: %w", err)
 		}

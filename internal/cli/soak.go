@@ -250,12 +250,12 @@ func runSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := load.verifyErr(lc.FreshnessTimeout); err != nil {
 		rep.Problems = append(rep.Problems, err.Error())
 	}
+	if err := rep.verifyCounts(ctx, *dbURL, c, lc.Study); err != nil {
+		return err
+	}
 	if tr := rep.Trainer; tr != nil && !tr.CaughtUp {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("the trainer did not catch up: teacher version %d (refit %d), dataset %d of teacher version %d, student version %d on dataset %d",
 			tr.TeacherVersion, tr.RefitVersion, tr.Dataset, tr.DatasetTeacher, tr.StudentVersion, tr.StudentDataset))
-	}
-	if err := rep.verifyCounts(ctx, *dbURL, c, lc.Study); err != nil {
-		return err
 	}
 	rep.Flat = true
 	for i, w := range ws {

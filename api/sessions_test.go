@@ -174,14 +174,34 @@ func TestNextServesAnswersAndCompletes(t *testing.T) {
 		s.Queries.Trials = 5
 		s.Queries.Completion.Redirect = "https://lab.example/done?code={code}&s={session}"
 	})
+	// Display data for the even items: a label, and for every fourth an
+	// external picture too; the odd items have none.
+	want := map[string]displayBody{}
+	var ds []map[string]string
+	for i := 0; i < 40; i += 2 {
+		id := "i" + strconv.Itoa(i)
+		d := map[string]string{"id": id, "label": "Item " + strconv.Itoa(i)}
+		if i%4 == 0 {
+			d["image_url"] = "https://img.example/" + id + ".jpg"
+		}
+		ds = append(ds, d)
+		want[id] = displayBody{Label: d["label"], Image: d["image_url"]}
+	}
+	raw, _ := json.Marshal(map[string]any{"items": ds})
+	e.must(http.StatusOK, "POST", "/v1/items", e.admin, string(raw))
 	s := e.openSession("qs", `{"worker":"w1"}`, http.StatusCreated)
 	b := e.next("qs", s.ID, 3)
 	if len(b.Queries) != 3 || b.Complete || b.Progress.Open != 3 || b.Progress.Answered != 0 {
 		t.Fatalf("next = %+v", b)
 	}
 	for _, q := range b.Queries {
-		if q.QueryID == "" || len(q.Display) != 3 || q.Display[0].Label != q.Items[0] {
+		if q.QueryID == "" {
 			t.Fatalf("query %+v", q)
+		}
+		for k, it := range q.Items {
+			if q.Display[k] != want[it] {
+				t.Fatalf("query %+v: display of %s is %+v, want %+v", q, it, q.Display[k], want[it])
+			}
 		}
 	}
 	// Reloading the page gets the same open queries back first.

@@ -66,11 +66,11 @@ func TestFlagsOverrideEnvironment(t *testing.T) {
 }
 
 func TestResolveNamesEveryProblem(t *testing.T) {
-	_, err := bind(t, map[string]string{"ALIGNET_ROLES": "api,learner,trainer", "ALIGNET_PSEUDONYM_KEY": "short"})
+	_, err := bind(t, map[string]string{"ALIGNET_ROLES": "api,learner,teacher", "ALIGNET_PSEUDONYM_KEY": "short"})
 	if err == nil {
 		t.Fatal("expected errors")
 	}
-	for _, want := range []string{"DATABASE_URL", "KAFKA_BROKERS", "ALIGNET_PSEUDONYM_KEY", `unknown role "trainer"`} {
+	for _, want := range []string{"DATABASE_URL", "KAFKA_BROKERS", "ALIGNET_PSEUDONYM_KEY", `unknown role "teacher"`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %s", err, want)
 		}

@@ -265,10 +265,11 @@ func (s *Server) postSession(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	status := http.StatusOK
+	status, outcome := http.StatusOK, "resumed"
 	if created {
-		status = http.StatusCreated
+		status, outcome = http.StatusCreated, "new"
 	}
+	s.metrics.sessions.WithLabelValues(string(sess.Platform), outcome).Inc()
 	return c.JSON(status, s.toSessionBody(st.study, sess, res))
 }
 

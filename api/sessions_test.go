@@ -431,6 +431,25 @@ func TestChecksFlagWorkers(t *testing.T) {
 	if len(want) != 0 {
 		t.Fatalf("workers missing from GET workers: %v (%s)", want, rec.Body)
 	}
+	// The metrics count each check once, as the worker flags do, and
+	// every session opened.
+	var passed, failed int64
+	for _, w := range wb.Workers {
+		passed, failed = passed+w.ChecksPassed, failed+w.ChecksFailed
+	}
+	metrics := e.must(http.StatusOK, "GET", "/metrics", "", "").Body.String()
+	for _, want := range []string{
+		fmt.Sprintf(`alignet_attention_checks_total{result="passed",study="qs"} %d`, passed),
+		fmt.Sprintf(`alignet_attention_checks_total{result="failed",study="qs"} %d`, failed),
+		`alignet_sessions_opened_total{outcome="new",platform="generic"} 4`,
+	} {
+		if !strings.Contains(metrics, want+"\n") {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if passed == 0 || failed != 3 {
+		t.Errorf("%d checks passed and %d failed, want some and 3", passed, failed)
+	}
 	only := e.must(http.StatusOK, "GET", "/v1/studies/qs/workers?flagged=true", e.read, "")
 	if strings.Count(only.Body.String(), `"worker"`) != 2 {
 		t.Fatalf("flagged=true: %s", only.Body)

@@ -241,6 +241,9 @@ func (t *Trainer) trainStudents(ctx context.Context, st alignet.Study, ds aligne
 	var errs []error
 	for _, s := range todo {
 		if err := t.trainStudent(ctx, st, s, run, eval); err != nil {
+			if ctx.Err() == nil {
+				t.m.trainErrors.Inc()
+			}
 			errs = append(errs, fmt.Errorf("student %q: %w", s.ID, err))
 		}
 	}

@@ -223,7 +223,7 @@ func TestRefitExcludesFromThePostgresRecord(t *testing.T) {
 		var as []alignet.Answer
 		for i := range flagSettings.MaxFailedChecks {
 			q := alignet.Query{ID: fmt.Sprintf("fc-%s-%d", worker, i), Study: "pg", Session: "s-" + worker, Worker: worker,
-				Kind: alignet.QueryCheck, Items: [3]string{s.items[0], s.items[1], s.items[2 + i]}, Expected: s.items[0],
+				Kind: alignet.QueryCheck, Items: [3]string{s.items[0], s.items[1], s.items[2+i]}, Expected: s.items[0],
 				ServedAt: now, ExpiresAt: now.Add(time.Hour)}
 			as = append(as, alignet.Answer{Query: q, JudgmentID: "fcj-" + q.ID, At: now, RTMillis: 900, CheckPassed: &no})
 		}

@@ -77,7 +77,7 @@ func TestLinkedJudgmentsEndToEnd(t *testing.T) {
 	srv, err := api.New(api.Config{AdminKey: adminKey, PseudonymKey: []byte("pseudonym-key-0123456789"),
 		QueryLogInterval: 20 * time.Millisecond, Registerer: prometheus.NewRegistry(), Logger: log, Now: clock.Now},
 		api.Deps{Spaces: d, Studies: d, Settings: d, Teachers: d, TeacherSource: d, Judgments: d, Keys: d, Workers: d, Items: d,
-			Ready: d, Sessions: d, Flags: d, Publisher: producer})
+			Ready: d, Trainer: d, Sessions: d, Flags: d, Publisher: producer})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -130,10 +130,11 @@ func codeOf(k alignet.QueryKind) kindCode {
 
 // kind returns the query kind of c.
 func (c kindCode) kind() alignet.QueryKind {
-	if c == 0 || int(c) > len(alignet.QueryKinds()) {
+	kinds := alignet.QueryKinds()
+	if c == 0 || int(c) > len(kinds) {
 		return ""
 	}
-	return alignet.QueryKinds()[c-1]
+	return kinds[c-1]
 }
 
 // reservoir is the replay buffer: a uniform sample, of at most cap

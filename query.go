@@ -464,15 +464,22 @@ const (
 //     pick their own triplets) fall back to the hash split below.
 //   - Otherwise HeldOut(study, id, settings.Learner.HeldOutShare) decides.
 func TrainingRole(j Judgment, s StudySettings, flagged bool) Role {
+	return TrainingRoleOf(j.QueryKind, HeldOutScore(j.Study, j.ID), s, flagged)
+}
+
+// TrainingRoleOf is TrainingRole for a judgment known by its query kind
+// and its HeldOutScore, for learners that keep the score of a judgment
+// rather than its id.
+func TrainingRoleOf(kind QueryKind, heldOutScore float64, s StudySettings, flagged bool) Role {
 	switch {
-	case flagged || j.QueryKind == QueryCheck:
+	case flagged || kind == QueryCheck:
 		return RoleExcluded
-	case s.Queries.Mix.Random > 0 && j.QueryKind != "":
-		if j.QueryKind == QueryRandom {
+	case s.Queries.Mix.Random > 0 && kind != "":
+		if kind == QueryRandom {
 			return RoleHeldOut
 		}
 		return RoleTrain
-	case HeldOut(j.Study, j.ID, s.Learner.HeldOutShare):
+	case heldOutBy(heldOutScore, s.Learner.HeldOutShare):
 		return RoleHeldOut
 	}
 	return RoleTrain

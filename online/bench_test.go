@@ -128,11 +128,11 @@ func BenchmarkRefitTHINGS(b *testing.B) {
 				sp.index[c] = int32(r)
 				sp.has[r] = true
 			}
-			set := alignet.DefaultLearnerSettings()
-			set.Distill = distill
+			set := alignet.DefaultStudySettings()
+			set.Learner.Distill = distill
 			var res jobResult
 			for range b.N {
-				res = l.runJob(context.Background(), job{study: "things", task: alignet.TaskOddOneOut, settings: set, sp: sp, fit: true, seen: int64(len(js))})
+				res = l.runJob(context.Background(), job{study: "things", task: alignet.TaskOddOneOut, roles: roles{settings: set}, sp: sp, fit: true, seen: int64(len(js))})
 				if res.err != nil {
 					b.Fatal(res.err)
 				}

@@ -48,8 +48,9 @@ const (
 	ScorerDisagreement = "disagreement"
 )
 
-// DefaultScorer is the scorer of a study that sets none: the one that won
-// the THINGS simulation (see README, "Active query selection").
+// DefaultScorer is the scorer of a study that sets none: entropy, the
+// cheapest, which the THINGS simulation measured against random selection
+// (see README, "Query selection"); infogain was not simulated yet.
 const DefaultScorer = ScorerEntropy
 
 // QueryMix holds the share of each kind among the queries a study serves.

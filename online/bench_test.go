@@ -16,6 +16,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/alignet/alignet"
+	"github.com/alignet/alignet/modelfile"
 	"github.com/alignet/alignet/stream"
 )
 
@@ -137,7 +138,7 @@ func BenchmarkRefitTHINGS(b *testing.B) {
 					b.Fatal(res.err)
 				}
 			}
-			st := alignet.TeacherState{Params: toParams(res.teacher, alignet.TaskOddOneOut)}
+			st := alignet.TeacherState{Params: modelfile.ParamsOf(res.teacher, alignet.TaskOddOneOut)}
 			b.ReportMetric(res.duration.Seconds(), "s/refit")
 			b.ReportMetric(100*accuracyOn(th, st, other), "%acc_other10")
 			b.Logf("targets %s, λ=%g τ=%.3f, %d training + %d held-out judgments", res.targets, res.teacher.Lambda, res.teacher.Tau, len(res.train), len(res.held))

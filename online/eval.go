@@ -26,7 +26,7 @@ func evaluate(t *learner.Teacher, x []float32, d int, task alignet.Task, held []
 	for i, r := range reps {
 		all[len(ts)+i] = learner.RepeatTriplet(r)
 	}
-	rows, local := compact(all)
+	rows, local := learner.Compact(all)
 	localReps := make([]learner.RepeatedTriplet, len(reps))
 	for i, r := range reps {
 		l := local[len(ts)+i]

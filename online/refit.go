@@ -163,7 +163,7 @@ func (l *Learner) fit(ctx context.Context, j job, rec *record) (*learner.Teacher
 	}
 	// Fit on the rows the judgments use, so that items without judgments
 	// neither cost time nor shift the standardisation.
-	rows, local := compact(append(append([]learner.Triplet(nil), train...), val...))
+	rows, local := learner.Compact(append(append([]learner.Triplet(nil), train...), val...))
 	lt, lv := local[:len(train)], local[len(train):]
 	d, ls := j.sp.dim, j.roles.settings.Learner
 	x := make([]float32, len(rows)*d)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/alignet/alignet"
 	"github.com/alignet/alignet/learner"
+	"github.com/alignet/alignet/modelfile"
 )
 
 // Reasons a judgment is not trained on, as counted in
@@ -153,7 +154,7 @@ func newStudy(meta alignet.Study, sp *space, stored *alignet.TeacherState, seen 
 		if s.st.Skipped == nil {
 			s.st.Skipped = map[string]int64{}
 		}
-		s.served = fromParams(stored.Params)
+		s.served = modelfile.TeacherOf(stored.Params)
 		for _, pq := range stored.Prequential {
 			for i, w := range prequentialWindows {
 				if pq.Window == w {
@@ -432,7 +433,7 @@ func (s *study) observePrequential(m *metrics) {
 func (s *study) snapshot(now time.Time) alignet.TeacherState {
 	st := s.st
 	st.UpdatedAt = now
-	st.Params = toParams(s.served, s.meta.Task)
+	st.Params = modelfile.ParamsOf(s.served, s.meta.Task)
 	st.Skipped = maps.Clone(s.st.Skipped)
 	st.Prequential = make([]alignet.Prequential, len(s.windows))
 	for i, w := range s.windows {
@@ -446,7 +447,7 @@ func (s *study) snapshot(now time.Time) alignet.TeacherState {
 func (s *study) version(kind string, eval alignet.TeacherEval, offsets map[int32]int64) alignet.TeacherVersion {
 	return alignet.TeacherVersion{
 		Study: s.id, Kind: kind, Parent: s.st.Version, JudgmentsSeen: s.st.JudgmentsSeen,
-		Offsets: maps.Clone(offsets), Params: toParams(s.served, s.meta.Task), Hyper: s.st.Hyper, Eval: eval,
+		Offsets: maps.Clone(offsets), Params: modelfile.ParamsOf(s.served, s.meta.Task), Hyper: s.st.Hyper, Eval: eval,
 	}
 }
 

@@ -48,8 +48,9 @@ const (
 	ScorerDisagreement = "disagreement"
 )
 
-// DefaultScorer is the scorer of a study that sets none: the one that won
-// the THINGS simulation (see README, "Active query selection").
+// DefaultScorer is the scorer of a study that sets none: entropy, the
+// cheapest, which the THINGS simulation measured against random selection
+// (see README, "Query selection"); infogain was not simulated yet.
 const DefaultScorer = ScorerEntropy
 
 // QueryMix holds the share of each kind among the queries a study serves.
@@ -464,15 +465,22 @@ const (
 //     pick their own triplets) fall back to the hash split below.
 //   - Otherwise HeldOut(study, id, settings.Learner.HeldOutShare) decides.
 func TrainingRole(j Judgment, s StudySettings, flagged bool) Role {
+	return TrainingRoleOf(j.QueryKind, HeldOutScore(j.Study, j.ID), s, flagged)
+}
+
+// TrainingRoleOf is TrainingRole for a judgment known by its query kind
+// and its HeldOutScore, for learners that keep the score of a judgment
+// rather than its id.
+func TrainingRoleOf(kind QueryKind, heldOutScore float64, s StudySettings, flagged bool) Role {
 	switch {
-	case flagged || j.QueryKind == QueryCheck:
+	case flagged || kind == QueryCheck:
 		return RoleExcluded
-	case s.Queries.Mix.Random > 0 && j.QueryKind != "":
-		if j.QueryKind == QueryRandom {
+	case s.Queries.Mix.Random > 0 && kind != "":
+		if kind == QueryRandom {
 			return RoleHeldOut
 		}
 		return RoleTrain
-	case HeldOut(j.Study, j.ID, s.Learner.HeldOutShare):
+	case heldOutBy(heldOutScore, s.Learner.HeldOutShare):
 		return RoleHeldOut
 	}
 	return RoleTrain

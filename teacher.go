@@ -96,8 +96,12 @@ func (l *LearnerSettings) validate() *FieldError {
 // share: its HeldOutScore is below share. It is deterministic, so every
 // process and every offline script agrees on the split.
 func HeldOut(study, id string, share float64) bool {
-	return share > 0 && HeldOutScore(study, id) < share
+	return share > 0 && heldOutBy(HeldOutScore(study, id), share)
 }
+
+// heldOutBy reports whether a judgment of the given HeldOutScore is held
+// out under share.
+func heldOutBy(score, share float64) bool { return share > 0 && score < share }
 
 // HeldOutScore maps the judgment id of study to [0, 1) by a keyed hash:
 // FNV-1a 64 of study, NUL, id, finished with the SplitMix64 mixer (FNV
@@ -272,7 +276,7 @@ type TeacherState struct {
 	// LastRefitJudgments is the judgment count the last refit read.
 	LastRefitJudgments int64 `json:"last_refit_judgments"`
 	// Skipped counts judgments not trained on, by reason (held_out,
-	// no_embedding, excluded_worker, ...).
+	// excluded, no_embedding, ...).
 	Skipped map[string]int64 `json:"skipped,omitempty"`
 }
 

@@ -167,6 +167,43 @@ func TestBoundKeyRateLimits(t *testing.T) {
 	}
 }
 
+func TestBoundKeySessionsLimitedPerParticipant(t *testing.T) {
+	t.Parallel()
+	e := queryEnv(t, 12, nil, func(c *Config) { c.SessionLimit = RateLimit{Rate: 1, Burst: 3} })
+	bound := e.newBoundKey("qs")
+	open := func(key, worker string) *httptest.ResponseRecorder {
+		return e.req("POST", "/v1/studies/qs/sessions", key, `{"worker":"`+worker+`"}`)
+	}
+	if rec := open(bound, "alice"); rec.Code != http.StatusCreated {
+		t.Fatalf("open: %d %s", rec.Code, rec.Body)
+	}
+	for i := range 2 {
+		if rec := open(bound, "alice"); rec.Code != http.StatusOK {
+			t.Fatalf("reopen %d: %d %s", i, rec.Code, rec.Body)
+		}
+	}
+	// The participant's burst is spent: reopening, and posting as them,
+	// are refused; other participants and unbound keys are not.
+	rec := open(bound, "alice")
+	if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") == "" || apiErr(t, rec).Limit != limitSession {
+		t.Fatalf("reopen past the burst: %d %s (Retry-After %q)", rec.Code, rec.Body, rec.Header().Get("Retry-After"))
+	}
+	judgment := `{"worker":"alice","items":["i0","i1","i2"],"odd":"i2","rt_ms":900}`
+	if rec := e.req("POST", "/v1/studies/qs/judgments", bound, judgment); rec.Code != http.StatusTooManyRequests || apiErr(t, rec).Limit != limitSession {
+		t.Fatalf("judgment of a limited participant: %d %s", rec.Code, rec.Body)
+	}
+	if rec := open(bound, "bob"); rec.Code != http.StatusCreated {
+		t.Fatalf("another participant: %d %s", rec.Code, rec.Body)
+	}
+	if rec := open(e.collect, "alice"); rec.Code != http.StatusOK {
+		t.Fatalf("unbound key: %d %s", rec.Code, rec.Body)
+	}
+	e.clock.Advance(time.Second)
+	if rec := open(bound, "alice"); rec.Code != http.StatusOK {
+		t.Fatalf("after a second: %d %s", rec.Code, rec.Body)
+	}
+}
+
 func TestBoundKeyBehindAProxy(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, func(c *Config) {

@@ -344,6 +344,7 @@ func (s *Server) postJudgments(c echo.Context) error {
 		return unavailable(fmt.Errorf("publish judgments: %w", err))
 	}
 	s.metrics.accepted.WithLabelValues(string(st.study.Task)).Add(float64(len(js)))
+	s.metrics.countChecks(st.study.ID, answers, outcomes)
 	if e, ok := s.sel.loaded(id); ok {
 		linked := make(map[int]bool, len(idx))
 		for k, i := range idx {

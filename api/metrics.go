@@ -9,6 +9,8 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/alignet/alignet"
 )
 
 // metrics are the API's Prometheus collectors.
@@ -25,6 +27,8 @@ type metrics struct {
 	logFlush     prometheus.Histogram
 	scorerFallen *prometheus.CounterVec
 	predicted    prometheus.Counter
+	checks       *prometheus.CounterVec
+	sessions     *prometheus.CounterVec
 }
 
 // Rejection reasons used as the "reason" label of
@@ -95,14 +99,38 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "alignet_query_scorer_fallbacks_total",
 			Help: "Rescorings that used entropy because the study's scorer was not available, by the study's scorer.",
 		}, []string{"scorer"}),
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "alignet_attention_checks_total",
+			Help: "Attention checks answered, by study and result (passed, failed); each check counts once, when its answer is accepted.",
+		}, []string{"study", "result"}),
+		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "alignet_sessions_opened_total",
+			Help: "Participant session requests answered with a session, by platform and outcome (new, resumed: the worker's open session).",
+		}, []string{"platform", "outcome"}),
 	}
 	for _, c := range []prometheus.Collector{m.duration, m.accepted, m.rejected, m.predicted, m.served, m.answers, m.rescore,
-		m.logPending, m.logDropped, m.logFlush, m.scorerFallen} {
+		m.logPending, m.logDropped, m.logFlush, m.scorerFallen, m.checks, m.sessions} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register api metrics: %w", err)
 		}
 	}
 	return m, nil
+}
+
+// countChecks counts the attention checks among answers whose outcome
+// (outcomes[k] of answers[k]) bound them now; repeats were counted when
+// they were bound.
+func (m *metrics) countChecks(study string, answers []alignet.Answer, outcomes []alignet.AnswerOutcome) {
+	for k, a := range answers {
+		if a.CheckPassed == nil || outcomes[k] != alignet.AnswerBound {
+			continue
+		}
+		result := "failed"
+		if *a.CheckPassed {
+			result = "passed"
+		}
+		m.checks.WithLabelValues(study, result).Inc()
+	}
 }
 
 func (m *metrics) observe(route, method string, status int, d time.Duration) {

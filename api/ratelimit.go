@@ -173,11 +173,26 @@ func (s *Server) limitParticipant(study, who string) error {
 	return s.sessionLimit.limit(study+"\x00"+who, "this session")
 }
 
+// boundKey reports whether the request was made with a study-bound key.
+func boundKey(c echo.Context) bool {
+	k, ok := c.Get(ctxKeyPrincipal).(alignet.APIKey)
+	return ok && k.Study != ""
+}
+
+// limitWorker applies the per-session limit to the participant named by
+// the raw worker id of a request made with a study-bound key; requests
+// with other keys are not limited.
+func (s *Server) limitWorker(c echo.Context, study, raw string) error {
+	if !boundKey(c) {
+		return nil
+	}
+	return s.limitParticipant(study, "worker:"+raw)
+}
+
 // limitWorkers applies the per-session limit to each distinct worker of
 // judgments posted with a study-bound key.
 func (s *Server) limitWorkers(c echo.Context, study string, in []judgmentIn) error {
-	k, ok := c.Get(ctxKeyPrincipal).(alignet.APIKey)
-	if !ok || k.Study == "" {
+	if !boundKey(c) {
 		return nil
 	}
 	seen := map[string]bool{}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base32"
@@ -45,25 +46,34 @@ const (
 // API an open redirect.
 var mturkSubmitHosts = map[string]bool{"www.mturk.com": true, "workersandbox.mturk.com": true}
 
-// itemDisplay is how the page shows an item. Label is the item id for
-// now; the participant page adds image URLs and labels here.
-type itemDisplay struct {
-	Label string `json:"label"`
-}
-
-func displayOf(items [3]string) []itemDisplay {
-	out := make([]itemDisplay, 3)
-	for i, it := range items {
-		out[i] = itemDisplay{Label: it}
-	}
-	return out
-}
-
-// queryBody is one query as the page sees it: never its kind.
+// queryBody is one query as the page sees it: never its kind. Display
+// holds the display data of each item, in the order of Items (empty for an
+// item without any: the page shows it by its id).
 type queryBody struct {
-	QueryID string        `json:"query_id,omitempty"`
-	Items   [3]string     `json:"items"`
-	Display []itemDisplay `json:"display"`
+	QueryID string         `json:"query_id,omitempty"`
+	Items   [3]string      `json:"items"`
+	Display [3]displayBody `json:"display"`
+}
+
+// queryBodies returns the queries of a study as pages see them, with their
+// items' display data from memory.
+func (s *Server) queryBodies(ctx context.Context, study string, qs []alignet.Query) ([]queryBody, error) {
+	items := make([]string, 0, 3*len(qs))
+	for _, q := range qs {
+		items = append(items, q.Items[:]...)
+	}
+	disp, err := s.displayFor(ctx, study, items)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]queryBody, len(qs))
+	for i, q := range qs {
+		out[i] = queryBody{QueryID: q.ID, Items: q.Items}
+		for k, it := range q.Items {
+			out[i].Display[k] = disp[it]
+		}
+	}
+	return out, nil
 }
 
 // progressBody is a session's progress.
@@ -218,6 +228,9 @@ func (s *Server) postSession(c echo.Context) error {
 	case alignet.CheckText(raw, alignet.MaxWorkerLen) != "":
 		return badText("worker", raw, alignet.MaxWorkerLen)
 	}
+	if err := s.limitWorker(c, st.study.ID, raw); err != nil {
+		return err
+	}
 	qs := st.study.Settings.Queries
 	if platform == alignet.PlatformProlific && qs.Completion.Code == "" {
 		return newErr(http.StatusConflict, CodeNotReady, "",
@@ -252,10 +265,11 @@ func (s *Server) postSession(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	status := http.StatusOK
+	status, outcome := http.StatusOK, "resumed"
 	if created {
-		status = http.StatusCreated
+		status, outcome = http.StatusCreated, "new"
 	}
+	s.metrics.sessions.WithLabelValues(string(sess.Platform), outcome).Inc()
 	return c.JSON(status, s.toSessionBody(st.study, sess, res))
 }
 
@@ -276,15 +290,19 @@ func (s *Server) preview(c echo.Context, st *studyEntry) error {
 		items = append(items, it)
 	}
 	sort.Strings(items)
-	b := previewBody{Preview: true, Study: st.study.ID, Trials: st.study.Settings.Queries.Trials, Queries: []queryBody{}}
+	var examples []alignet.Query
 	if len(items) >= 3 {
-		var ex [3]string
+		var ex alignet.Query
 		for i, k := range rand.Perm(len(items))[:3] {
-			ex[i] = items[k]
+			ex.Items[i] = items[k]
 		}
-		b.Queries = append(b.Queries, queryBody{Items: ex, Display: displayOf(ex)})
+		examples = append(examples, ex)
 	}
-	return c.JSON(http.StatusOK, b)
+	qs, err := s.queryBodies(c.Request().Context(), st.study.ID, examples)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, previewBody{Preview: true, Study: st.study.ID, Trials: st.study.Settings.Queries.Trials, Queries: qs})
 }
 
 // serve makes sure the session is loaded, hands it up to n queries, logs
@@ -372,10 +390,11 @@ func (s *Server) nextQueries(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	b := nextBody{Queries: make([]queryBody, len(res.Queries)), Complete: res.Complete, Progress: progressOf(res)}
-	for i, q := range res.Queries {
-		b.Queries[i] = queryBody{QueryID: q.ID, Items: q.Items, Display: displayOf(q.Items)}
+	qs, err := s.queryBodies(c.Request().Context(), st.study.ID, res.Queries)
+	if err != nil {
+		return err
 	}
+	b := nextBody{Queries: qs, Complete: res.Complete, Progress: progressOf(res)}
 	if res.Complete {
 		b.Completion = s.completion(st.study, sess)
 	}

@@ -174,14 +174,34 @@ func TestNextServesAnswersAndCompletes(t *testing.T) {
 		s.Queries.Trials = 5
 		s.Queries.Completion.Redirect = "https://lab.example/done?code={code}&s={session}"
 	})
+	// Display data for the even items: a label, and for every fourth an
+	// external picture too; the odd items have none.
+	want := map[string]displayBody{}
+	var ds []map[string]string
+	for i := 0; i < 40; i += 2 {
+		id := "i" + strconv.Itoa(i)
+		d := map[string]string{"id": id, "label": "Item " + strconv.Itoa(i)}
+		if i%4 == 0 {
+			d["image_url"] = "https://img.example/" + id + ".jpg"
+		}
+		ds = append(ds, d)
+		want[id] = displayBody{Label: d["label"], Image: d["image_url"]}
+	}
+	raw, _ := json.Marshal(map[string]any{"items": ds})
+	e.must(http.StatusOK, "POST", "/v1/items", e.admin, string(raw))
 	s := e.openSession("qs", `{"worker":"w1"}`, http.StatusCreated)
 	b := e.next("qs", s.ID, 3)
 	if len(b.Queries) != 3 || b.Complete || b.Progress.Open != 3 || b.Progress.Answered != 0 {
 		t.Fatalf("next = %+v", b)
 	}
 	for _, q := range b.Queries {
-		if q.QueryID == "" || len(q.Display) != 3 || q.Display[0].Label != q.Items[0] {
+		if q.QueryID == "" {
 			t.Fatalf("query %+v", q)
+		}
+		for k, it := range q.Items {
+			if q.Display[k] != want[it] {
+				t.Fatalf("query %+v: display of %s is %+v, want %+v", q, it, q.Display[k], want[it])
+			}
 		}
 	}
 	// Reloading the page gets the same open queries back first.
@@ -410,6 +430,25 @@ func TestChecksFlagWorkers(t *testing.T) {
 	}
 	if len(want) != 0 {
 		t.Fatalf("workers missing from GET workers: %v (%s)", want, rec.Body)
+	}
+	// The metrics count each check once, as the worker flags do, and
+	// every session opened.
+	var passed, failed int64
+	for _, w := range wb.Workers {
+		passed, failed = passed+w.ChecksPassed, failed+w.ChecksFailed
+	}
+	metrics := e.must(http.StatusOK, "GET", "/metrics", "", "").Body.String()
+	for _, want := range []string{
+		fmt.Sprintf(`alignet_attention_checks_total{result="passed",study="qs"} %d`, passed),
+		fmt.Sprintf(`alignet_attention_checks_total{result="failed",study="qs"} %d`, failed),
+		`alignet_sessions_opened_total{outcome="new",platform="generic"} 4`,
+	} {
+		if !strings.Contains(metrics, want+"\n") {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if passed == 0 || failed != 3 {
+		t.Errorf("%d checks passed and %d failed, want some and 3", passed, failed)
 	}
 	only := e.must(http.StatusOK, "GET", "/v1/studies/qs/workers?flagged=true", e.read, "")
 	if strings.Count(only.Body.String(), `"worker"`) != 2 {

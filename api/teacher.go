@@ -287,7 +287,7 @@ func (s *Server) getTeacherNPZ(c echo.Context) error {
 		Hyper: map[string]any{"targets": hyper.Targets, "lambdas": hyper.Lambdas, "learning_rate": hyper.LearningRate,
 			"lambda": params.Lambda, "tau": params.Tau}}
 	var buf bytes.Buffer
-	if err := modelfile.WriteTeacher(&buf, teacherFromParams(params), prov); err != nil {
+	if err := modelfile.WriteTeacher(&buf, modelfile.TeacherOf(params), prov); err != nil {
 		return &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "cannot encode the teacher", Err: err}
 	}
 	h := c.Response().Header()

@@ -439,3 +439,140 @@ func checkGenerate(t *testing.T, emb, teacher string, tau float64) {
 		t.Fatalf("dataset provenance %+v, want teacher τ %v", ds.Provenance, tau)
 	}
 }
+
+// TestQueriesRescoreUnderStoredTeacherOnPostgres goes through the server's
+// teacher cache on Postgres: active queries are first scored by the raw
+// embeddings; once a teacher state and version are stored the way the
+// learner stores them, the engine rescores its candidates and every
+// served query (as recorded in the query log) carries the new version and
+// the entropy of that teacher's probabilities.
+func TestQueriesRescoreUnderStoredTeacherOnPostgres(t *testing.T) {
+	t.Parallel()
+	s := newTeacherServer(t)
+	ctx := context.Background()
+	const n, dim, p = 30, 8, 6
+	rng := rand.New(rand.NewPCG(31, 7))
+	x := map[string][]float32{}
+	var ids []string
+	type item struct {
+		ID     string    `json:"id"`
+		Vector []float32 `json:"vector"`
+	}
+	var items []item
+	for i := range n {
+		id := fmt.Sprintf("it-%02d", i)
+		v := make([]float32, dim)
+		for a := range v {
+			v[a] = float32(rng.NormFloat64())
+		}
+		ids, x[id] = append(ids, id), v
+		items = append(items, item{id, v})
+	}
+	s.doJSON("PUT", "/v1/spaces/rs", map[string]int{"dim": dim}, http.StatusCreated, nil)
+	s.doJSON("POST", "/v1/spaces/rs/embeddings", map[string]any{"items": items}, http.StatusOK, nil)
+	s.doJSON("POST", "/v1/studies", map[string]any{"id": "rq", "task": alignet.TaskOddOneOut, "space": "rs",
+		"settings": map[string]any{"queries": map[string]any{"mix": map[string]float64{"active": 1, "random": 0, "repeat": 0, "check": 0}, "repeats": 0, "pool_size": 2000}}},
+		http.StatusCreated, nil)
+	s.doJSON("POST", "/v1/studies/rq/items", map[string]any{"items": ids}, http.StatusOK, nil)
+
+	// entropy is the served score of q under representations z at tau.
+	entropy := func(z map[string][]float32, tau float64, q alignet.Query) float64 {
+		var flat []float32
+		for _, it := range q.Items {
+			flat = append(flat, z[it]...)
+		}
+		pr := learner.TaskProbs(learner.TaskOddOneOut, learner.Logits(flat, len(z[q.Items[0]]), learner.Triplet{I: 0, J: 1, K: 2}), tau)
+		h := 0.0
+		for _, v := range pr {
+			h -= v * math.Log(v)
+		}
+		return h
+	}
+	workers := 0
+	// serve opens a session, takes one query and returns it as logged.
+	serve := func() alignet.Query {
+		t.Helper()
+		workers++
+		var sess struct {
+			ID string `json:"id"`
+		}
+		s.doJSON("POST", "/v1/studies/rq/sessions", map[string]string{"worker": fmt.Sprint("w", workers)}, http.StatusCreated, &sess)
+		var next struct {
+			Queries []struct {
+				QueryID string `json:"query_id"`
+			} `json:"queries"`
+		}
+		s.doJSON("GET", "/v1/studies/rq/sessions/"+sess.ID+"/next?n=1", nil, http.StatusOK, &next)
+		if len(next.Queries) != 1 {
+			t.Fatalf("next served %d queries", len(next.Queries))
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			q, err := s.d.GetQuery(ctx, "rq", next.Queries[0].QueryID)
+			if err == nil {
+				if q.Kind != alignet.QueryActive {
+					t.Fatalf("served a %s query with an active-only mix", q.Kind)
+				}
+				return q
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("query %s never reached the query log: %v", next.Queries[0].QueryID, err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	raw := serve()
+	if raw.TeacherVersion != 0 || math.Abs(raw.Score-entropy(x, 1, raw)) > 1e-4 {
+		t.Fatalf("raw query %+v: want version 0 and the entropy of the raw embeddings at τ=1 (%g)", raw, entropy(x, 1, raw))
+	}
+
+	params := randomParams(rng, alignet.TaskOddOneOut, dim, p)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	st := alignet.TeacherState{Study: "rq", Status: alignet.TeacherFitted, UpdatedAt: now, JudgmentsSeen: 50, NewestAcceptedAt: now,
+		Params: params, Hyper: alignet.TeacherHyper{Targets: "hard", LearningRate: 1e-3, Seed: 1}}
+	if err := s.d.SaveLearnerProgress(ctx, alignet.LearnerProgress{Group: "g", Topic: "t", States: []alignet.TeacherState{st}}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.d.InsertTeacherVersion(ctx, alignet.TeacherVersion{Study: "rq", Kind: alignet.VersionRefit, JudgmentsSeen: 50,
+		Params: params, Hyper: st.Hyper}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lt := &learner.Teacher{D: dim, P: p, W: make([]float64, p*dim), B: make([]float64, p), Mean: params.Mean, Std: params.Std,
+		Tau: params.Tau, Task: learner.TaskOddOneOut}
+	for i, w := range params.W {
+		lt.W[i] = float64(w)
+	}
+	for i, b := range params.B {
+		lt.B[i] = float64(b)
+	}
+	z := map[string][]float32{}
+	for _, id := range ids {
+		z[id] = lt.Transform(x[id], 1)
+	}
+	// The cache polls the new stamp and the engine rescores; until then
+	// queries keep the raw basis.
+	deadline := time.Now().Add(30 * time.Second)
+	q := serve()
+	for q.TeacherVersion != v.Version {
+		if q.TeacherVersion != 0 {
+			t.Fatalf("query %+v of version %d, want 0 or %d", q, q.TeacherVersion, v.Version)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queries never moved to the stored teacher version %d", v.Version)
+		}
+		time.Sleep(20 * time.Millisecond)
+		q = serve()
+	}
+	for i := range 10 {
+		if i > 0 {
+			q = serve()
+		}
+		if want := entropy(z, params.Tau, q); q.TeacherVersion != v.Version || math.Abs(q.Score-want) > 1e-4 {
+			t.Fatalf("query %+v: want version %d and score %g, the entropy of the stored teacher's probabilities", q, v.Version, want)
+		}
+		if math.Abs(q.Score-entropy(x, 1, q)) < 1e-6 {
+			t.Fatalf("query %+v still scored in the raw basis", q)
+		}
+	}
+}

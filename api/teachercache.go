@@ -15,6 +15,7 @@ import (
 
 	"github.com/alignet/alignet"
 	"github.com/alignet/alignet/learner"
+	"github.com/alignet/alignet/modelfile"
 )
 
 // DefaultTeacherPollInterval is how often the teacher cache asks the store
@@ -440,7 +441,7 @@ func (c *TeacherCache) build(ctx context.Context, study string, stamp alignet.St
 			return nil, fmt.Errorf("teacher of study %q takes %d-d inputs, its space %q has dimension %d", study, st.Params.D, in.space, in.dim)
 		}
 		s.Status, s.Version, s.UpdatedAt, s.JudgmentsSeen = st.Status, st.Version, st.UpdatedAt, st.JudgmentsSeen
-		s.teacher = teacherFromParams(st.Params)
+		s.teacher = modelfile.TeacherOf(st.Params)
 	}
 	s.Task, s.Tau, s.P = alignet.Task(s.teacher.Task), s.teacher.Tau, s.teacher.P
 	s.Z = s.teacher.Transform(in.x, len(in.items))
@@ -477,19 +478,6 @@ func (c *TeacherCache) loadInputs(ctx context.Context, study string) (*teacherIn
 		}
 	}
 	return in, nil
-}
-
-// teacherFromParams converts stored float32 parameters to a teacher.
-func teacherFromParams(p alignet.TeacherParams) *learner.Teacher {
-	t := &learner.Teacher{D: p.D, P: p.P, Mean: p.Mean, Std: p.Std, Tau: p.Tau, Lambda: p.Lambda,
-		Task: learner.Task(p.Task), W: make([]float64, len(p.W)), B: make([]float64, len(p.B))}
-	for i, v := range p.W {
-		t.W[i] = float64(v)
-	}
-	for i, v := range p.B {
-		t.B[i] = float64(v)
-	}
-	return t
 }
 
 // ages returns, for each cached study, how long ago its snapshot was last

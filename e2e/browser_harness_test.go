@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -16,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,9 +29,8 @@ import (
 // The browser tests run Debian's Chromium headless (ALIGNET_CHROMIUM names
 // another binary) against a real `alignet dev` built by the test, on the
 // test Postgres with dev's in-process broker. A proxy in front of dev
-// injects network failures and, until the query-selection routes exist,
-// serves sessions and next queries from a small in-test fake of their
-// contract.
+// injects network failures into judgment posts and records the sessions
+// and queries dev hands to each page.
 
 // chromiumPath returns the browser binary, or skips (fails under CI=true).
 func chromiumPath(t *testing.T) string {
@@ -195,28 +194,40 @@ func (d *devServer) boundKey(t *testing.T, study string) string {
 	return k.Key
 }
 
-// setPageSettings stores the page texts of a study (before its first use,
-// so the API's caches load them).
-func (d *devServer) setPageSettings(t *testing.T, study string, page map[string]string) {
+// patchSettings merge-patches the settings of study.
+func (d *devServer) patchSettings(t *testing.T, study string, settings map[string]any) {
 	t.Helper()
-	raw, _ := json.Marshal(page)
-	if _, err := d.pool.Exec(context.Background(), `UPDATE studies SET settings = jsonb_set(settings, '{page}', $2::jsonb) WHERE id = $1`, study, raw); err != nil {
-		t.Fatal(err)
+	d.call(t, "PATCH", "/v1/studies/"+study, d.adminKey, map[string]any{"settings": settings}, http.StatusOK, nil)
+}
+
+// completionOf returns the completion code of a completed session and
+// where dev sends its participant.
+func (d *devServer) completionOf(t *testing.T, study, session string) (code, redirect string) {
+	t.Helper()
+	var b struct {
+		Complete   bool
+		Completion struct{ Code, Redirect string }
 	}
+	d.call(t, "GET", "/v1/studies/"+study+"/sessions/"+session, d.adminKey, nil, http.StatusOK, &b)
+	if !b.Complete || b.Completion.Code == "" || b.Completion.Redirect == "" {
+		t.Fatalf("session %s: %+v, want complete with a code and a redirect", session, b)
+	}
+	return b.Completion.Code, b.Completion.Redirect
 }
 
 // storedJudgment is a stored row as the browser tests check it.
 type storedJudgment struct {
-	ID, Worker, QueryID string
-	Items               [3]string
-	Odd                 string
-	RTMillis            int
+	ID, Worker, QueryID, QueryKind string
+	Items                          [3]string
+	Odd                            string
+	RTMillis                       int
 }
 
 // judgmentsOf returns the stored judgments of study.
 func (d *devServer) judgmentsOf(t *testing.T, study string) []storedJudgment {
 	t.Helper()
-	rows, err := d.pool.Query(context.Background(), `SELECT id, worker, coalesce(query_id, ''), item_a, item_b, item_c, coalesce(odd, ''), rt_ms
+	rows, err := d.pool.Query(context.Background(), `SELECT id, worker, coalesce(query_id, ''), coalesce(query_kind, ''),
+		item_a, item_b, item_c, coalesce(odd, ''), rt_ms
 		FROM judgments WHERE study = $1 ORDER BY received_at, id`, study)
 	if err != nil {
 		t.Fatal(err)
@@ -225,10 +236,39 @@ func (d *devServer) judgmentsOf(t *testing.T, study string) []storedJudgment {
 	var out []storedJudgment
 	for rows.Next() {
 		var j storedJudgment
-		if err := rows.Scan(&j.ID, &j.Worker, &j.QueryID, &j.Items[0], &j.Items[1], &j.Items[2], &j.Odd, &j.RTMillis); err != nil {
+		if err := rows.Scan(&j.ID, &j.Worker, &j.QueryID, &j.QueryKind, &j.Items[0], &j.Items[1], &j.Items[2], &j.Odd, &j.RTMillis); err != nil {
 			t.Fatal(err)
 		}
 		out = append(out, j)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// loggedQuery is a query of dev's query log.
+type loggedQuery struct {
+	Session, Kind string
+	Items         [3]string
+}
+
+// queryLog returns the logged queries of study by id.
+func (d *devServer) queryLog(t *testing.T, study string) map[string]loggedQuery {
+	t.Helper()
+	rows, err := d.pool.Query(context.Background(), `SELECT id, session, kind, item_a, item_b, item_c FROM queries WHERE study = $1`, study)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]loggedQuery{}
+	for rows.Next() {
+		var id string
+		var q loggedQuery
+		if err := rows.Scan(&id, &q.Session, &q.Kind, &q.Items[0], &q.Items[1], &q.Items[2]); err != nil {
+			t.Fatal(err)
+		}
+		out[id] = q
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
@@ -253,6 +293,7 @@ const (
 type servedQuery struct {
 	Session string
 	Items   [3]string
+	Display [3]map[string]any
 }
 
 // proxy stands between the browser and dev.
@@ -262,26 +303,23 @@ type proxy struct {
 	upstream *url.URL
 	rp       *httputil.ReverseProxy
 
-	mu      sync.Mutex
-	posts   int                    // judgment POSTs seen
-	faults  func(n int) fault      // fault of the nth judgment POST (from 1)
-	offline bool                   // every request fails at the connection
-	hold    chan struct{}          // when set, judgment POSTs wait for it to close
-	served  map[string]servedQuery // by query id
-	acked   map[string]string      // query id -> judgment id dev accepted
-
-	fake    *fakeSessions  // nil once the real routes exist
-	display map[string]any // display data the fake adds to queries, by item
+	mu       sync.Mutex
+	posts    int                    // judgment POSTs seen
+	faults   func(n int) fault      // fault of the nth judgment POST (from 1)
+	offline  bool                   // every request fails at the connection
+	hold     chan struct{}          // when set, judgment POSTs wait for it to close
+	served   map[string]servedQuery // by query id
+	sessions map[string][]string    // session ids dev answered each worker's POST .../sessions with
 }
 
-func newProxy(t *testing.T, upstream string, fake *fakeSessions) *proxy {
+func newProxy(t *testing.T, upstream string) *proxy {
 	t.Helper()
 	u, err := url.Parse(upstream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{t: t, upstream: u, rp: httputil.NewSingleHostReverseProxy(u), fake: fake,
-		served: map[string]servedQuery{}, acked: map[string]string{}}
+	p := &proxy{t: t, upstream: u, rp: httputil.NewSingleHostReverseProxy(u),
+		served: map[string]servedQuery{}, sessions: map[string][]string{}}
 	p.srv = httptest.NewServer(http.HandlerFunc(p.serve))
 	t.Cleanup(p.srv.Close)
 	return p
@@ -346,25 +384,29 @@ func (p *proxy) serve(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.Method == http.MethodPost && judgmentsPath.MatchString(r.URL.Path):
 		p.judgment(w, r)
-	case p.fake != nil && r.Method == http.MethodPost && sessionsPath.MatchString(r.URL.Path):
-		p.fake.open(w, r, p)
+	case r.Method == http.MethodPost && sessionsPath.MatchString(r.URL.Path):
+		p.forwardRecorded(w, r, p.recordSession)
 	case r.Method == http.MethodGet && nextPath.MatchString(r.URL.Path):
-		if p.fake != nil {
-			p.fake.next(w, r, p)
-			return
-		}
-		p.recordNext(w, r)
+		p.forwardRecorded(w, r, p.recordNext)
 	default:
 		p.rp.ServeHTTP(w, r)
 	}
 }
 
-// recordNext passes a next-query request to dev and records what it served.
-func (p *proxy) recordNext(w http.ResponseWriter, r *http.Request) {
+// forwardRecorded passes a request to dev and its request and answer
+// bodies to note.
+func (p *proxy) forwardRecorded(w http.ResponseWriter, r *http.Request, note func(r *http.Request, req, resp []byte)) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		cut(w)
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
 	rec := httptest.NewRecorder()
 	p.rp.ServeHTTP(rec, r)
-	m := nextPath.FindStringSubmatch(r.URL.Path)
-	p.record(m[2], rec.Body.Bytes())
+	if rec.Code < 300 {
+		note(r, body, rec.Body.Bytes())
+	}
 	for k, v := range rec.Header() {
 		w.Header()[k] = v
 	}
@@ -372,23 +414,50 @@ func (p *proxy) recordNext(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(rec.Body.Bytes())
 }
 
-// record notes the queries of a next answer.
-func (p *proxy) record(session string, body []byte) {
-	var b struct {
-		Queries []struct {
-			QueryID string   `json:"query_id"`
-			Items   []string `json:"items"`
-		} `json:"queries"`
-	}
-	if json.Unmarshal(body, &b) != nil {
+// recordSession notes the session dev opened or returned for a worker.
+func (p *proxy) recordSession(_ *http.Request, req, resp []byte) {
+	var in struct{ Worker string }
+	var out struct{ ID string }
+	if json.Unmarshal(req, &in) != nil || json.Unmarshal(resp, &out) != nil || out.ID == "" {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.sessions[in.Worker] = append(p.sessions[in.Worker], out.ID)
+}
+
+// sessionOf returns the one session dev gave worker, failing if it gave
+// none or several.
+func (p *proxy) sessionOf(t *testing.T, worker string) string {
+	t.Helper()
+	p.mu.Lock()
+	ids := slices.Clone(p.sessions[worker])
+	p.mu.Unlock()
+	if len(ids) == 0 || slices.ContainsFunc(ids, func(id string) bool { return id != ids[0] }) {
+		t.Fatalf("worker %s was given sessions %v, want one", worker, ids)
+	}
+	return ids[0]
+}
+
+// recordNext notes the queries of a next answer.
+func (p *proxy) recordNext(r *http.Request, _, resp []byte) {
+	var b struct {
+		Queries []struct {
+			QueryID string           `json:"query_id"`
+			Items   [3]string        `json:"items"`
+			Display []map[string]any `json:"display"`
+		} `json:"queries"`
+	}
+	if json.Unmarshal(resp, &b) != nil {
+		return
+	}
+	session := nextPath.FindStringSubmatch(r.URL.Path)[2]
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	for _, q := range b.Queries {
-		var it [3]string
-		copy(it[:], q.Items)
-		p.served[q.QueryID] = servedQuery{Session: session, Items: it}
+		sq := servedQuery{Session: session, Items: q.Items}
+		copy(sq.Display[:], q.Display)
+		p.served[q.QueryID] = sq
 	}
 }
 
@@ -435,19 +504,6 @@ func (p *proxy) judgment(w http.ResponseWriter, r *http.Request) {
 	}
 	defer resp.Body.Close()
 	answer, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode == http.StatusAccepted {
-		var j struct {
-			ID      string `json:"id"`
-			QueryID string `json:"query_id"`
-		}
-		if json.Unmarshal(body, &j) == nil && j.QueryID != "" {
-			p.mu.Lock()
-			if _, dup := p.acked[j.QueryID]; !dup {
-				p.acked[j.QueryID] = j.ID
-			}
-			p.mu.Unlock()
-		}
-	}
 	if f == faultLoseAnswer {
 		cut(w)
 		return
@@ -457,172 +513,4 @@ func (p *proxy) judgment(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(resp.StatusCode)
 	_, _ = w.Write(answer)
-}
-
-// answeredBy returns how many queries of session dev acknowledged.
-func (p *proxy) answeredBy(session string) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for q := range p.acked {
-		if p.served[q].Session == session {
-			n++
-		}
-	}
-	return n
-}
-
-// fakeSessions serves POST .../sessions and GET .../next by the contract
-// of the query-selection API, with uniform random triplets: it validates
-// the key against dev, gives a returning worker their open session, hands
-// out queries not yet answered first, and completes a session once dev
-// acknowledged Trials of its queries.
-type fakeSessions struct {
-	Items     []string
-	Trials    int
-	Completes func(platform string, params map[string]string, session string) string // redirect URL
-	Origin    string                                                                 // CORS origin allowed
-
-	mu       sync.Mutex
-	rng      *rand.Rand
-	sessions map[string]*fakeSession // by platform:worker
-	byID     map[string]*fakeSession
-	nextID   int
-}
-
-type fakeSession struct {
-	id       string
-	platform string
-	params   map[string]string
-	queries  []string // served, in order
-}
-
-func (f *fakeSessions) cors(w http.ResponseWriter, r *http.Request) {
-	if o := r.Header.Get("Origin"); o != "" && o == f.Origin {
-		w.Header().Set("Access-Control-Allow-Origin", o)
-	}
-}
-
-func (f *fakeSessions) open(w http.ResponseWriter, r *http.Request, p *proxy) {
-	f.cors(w, r)
-	study := sessionsPath.FindStringSubmatch(r.URL.Path)[1]
-	// The key must be one dev takes for this study.
-	check, _ := http.NewRequest("GET", p.upstream.String()+"/v1/studies/"+study+"/page", nil)
-	check.Header.Set("Authorization", r.Header.Get("Authorization"))
-	resp, err := http.DefaultClient.Do(check)
-	if err != nil {
-		cut(w)
-		return
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		w.WriteHeader(resp.StatusCode)
-		return
-	}
-	var in struct {
-		Worker   string            `json:"worker"`
-		Platform string            `json:"platform"`
-		Params   map[string]string `json:"params"`
-	}
-	if err := json.NewDecoder(r.Body).Decode(&in); err != nil || in.Worker == "" {
-		http.Error(w, `{"error":{"code":"invalid_json","message":"bad session body"}}`, http.StatusBadRequest)
-		return
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.sessions == nil {
-		f.sessions, f.byID, f.rng = map[string]*fakeSession{}, map[string]*fakeSession{}, rand.New(rand.NewPCG(1, 2))
-	}
-	status := http.StatusOK
-	s, ok := f.sessions[in.Platform+":"+in.Worker]
-	if !ok {
-		f.nextID++
-		s = &fakeSession{id: fmt.Sprintf("sess-%d", f.nextID), platform: in.Platform, params: in.Params}
-		f.sessions[in.Platform+":"+in.Worker], f.byID[s.id] = s, s
-		status = http.StatusCreated
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"id": s.id, "trials": f.Trials})
-}
-
-func (f *fakeSessions) next(w http.ResponseWriter, r *http.Request, p *proxy) {
-	f.cors(w, r)
-	m := nextPath.FindStringSubmatch(r.URL.Path)
-	n, _ := strconv.Atoi(r.URL.Query().Get("n"))
-	n = max(1, min(n, 10))
-	f.mu.Lock()
-	s, ok := f.byID[m[2]]
-	if !ok {
-		f.mu.Unlock()
-		http.Error(w, `{"error":{"code":"not_found","message":"no such session"}}`, http.StatusNotFound)
-		return
-	}
-	answered := p.answeredBy(s.id)
-	var out []map[string]any
-	body := map[string]any{"complete": false, "progress": map[string]int{"answered": answered, "trials": f.Trials}}
-	if answered >= f.Trials {
-		body["complete"] = true
-		body["completion"] = map[string]string{"code": "FAKE-" + s.id, "redirect": f.Completes(s.platform, s.params, s.id)}
-	} else {
-		// Outstanding queries first (a reloaded page lost its buffer).
-		p.mu.Lock()
-		var open []string
-		for _, q := range s.queries {
-			if _, done := p.acked[q]; !done {
-				open = append(open, q)
-			}
-		}
-		p.mu.Unlock()
-		for len(open) < min(n, f.Trials-answered) {
-			perm := f.rng.Perm(len(f.Items))
-			id := fmt.Sprintf("q-%s-%d", s.id, len(s.queries)+1)
-			s.queries = append(s.queries, id)
-			p.mu.Lock()
-			p.served[id] = servedQuery{Session: s.id, Items: [3]string{f.Items[perm[0]], f.Items[perm[1]], f.Items[perm[2]]}}
-			p.mu.Unlock()
-			open = append(open, id)
-		}
-		p.mu.Lock()
-		for _, q := range open[:min(n, len(open))] {
-			sq := p.served[q]
-			out = append(out, map[string]any{"query_id": q, "items": sq.Items[:]})
-		}
-		p.mu.Unlock()
-	}
-	f.mu.Unlock()
-	if out == nil {
-		out = []map[string]any{}
-	}
-	body["queries"] = out
-	raw, _ := json.Marshal(body)
-	// The page needs display data: take it from dev, as the real route will.
-	raw = p.withDisplay(r, raw)
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(raw)
-}
-
-// withDisplay adds each item's display data, read from dev's item routes
-// with the admin key of the test, to a next answer.
-func (p *proxy) withDisplay(_ *http.Request, raw []byte) []byte {
-	if p.display == nil {
-		return raw
-	}
-	var b map[string]any
-	if json.Unmarshal(raw, &b) != nil {
-		return raw
-	}
-	qs, _ := b["queries"].([]any)
-	for _, q := range qs {
-		qm := q.(map[string]any)
-		disp := map[string]any{}
-		for _, it := range qm["items"].([]any) {
-			if d, ok := p.display[it.(string)]; ok {
-				disp[it.(string)] = d
-			}
-		}
-		qm["display"] = disp
-	}
-	out, _ := json.Marshal(b)
-	return out
 }

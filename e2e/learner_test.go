@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -83,6 +85,15 @@ func TestLearnerTHINGSThroughTheFrontDoor(t *testing.T) {
 	p := s.start("api,persister,learner")
 	waitReady(t, p.url())
 	const study = "things-front-door"
+	// The study exists before the import, with the offline fit's recipe
+	// (hard targets, λ ∈ {0.3, 0.1, 0.03}, 60 L-BFGS iterations: 57.08%
+	// offline) and automatic refits off while the judgments stream in, so
+	// the one requested refit below is of the whole record. Distillation
+	// is covered by the learner's own tests (online), and is far slower.
+	s.api(p.url(), "PUT", "/v1/spaces/clip-vit-b32", map[string]any{"dim": 512}, nil, 201)
+	s.api(p.url(), "POST", "/v1/studies", map[string]any{"id": study, "task": "odd-one-out", "space": "clip-vit-b32"}, nil, 201)
+	s.api(p.url(), "PATCH", "/v1/studies/"+study, map[string]any{"settings": map[string]any{"learner": map[string]any{
+		"refits": false, "distill": false, "lambdas": []float64{0.3, 0.1, 0.03}, "max_iter": 60}}}, nil, 200)
 	start := time.Now()
 	out, err := exec.Command(e.bin, "import", "things", "--dir", dir, "--study", study,
 		"--server", p.url(), "--key", s.adminKey).CombinedOutput()
@@ -119,21 +130,14 @@ func TestLearnerTHINGSThroughTheFrontDoor(t *testing.T) {
 	waitTeacher("the learner sees every judgment", 3*time.Minute, func() bool { return teacher.JudgmentsSeen == int64(fed) })
 	t.Logf("learner caught up %v after the import started: version %d, status %s", time.Since(start).Round(time.Millisecond), teacher.Version, teacher.Status)
 
-	// The refit of everything: the learner refits when the count grew by
-	// the refit factor, so the last one may predate the end of the import.
-	var before time.Time
-	if teacher.LastRefit != nil {
-		before = teacher.LastRefit.At
-	}
+	// A refit of the whole record, requested (refits are honoured on
+	// request while automatic ones are off).
 	s.api(p.url(), "POST", "/v1/studies/"+study+"/teacher/refit", nil, nil, 202)
-	waitTeacher("a refit of the whole record", 5*time.Minute, func() bool {
-		return teacher.LastRefit != nil && teacher.LastRefit.At.After(before)
+	waitTeacher("a refit of the whole record", 8*time.Minute, func() bool {
+		return teacher.LastRefit != nil && teacher.LastRefit.Judgments == int64(fed)
 	})
-	refitJudgments := teacher.LastRefit.Judgments
-	if refitJudgments < int64(fed)*8/10 { // the held-out share is not trained on
-		t.Fatalf("the requested refit read %d judgments of the %d imported", refitJudgments, fed)
-	}
-
+	t.Logf("refit of all %d judgments done %v after the import started: version %d, status %s",
+		fed, time.Since(start).Round(time.Millisecond), teacher.Version, teacher.Status)
 	var versions struct {
 		Versions []struct {
 			Version       int64  `json:"version"`
@@ -157,7 +161,18 @@ func TestLearnerTHINGSThroughTheFrontDoor(t *testing.T) {
 	}
 
 	npz := filepath.Join(t.TempDir(), "teacher.npz")
-	if err := os.WriteFile(npz, s.download(p.url(), "/v1/studies/"+study+"/teacher.npz"), 0o644); err != nil {
+	req, _ := http.NewRequest("GET", p.url()+"/v1/studies/"+study+"/teacher.npz", nil)
+	req.Header.Set("Authorization", "Bearer "+s.adminKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET teacher.npz: %d, %v", resp.StatusCode, err)
+	}
+	if err := os.WriteFile(npz, body, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	out, err = exec.Command(e.bin, "eval", "--teacher", npz, "--embeddings", filepath.Join(src, "clip_vit_b32.npy"),
@@ -172,7 +187,7 @@ func TestLearnerTHINGSThroughTheFrontDoor(t *testing.T) {
 	if err := json.Unmarshal(out, &rep); err != nil {
 		t.Fatalf("alignet eval --json: %v\n%s", err, out)
 	}
-	t.Logf("alignet eval of the downloaded teacher (refit on %d judgments): %.2f%% on the other %d triplets", refitJudgments, 100*rep.Accuracy, rep.NTriplets)
+	t.Logf("alignet eval of the downloaded teacher: %.2f%% on the other %d triplets", 100*rep.Accuracy, rep.NTriplets)
 	if rep.NTriplets != held {
 		t.Fatalf("alignet eval scored %d triplets, want %d", rep.NTriplets, held)
 	}

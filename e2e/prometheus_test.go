@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -25,11 +26,16 @@ import (
 	"github.com/alignet/alignet/internal/testenv"
 )
 
-// TestDashboardsAndAlertsOnRealPrometheus runs a stack with every role in
-// its own process, scraped every second by a real Prometheus (Debian's
-// package) that loads ops/prometheus/alerts.yml, drives it with `alignet
-// loadgen`, provokes the events some panels and alerts count (a rejected
-// request, a dead letter, a 503), and then checks, through Prometheus's
+// TestDashboardsAndAlertsOnRealPrometheus runs a stack with every role
+// (api, persister, learner, trainer) in its own process, scraped every
+// second by a real Prometheus (Debian's package) that loads
+// ops/prometheus/alerts.yml. It drives it with `alignet loadgen` on a
+// study with embeddings (so the learner trains, refits and stores
+// versions), gives the study a generation pool and a student (so the
+// trainer regenerates and distils), runs participant sessions that answer
+// attention checks (query selection, with a scorer that falls back),
+// provokes the events some panels and alerts count (a rejected request, a
+// dead letter, a 503), and then checks, through Prometheus's
 // HTTP API, every panel expression of ops/grafana/dashboards/*.json and
 // every alert expression. The rule, so that a misspelt metric or label
 // fails:
@@ -54,25 +60,70 @@ func TestDashboardsAndAlertsOnRealPrometheus(t *testing.T) {
 	promBin := testenv.Tool(t, "prometheus", "apt-get install prometheus")
 	s := newStack(t, e, e.brokers)
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	persister := s.start("persister")
-	api := s.start("api", "ALIGNET_METRICS_LISTEN="+metricsAddr, "ALIGNET_MAX_EXPORTS=1")
+	topics := []string{"ALIGNET_LEARNER_GROUP=" + s.topic + ".learner", "ALIGNET_KAFKA_TRIPLETS_TOPIC=" + s.topic + ".triplets"}
+	persister := s.start("persister", topics...)
+	learner := s.start("learner", topics...)
+	trainer := s.start("trainer", topics...)
+	api := s.start("api", append(topics, "ALIGNET_METRICS_LISTEN="+metricsAddr, "ALIGNET_MAX_EXPORTS=1", "ALIGNET_DRIFT_INTERVAL=1s")...)
 	checkMetricsExposure(t, api.url(), "http://"+metricsAddr)
-	prom := startPrometheus(t, promBin, map[string]string{"api": metricsAddr, "persister": persister.addr})
+	prom := startPrometheus(t, promBin, map[string]string{"api": metricsAddr, "persister": persister.addr,
+		"learner": learner.addr, "trainer": trainer.addr})
 	waitReady(t, api.url())
 
-	const study = "promstudy"
-	rep := runLoadgen(t, e.bin, api.url(), s.adminKey, study)
+	const study, student = "promstudy", "s1"
+	// Random 16-dimensional embeddings (space loadgen-16); loadgen waits
+	// until the learner has counted every judgment.
+	rep := runLoadgen(t, e.bin, api.url(), s.adminKey, study, "--freshness", "--dim", "16")
+	ctx := context.Background()
+	c := client.New(api.url(), s.adminKey, nil)
+	// The disagreement scorer with a student that is never registered
+	// falls back to entropy at every rescoring.
+	var checks []map[string]any
+	for i := range 5 {
+		items := []string{fmt.Sprintf("item-%d", 3*i), fmt.Sprintf("item-%d", 3*i+1), fmt.Sprintf("item-%d", 3*i+2)}
+		checks = append(checks, map[string]any{"items": items, "answer": items[2]})
+	}
+	if err := c.PatchStudySettings(ctx, study, map[string]any{
+		"trainer": map[string]any{"triplets": 20000, "min_interval": "1s"},
+		"queries": map[string]any{"scorer": "disagreement", "student": "absent",
+			"mix": map[string]any{"active": 0.6, "random": 0.1, "repeat": 0.1, "check": 0.2}},
+		"checks": checks,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PutPool(ctx, study, "loadgen-16", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CreateStudent(ctx, study, student, "loadgen-16"); err != nil {
+		t.Fatal(err)
+	}
+	answered := runSessions(t, c, study, 12)
 	provokeEvents(t, s, api.url(), study)
-	// Everything must have reached Prometheus before the checks.
+	s.waitStudent(api.url(), study, student, 1, 2*time.Minute)
+	// Sessions after the promotion: the drift monitor scores the student
+	// on their random (held-out) answers.
+	answered += runSessions(t, c, study, 6)
 	// Everything must have reached Prometheus before the checks, the
-	// provoked events in enough samples for rate().
-	prom.waitFor(t, fmt.Sprintf("sum(alignet_judgments_persisted_total) >= %d", rep.Accepted))
+	// provoked events and what only the sessions and the trainer make in
+	// enough samples for rate().
+	prom.waitFor(t, fmt.Sprintf("sum(alignet_judgments_persisted_total) >= %d", rep.Accepted+answered))
+	prom.waitFor(t, fmt.Sprintf("sum(alignet_learner_judgments_applied_total) + sum(alignet_learner_judgments_skipped_total) >= %d", rep.Accepted+answered))
 	for _, event := range []string{
 		`alignet_judgments_rejected_total`,
 		`alignet_dead_letters_total`,
+		`alignet_learner_undecodable_messages_total > 0`,
 		`alignet_http_request_duration_seconds_count{status="503"}`,
+		`alignet_attention_checks_total{result="failed"}`,
+		`alignet_attention_checks_total{result="passed"}`,
+		`alignet_query_scorer_fallbacks_total`,
+		`alignet_trainer_regenerations_total{result="ok"} > 0`,
+		`alignet_student_teacher_agreement`,
+		`alignet_student_accuracy`,
+		`alignet_drift_teacher_accuracy`,
+		`alignet_drift_student_accuracy`,
+		`alignet_drift_student_teacher_agreement`,
 	} {
-		prom.waitFor(t, "count_over_time("+event+"[1m]) >= 3")
+		prom.waitFor(t, "count_over_time(("+event+")[1m:1s]) >= 3")
 	}
 
 	ch := &checker{t: t, prom: prom}
@@ -106,8 +157,43 @@ func TestDashboardsAndAlertsOnRealPrometheus(t *testing.T) {
 	if want := alertCount(t); alerts != want {
 		t.Errorf("Prometheus loaded %d alert rules, alerts.yml has %d", alerts, want)
 	}
-	t.Logf("loadgen: %d judgments accepted at %.0f/s; checked %d panel and %d alert expressions with %d distinct queries",
-		rep.Accepted, rep.JudgmentsPerSec, panels, alerts, len(ch.cache))
+	t.Logf("loadgen: %d judgments accepted at %.0f/s, %d answers in sessions; checked %d panel and %d alert expressions with %d distinct queries",
+		rep.Accepted, rep.JudgmentsPerSec, answered, panels, alerts, len(ch.cache))
+}
+
+// runSessions runs n participant sessions of study to completion, each
+// answering its queries at random (so about a third of the attention
+// checks pass), and returns the number of judgments accepted.
+func runSessions(t *testing.T, c *client.Client, study string, n int) int64 {
+	t.Helper()
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(1, 2))
+	var accepted int64
+	for p := range n {
+		worker := fmt.Sprintf("prom-worker-%d", p)
+		sess, err := c.OpenSession(ctx, study, worker, "generic", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			nx, err := c.Next(ctx, study, sess.ID, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if nx.Complete || len(nx.Queries) == 0 {
+				break
+			}
+			js := make([]client.Judgment, len(nx.Queries))
+			for i, q := range nx.Queries {
+				js[i] = client.Judgment{Worker: worker, Items: q.Items[:], Odd: q.Items[rng.IntN(3)], RTMs: 800 + rng.IntN(2000), QueryID: q.QueryID}
+			}
+			if _, err := c.PostJudgments(ctx, study, js); err != nil {
+				t.Fatal(err)
+			}
+			accepted += int64(len(js))
+		}
+	}
+	return accepted
 }
 
 // checkMetricsExposure checks that /metrics is on the metrics address, not

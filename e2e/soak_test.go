@@ -14,8 +14,10 @@ import (
 )
 
 // TestSoakShort runs `alignet soak` for a short while: every role in its
-// own process, the load, the RSS sampling of every process (and of
-// Postgres, when its pid file is readable) and the final counts. A short
+// own process (api, persister, learner, trainer), the load, the RSS
+// sampling of every process (and of Postgres, when its pid file is
+// readable), the final counts, and the trainer catching up with the
+// learner (a dataset from the newest refit, a student trained on it). A short
 // run cannot tell warm-up from growth, so flatness is reported, not
 // required; the 1M-judgment soak (scripts/soak.sh) requires it.
 func TestSoakShort(t *testing.T) {
@@ -25,7 +27,8 @@ func TestSoakShort(t *testing.T) {
 	const total = 20000
 	args := []string{"soak", "--database-url", s.dbURL, "--kafka-brokers", e.brokers,
 		"--judgments", strconv.Itoa(total), "--workers", "8", "--batch", "50",
-		"--sample-every", "250ms", "--require-flat=false", "--json", "--dir", dir}
+		"--sample-every", "250ms", "--require-flat=false", "--json", "--dir", dir,
+		"--trainer-triplets", "20000", "--trainer-interval", "1s"}
 	watched := map[string]bool{}
 	if pid, ok := postmasterPID(t, s); ok {
 		args = append(args, "--watch", fmt.Sprintf("postgres=%d", pid))
@@ -48,7 +51,13 @@ func TestSoakShort(t *testing.T) {
 		DistinctIDs    int64  `json:"distinct_ids"`
 		LearnerSeen    *int64 `json:"learner_judgments_seen"`
 		CountsVerified bool   `json:"counts_verified"`
-		RSS            []struct {
+		Trainer        *struct {
+			RefitVersion   int64 `json:"refit_version"`
+			Dataset        int64 `json:"dataset"`
+			StudentVersion int64 `json:"student_version"`
+			CaughtUp       bool  `json:"caught_up"`
+		} `json:"trainer"`
+		RSS []struct {
 			Name    string  `json:"name"`
 			Samples int     `json:"samples"`
 			FirstMB float64 `json:"first_mb"`
@@ -67,6 +76,10 @@ func TestSoakShort(t *testing.T) {
 	}
 	if slices.Contains(rep.Roles, "learner") && (rep.LearnerSeen == nil || *rep.LearnerSeen != total) {
 		t.Errorf("the learner counted %v of %d judgments", rep.LearnerSeen, total)
+	}
+	if slices.Contains(rep.Roles, "trainer") && (rep.Trainer == nil || !rep.Trainer.CaughtUp || rep.Trainer.RefitVersion == 0 ||
+		rep.Trainer.Dataset == 0 || rep.Trainer.StudentVersion == 0) {
+		t.Errorf("the trainer did not catch up with the learner: %+v", rep.Trainer)
 	}
 	samples := 0
 	for _, v := range rep.RSS {

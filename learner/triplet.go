@@ -48,3 +48,23 @@ func Softmax3(l [3]float64, tau float64) [3]float64 {
 	s := ea + eb + ec
 	return [3]float64{ea / s, eb / s, ec / s}
 }
+
+// Compact maps the rows of ts to a dense local index: it returns the
+// distinct rows in order of first use and ts rewritten over that index.
+func Compact(ts []Triplet) (rows []int32, local []Triplet) {
+	idx := make(map[int32]int32, 2*len(ts))
+	at := func(r int32) int32 {
+		l, ok := idx[r]
+		if !ok {
+			l = int32(len(rows))
+			idx[r] = l
+			rows = append(rows, r)
+		}
+		return l
+	}
+	local = make([]Triplet, len(ts))
+	for a, t := range ts {
+		local[a] = Triplet{I: at(t.I), J: at(t.J), K: at(t.K)}
+	}
+	return rows, local
+}

@@ -7,7 +7,8 @@
 // The functions work on io.Writer and io.ReaderAt, so a server can stream a
 // model to an HTTP client or read an upload without a file; Save* and Load*
 // are the same on paths, writing through a temporary file that is renamed
-// into place.
+// into place. TeacherOf and ParamsOf convert a teacher to and from the
+// float32 parameters Postgres stores.
 package modelfile
 
 import (

@@ -38,7 +38,6 @@ import (
 
 	"github.com/alignet/alignet"
 	"github.com/alignet/alignet/drift"
-	"github.com/alignet/alignet/learner"
 )
 
 // Defaults applied to zero Config fields.
@@ -176,6 +175,7 @@ func (m *Monitor) Pass(ctx context.Context) (int, error) {
 	var first error
 	for _, st := range studies {
 		seen[st.ID] = true
+		m.metrics.errors.WithLabelValues(st.ID) // exported from 0
 		s, err := m.Snapshot(ctx, st)
 		if err == nil {
 			var ok bool
@@ -200,22 +200,10 @@ func (m *Monitor) Pass(ctx context.Context) (int, error) {
 	for id := range m.studies {
 		if !seen[id] {
 			m.metrics.forget(id)
+			m.metrics.errors.DeleteLabelValues(id)
 		}
 	}
 	m.studies = seen
 	m.heads.keep()
 	return stored, first
-}
-
-// teacherOf converts stored teacher parameters to a learner teacher.
-func teacherOf(p alignet.TeacherParams) *learner.Teacher {
-	w := make([]float64, len(p.W))
-	for i, v := range p.W {
-		w[i] = float64(v)
-	}
-	b := make([]float64, len(p.B))
-	for i, v := range p.B {
-		b[i] = float64(v)
-	}
-	return &learner.Teacher{W: w, B: b, D: p.D, P: p.P, Mean: p.Mean, Std: p.Std, Tau: p.Tau, Lambda: p.Lambda, Task: learner.Task(p.Task)}
 }

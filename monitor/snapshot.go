@@ -12,6 +12,7 @@ import (
 	"github.com/alignet/alignet"
 	"github.com/alignet/alignet/drift"
 	"github.com/alignet/alignet/learner"
+	"github.com/alignet/alignet/modelfile"
 )
 
 // scored is one judgment under a model: whether the model predicted the
@@ -230,7 +231,7 @@ func (m *Monitor) Snapshot(ctx context.Context, st alignet.Study) (alignet.Drift
 			usable = append(usable, j)
 		}
 	}
-	teacher := teacherOf(state.Params)
+	teacher := modelfile.TeacherOf(state.Params)
 	tm, err := represent(ctx, m.store, st.Space, itemsOf(usable), func(x []float32, n int) ([]float32, int) {
 		return teacher.Transform(x, n), teacher.P
 	})

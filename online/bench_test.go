@@ -16,6 +16,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/alignet/alignet"
+	"github.com/alignet/alignet/modelfile"
 	"github.com/alignet/alignet/stream"
 )
 
@@ -128,16 +129,16 @@ func BenchmarkRefitTHINGS(b *testing.B) {
 				sp.index[c] = int32(r)
 				sp.has[r] = true
 			}
-			set := alignet.DefaultLearnerSettings()
-			set.Distill = distill
+			set := alignet.DefaultStudySettings()
+			set.Learner.Distill = distill
 			var res jobResult
 			for range b.N {
-				res = l.runJob(context.Background(), job{study: "things", task: alignet.TaskOddOneOut, settings: set, sp: sp, fit: true, seen: int64(len(js))})
+				res = l.runJob(context.Background(), job{study: "things", task: alignet.TaskOddOneOut, roles: roles{settings: set}, sp: sp, fit: true, seen: int64(len(js))})
 				if res.err != nil {
 					b.Fatal(res.err)
 				}
 			}
-			st := alignet.TeacherState{Params: toParams(res.teacher, alignet.TaskOddOneOut)}
+			st := alignet.TeacherState{Params: modelfile.ParamsOf(res.teacher, alignet.TaskOddOneOut)}
 			b.ReportMetric(res.duration.Seconds(), "s/refit")
 			b.ReportMetric(100*accuracyOn(th, st, other), "%acc_other10")
 			b.Logf("targets %s, λ=%g τ=%.3f, %d training + %d held-out judgments", res.targets, res.teacher.Lambda, res.teacher.Tau, len(res.train), len(res.held))

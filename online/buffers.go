@@ -2,7 +2,9 @@ package online
 
 import (
 	"math/rand/v2"
+	"slices"
 
+	"github.com/alignet/alignet"
 	"github.com/alignet/alignet/learner"
 )
 
@@ -92,12 +94,47 @@ func (s *idSet) grow(n int) {
 	}
 }
 
-// sample is a judgment the learner may train on: its triplet of item rows
-// (hard choice), the hash of its id and its held-out score.
+// sample is a judgment the learner keeps: its triplet of item rows (hard
+// choice), its query kind, the hash of its id, its held-out score
+// (alignet.HeldOutScore) and the hash of its worker: what
+// alignet.TrainingRoleOf needs to decide its role again when settings or
+// flags change.
 type sample struct {
-	t     learner.Triplet
-	hash  uint64
-	score float64
+	t      learner.Triplet
+	kind   kindCode
+	hash   uint64
+	score  float64
+	worker uint64
+}
+
+// newSample returns the sample of judgment j of its study over triplet t.
+func newSample(j *alignet.Judgment, t learner.Triplet) sample {
+	return sample{
+		t: t, kind: codeOf(j.QueryKind), hash: alignet.IDHash(j.ID),
+		score: alignet.HeldOutScore(j.Study, j.ID), worker: alignet.IDHash(j.Worker),
+	}
+}
+
+// kindCode is an alignet.QueryKind in one byte: 0 for none, else one
+// more than its index in alignet.QueryKinds.
+type kindCode uint8
+
+func codeOf(k alignet.QueryKind) kindCode {
+	for i, v := range alignet.QueryKinds() {
+		if v == k {
+			return kindCode(i + 1)
+		}
+	}
+	return 0
+}
+
+// kind returns the query kind of c.
+func (c kindCode) kind() alignet.QueryKind {
+	kinds := alignet.QueryKinds()
+	if c == 0 || int(c) > len(kinds) {
+		return ""
+	}
+	return kinds[c-1]
 }
 
 // reservoir is the replay buffer: a uniform sample, of at most cap
@@ -158,28 +195,40 @@ func (r *reservoir) reset() {
 	r.items, r.added = r.items[:0], 0
 }
 
-// heldSample is a held-out judgment: its triplet, the worker's hash (to
-// find item sets answered by several people) and its id hash.
-type heldSample struct {
-	t      learner.Triplet
-	worker uint64
-	hash   uint64
-}
-
 // heldRing keeps the newest held-out judgments of a study.
 type heldRing struct {
 	cap   int
-	items []heldSample
+	items []sample
 	next  int
 }
 
-func (h *heldRing) add(s heldSample) {
+func (h *heldRing) add(s sample) {
 	if len(h.items) < h.cap {
 		h.items = append(h.items, s)
 		return
 	}
 	h.items[h.next] = s
 	h.next = (h.next + 1) % h.cap
+}
+
+// remove deletes the samples for which drop is true and returns them;
+// the ring then overwrites from its oldest remaining sample on.
+func (h *heldRing) remove(drop func(sample) bool) []sample {
+	if len(h.items) == h.cap {
+		// Oldest first, so that the next add overwrites the oldest.
+		h.items = slices.Concat(h.items[h.next:], h.items[:h.next])
+	}
+	var out []sample
+	kept := h.items[:0]
+	for _, s := range h.items {
+		if drop(s) {
+			out = append(out, s)
+			continue
+		}
+		kept = append(kept, s)
+	}
+	h.items, h.next = kept, 0
+	return out
 }
 
 // window is a prequential window: the running means of accuracy and

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/alignet/alignet"
 	"github.com/alignet/alignet/learner"
 )
 
@@ -112,7 +113,7 @@ func TestWindowMeans(t *testing.T) {
 func TestHeldRingKeepsNewest(t *testing.T) {
 	h := &heldRing{cap: 3}
 	for i := range 7 {
-		h.add(heldSample{hash: uint64(i)})
+		h.add(sample{hash: uint64(i)})
 	}
 	got := map[uint64]bool{}
 	for _, s := range h.items {
@@ -120,6 +121,28 @@ func TestHeldRingKeepsNewest(t *testing.T) {
 	}
 	if len(h.items) != 3 || !got[4] || !got[5] || !got[6] {
 		t.Fatalf("ring holds %v, want the newest 4, 5, 6", h.items)
+	}
+	// Removing from a full ring keeps the rest, and the next adds
+	// overwrite the oldest remaining first.
+	h.remove(func(s sample) bool { return s.hash == 5 })
+	for i := 7; i < 10; i++ { // 7 fills the ring, 8 overwrites 4, 9 overwrites 6
+		h.add(sample{hash: uint64(i)})
+	}
+	got = map[uint64]bool{}
+	for _, s := range h.items {
+		got[s.hash] = true
+	}
+	if len(h.items) != 3 || !got[7] || !got[8] || !got[9] {
+		t.Fatalf("ring holds %v after a removal, want the newest 7, 8, 9", h.items)
+	}
+}
+
+func TestKindCodes(t *testing.T) {
+	kinds := alignet.QueryKinds()
+	for _, k := range append([]alignet.QueryKind{""}, kinds[:]...) {
+		if got := codeOf(k).kind(); got != k {
+			t.Fatalf("kind %q comes back as %q", k, got)
+		}
 	}
 }
 

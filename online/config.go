@@ -84,7 +84,7 @@ type Config struct {
 	// at least 256); idle steps replay this many. Default 1024.
 	ReplayBatch int
 	// ReplayCap bounds the replay buffer of a study: a uniform (reservoir)
-	// sample of the judgments it trained on. Default 200,000 (about 6 MB).
+	// sample of the judgments it trained on. Default 200,000 (about 8 MB).
 	ReplayCap int
 	// HeldOutCap bounds the held-out buffer of a study: its newest held-out
 	// judgments, which score online versions. Default 20,000.
@@ -246,6 +246,12 @@ type Store interface {
 	// RequestRefit records a refit request again (for requests a released
 	// partition took but did not carry out).
 	RequestRefit(ctx context.Context, study string) error
+	// WorkerFlags returns the answer counts and flags of a study's workers.
+	WorkerFlags(ctx context.Context, study string) ([]alignet.WorkerFlags, error)
+	// FlagChangesSince returns, over all studies, the workers whose flag
+	// went on or off at or after since, and the store's clock when it
+	// answered.
+	FlagChangesSince(ctx context.Context, since time.Time) ([]alignet.WorkerFlags, time.Time, error)
 	// InsertTeacherVersion stores the next version of a study.
 	InsertTeacherVersion(ctx context.Context, v alignet.TeacherVersion, keep int) (alignet.TeacherVersion, error)
 }

@@ -30,20 +30,19 @@
 // while some are missing), the teacher, its Adam state, the replay buffer
 // (a uniform reservoir sample of at most ReplayCap trained judgments), the
 // held-out buffer (the newest HeldOutCap held-out judgments), the
-// prequential windows and the set of applied judgment ids. Database
+// prequential windows, the set of applied judgment ids and the study's
+// flagged workers. Database
 // writes, refits, polls and embedding look-ups run on helper goroutines
 // that report back to the actor, so no state is shared.
 //
 // # Online path
 //
 // Every arriving judgment whose id is new to the study is counted once in
-// judgments_seen, then scored by the current teacher before it is trained
-// on (prequential evaluation: accuracy and log-loss over the last 1,000
-// and 10,000 judgments). A deterministic share of the study's judgments
-// (learner.held_out_share, by alignet.HeldOut on the judgment id) is
-// never trained on; one gate (admit) decides it for the online path and
-// for refits alike, and the batch builder checks it again. The others
-// take Adam steps (learner.Teacher.Update, learner.learning_rate, the
+// judgments_seen, then, unless excluded (see Roles), scored by the current
+// teacher before it is trained on (prequential evaluation: accuracy and
+// log-loss over the last 1,000 and 10,000 judgments). Held-out judgments
+// are scored and kept for evaluation, never trained on. The others take
+// Adam steps (learner.Teacher.Update, learner.learning_rate, the
 // teacher's λ and τ) on batches of the fresh judgments plus ReplayBatch
 // replayed ones. Batching is adaptive: under load a step takes every
 // queued judgment up to MaxFresh; when the partition is quiet a step runs
@@ -59,6 +58,44 @@
 // (skipped, reason no_embedding) and left to the next refit, which reads
 // them from Postgres.
 //
+// # Roles
+//
+// One rule, alignet.TrainingRole, decides what learning does with each
+// judgment, from its query kind (stamped by the API, carried in the Kafka
+// encoding and in judgments.query_kind), the study's settings and whether
+// its worker is flagged:
+//
+//   - alignet.RoleExcluded (attention checks, and every judgment of a
+//     flagged worker) is neither trained nor scored on, and counted as
+//     skipped with reason excluded;
+//   - alignet.RoleHeldOut (random queries in a study whose queries.mix
+//     asks them; otherwise, and for judgments posted without a query, the
+//     learner.held_out_share hash split of alignet.HeldOut) feeds the
+//     prequential windows and the held-out buffer that scores versions,
+//     and is counted as skipped with reason held_out;
+//   - alignet.RoleTrain trains.
+//
+// One gate (roles, alignet.TrainingRoleOf on what a buffered judgment
+// keeps: its kind, held-out score and worker hash) applies the rule on
+// every path: each online step (decided again when the step runs), the
+// batch builder (which checks every fresh and replayed sample once more),
+// the replay and held-out buffers, the warm-up that refills them after a
+// load or rebalance, and refits, which read the kinds from Postgres.
+//
+// The flagged workers of a study are read (db WorkerFlags) when the study
+// is loaded; afterwards every PollInterval the partition polls the flag
+// changes of all studies (FlagChangesSince, from its last answer less a
+// margin) and keeps those of its own. When a worker becomes flagged, their
+// judgments are excluded from then on: the queued ones at the next step,
+// the buffered ones at once (they leave the replay and held-out buffers),
+// and all of them from the next refit, which reads the record from
+// Postgres. What the teacher already learnt from them stays until that
+// refit. A worker whose flag is lifted is trained on again from then on,
+// and their stored judgments from the next refit. A changed
+// learner.held_out_share, or random queries switched on or off in the
+// mix, moves the buffered judgments between the replay and held-out
+// buffers by their new roles.
+//
 // # Exact path
 //
 // A refit starts in the background when judgments_seen reaches
@@ -67,8 +104,10 @@
 // polled every PollInterval; honoured even with learner.refits off). It
 // waits up to RefitWait for Postgres to hold as many of the study's
 // judgments as the learner has seen, reads the deduplicated record,
-// drops the held-out share, splits the rest into training and
-// validation judgments (seeded), chooses λ from learner.lambdas with
+// sets the held-out judgments aside for evaluation and drops the excluded
+// ones (by the roles of the study's settings and flagged workers when the
+// refit started), splits the rest into training and validation judgments
+// (seeded), chooses λ from learner.lambdas with
 // L-BFGS fits of at most learner.max_iter iterations, and calibrates τ on
 // the validation choices. Where the study has repeated triplets (one item
 // set answered by several distinct workers) and learner.distill is on,
@@ -80,7 +119,7 @@
 // judgments need far stronger regularisation than the defaults, which
 // suit 10⁵). The refitted teacher gets a fresh Adam state, the judgments
 // trained on during the refit that its read did not include are replayed
-// on top, and it is scored on the whole held-out share of the record. It
+// on top, and it is scored on all the held-out judgments of the record. It
 // is swapped in and stored as a version (kind refit) unless the teacher it
 // would replace predicts those held-out judgments clearly better (its mean
 // log-loss lower by more than two standard errors of the paired
@@ -117,16 +156,16 @@
 // The learner settings of a study (alignet.LearnerSettings) are read when
 // the study is loaded and again every SettingsInterval, so a PATCH takes
 // effect without a restart: online switches the Adam steps, refits the
-// automatic refits, held_out_share the gate (a grown share also removes
-// the newly held-out judgments from the replay buffer), the rest the next
-// refit or step. A changed out_dim applies from the next refit.
+// automatic refits, held_out_share and queries.mix.random the roles (see
+// Roles), the rest the next refit or step. A changed out_dim applies from
+// the next refit.
 //
 // # Tables
 //
 // The learner writes teacher_state, teacher_versions, learner_seen and
 // learner_offsets, and deletes the refit_requests it takes (recording them
 // again if its partition is released first). It reads studies, study
-// items, spaces, embeddings and judgments.
+// items, spaces, embeddings, judgments and worker_flags.
 //
 // # Metrics
 //
@@ -134,7 +173,7 @@
 //
 //	alignet_learner_judgments_applied_total        distinct ids applied
 //	alignet_learner_judgments_skipped_total        not trained on, by reason: held_out,
-//	                                               no_embedding, online_disabled,
+//	                                               excluded, no_embedding, online_disabled,
 //	                                               task_mismatch, duplicate, unknown_study
 //	alignet_learner_undecodable_messages_total     (no label)
 //	alignet_learner_prequential_accuracy           by window (1000, 10000)

@@ -12,7 +12,7 @@ import (
 // on held-out judgments over the rows of x. For odd-one-out it adds
 // KL(human‖model) and majority agreement on the item sets that several
 // distinct workers answered.
-func evaluate(t *learner.Teacher, x []float32, d int, task alignet.Task, held []heldSample) alignet.TeacherEval {
+func evaluate(t *learner.Teacher, x []float32, d int, task alignet.Task, held []sample) alignet.TeacherEval {
 	ts := make([]learner.Triplet, len(held))
 	for i, h := range held {
 		ts[i] = h.t
@@ -26,7 +26,7 @@ func evaluate(t *learner.Teacher, x []float32, d int, task alignet.Task, held []
 	for i, r := range reps {
 		all[len(ts)+i] = learner.RepeatTriplet(r)
 	}
-	rows, local := compact(all)
+	rows, local := learner.Compact(all)
 	localReps := make([]learner.RepeatedTriplet, len(reps))
 	for i, r := range reps {
 		l := local[len(ts)+i]
@@ -45,7 +45,7 @@ func evaluate(t *learner.Teacher, x []float32, d int, task alignet.Task, held []
 // lossDiff returns the mean, over held-out judgments, of the log-loss of
 // teacher a minus that of teacher b (each at its own temperature), and the
 // standard error of that mean; 0, 0 without judgments.
-func lossDiff(a, b *learner.Teacher, x []float32, task alignet.Task, held []heldSample) (mean, se float64) {
+func lossDiff(a, b *learner.Teacher, x []float32, task alignet.Task, held []sample) (mean, se float64) {
 	if len(held) < 2 {
 		return 0, 0
 	}
@@ -94,7 +94,7 @@ func setKey(t learner.Triplet) [3]int32 {
 }
 
 // repeats returns the repeated triplets among held-out judgments.
-func repeats(held []heldSample) []learner.RepeatedTriplet {
+func repeats(held []sample) []learner.RepeatedTriplet {
 	ts := make([]learner.Triplet, len(held))
 	ws := make([]uint64, len(held))
 	for i, h := range held {

@@ -1,6 +1,7 @@
 package online
 
 import (
+	"maps"
 	"slices"
 	"time"
 
@@ -20,7 +21,8 @@ func (p *partition) maybeRefits() {
 // startJob reads the study's record in the background and, for a refit,
 // fits the teacher; refits wait for a free refit slot.
 func (p *partition) startJob(s *study, fit bool) {
-	j := job{study: s.id, task: s.meta.Task, settings: s.meta.Settings.Learner, sp: s.sp, fit: fit, seen: s.st.JudgmentsSeen}
+	r := roles{settings: s.meta.Settings, flagged: maps.Clone(s.flagged)}
+	j := job{study: s.id, task: s.meta.Task, roles: r, sp: s.sp, fit: fit, seen: s.st.JudgmentsSeen}
 	s.job = &jobRun{seenAtStart: s.st.JudgmentsSeen}
 	if fit {
 		s.job.asked, s.refitAsked = s.refitAsked, false
@@ -94,9 +96,17 @@ func (p *partition) finishJob(r jobResult) {
 	s.refitBase = max(run.seenAtStart, 1)
 	s.dirty = true
 	p.l.m.refitTime.WithLabelValues(s.id).Observe(r.duration.Seconds())
-	held := append([]heldSample(nil), r.held...)
+	// The held-out judgments under the roles of now: flags polled or
+	// settings read while the job ran apply to its record too.
+	gate := s.roles()
+	var held []sample
+	for _, h := range r.held {
+		if gate.of(h) == alignet.RoleHeldOut {
+			held = append(held, h)
+		}
+	}
 	for _, h := range run.heldDuring {
-		if !r.read.has(h.hash) {
+		if !r.read.has(h.hash) && gate.of(h) == alignet.RoleHeldOut {
 			held = append(held, h)
 		}
 	}
@@ -121,32 +131,24 @@ func (p *partition) finishJob(r jobResult) {
 	s.st.Hyper = alignet.TeacherHyper{Targets: r.targets, Lambdas: grid, LearningRate: ls.LearningRate, Seed: p.l.cfg.Seed}
 	p.queueVersion(s, alignet.VersionRefit, eval)
 	p.l.m.refits.WithLabelValues(s.id, "ok").Inc()
-	p.l.log.Info("refit done", "study", s.id, "judgments", r.count, "train", len(r.train), "held_out", len(r.held),
+	p.l.log.Info("refit done", "study", s.id, "judgments", r.count, "train", len(r.train), "held_out", len(r.held), "excluded", r.excluded,
 		"targets", r.targets, "lambda", r.teacher.Lambda, "tau", r.teacher.Tau, "on_top", len(onTop), "took", r.duration)
 }
 
 // refill rebuilds the replay and held-out buffers from the record a job
-// read, keeping the buffered judgments it did not include.
+// read, keeping the buffered judgments it did not include, each in the
+// buffer of its role under the settings and flags of now.
 func (p *partition) refill(s *study, r jobResult) {
-	old := slices.Clone(s.replay.items)
+	old, oldHeld := slices.Clone(s.replay.items), slices.Clone(s.held.items)
 	s.replay.reset()
-	for _, smp := range r.train {
-		s.replay.add(smp)
-	}
-	for _, smp := range old {
-		if !r.read.has(smp.hash) {
-			s.replay.add(smp)
-		}
-	}
-	oldHeld := slices.Clone(s.held.items)
 	s.held = &heldRing{cap: p.l.cfg.HeldOutCap}
-	for _, h := range r.held {
-		s.held.add(h)
+	gate := s.roles()
+	for _, smp := range slices.Concat(r.train, r.held) {
+		s.keep(gate, smp)
 	}
-	for _, h := range oldHeld {
-		if !r.read.has(h.hash) {
-			s.held.add(h)
+	for _, smp := range slices.Concat(old, oldHeld) {
+		if !r.read.has(smp.hash) {
+			s.keep(gate, smp)
 		}
 	}
-	s.applyShare()
 }

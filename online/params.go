@@ -9,36 +9,6 @@ import (
 	"github.com/alignet/alignet/learner"
 )
 
-// toParams converts a teacher to its stored float32 form.
-func toParams(t *learner.Teacher, task alignet.Task) alignet.TeacherParams {
-	p := alignet.TeacherParams{
-		Task: task, D: t.D, P: t.P, Mean: t.Mean, Std: t.Std, Tau: t.Tau, Lambda: t.Lambda,
-		W: make([]float32, len(t.W)), B: make([]float32, len(t.B)),
-	}
-	for i, v := range t.W {
-		p.W[i] = float32(v)
-	}
-	for i, v := range t.B {
-		p.B[i] = float32(v)
-	}
-	return p
-}
-
-// fromParams converts stored parameters to a teacher.
-func fromParams(p alignet.TeacherParams) *learner.Teacher {
-	t := &learner.Teacher{
-		D: p.D, P: p.P, Mean: p.Mean, Std: p.Std, Tau: p.Tau, Lambda: p.Lambda, Task: learner.Task(p.Task),
-		W: make([]float64, len(p.W)), B: make([]float64, len(p.B)),
-	}
-	for i, v := range p.W {
-		t.W[i] = float64(v)
-	}
-	for i, v := range p.B {
-		t.B[i] = float64(v)
-	}
-	return t
-}
-
 // initialTeacher is the teacher before any fit: W = c·[I 0] on inputs
 // standardised by the mean and deviation of the embedded rows, b = 0, τ=1,
 // with c chosen, as learner.FitTeacher does, so that the logit differences
@@ -110,31 +80,11 @@ func onlineLambda(lambdas []float64) float64 {
 	return s[len(s)/2]
 }
 
-// compact maps the rows of ts to a dense local index: it returns the
-// distinct rows in order of first use and ts rewritten over that index.
-func compact(ts []learner.Triplet) (rows []int32, local []learner.Triplet) {
-	idx := make(map[int32]int32, 2*len(ts))
-	at := func(r int32) int32 {
-		l, ok := idx[r]
-		if !ok {
-			l = int32(len(rows))
-			idx[r] = l
-			rows = append(rows, r)
-		}
-		return l
-	}
-	local = make([]learner.Triplet, len(ts))
-	for a, t := range ts {
-		local[a] = learner.Triplet{I: at(t.I), J: at(t.J), K: at(t.K)}
-	}
-	return rows, local
-}
-
 // logitsOf returns the logits of ts under teacher t on the rows of x.
 func logitsOf(t *learner.Teacher, x []float32, ts []learner.Triplet) [][3]float64 {
 	if len(ts) == 0 {
 		return nil
 	}
-	rows, local := compact(ts)
+	rows, local := learner.Compact(ts)
 	return learner.AllLogits(t.TransformRows(x, rows), t.P, local)
 }

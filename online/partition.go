@@ -335,7 +335,7 @@ func (p *partition) study(ctx context.Context, id string) (*study, error) {
 }
 
 // load reads a study's definition, items, embeddings, stored teacher
-// state and applied ids.
+// state, applied ids and flagged workers.
 func (p *partition) load(ctx context.Context, id string) (*study, error) {
 	st := p.l.store
 	meta, err := st.GetStudy(ctx, id)
@@ -358,10 +358,19 @@ func (p *partition) load(ctx context.Context, id string) (*study, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load study %q: %w", id, err)
 	}
+	flags, err := st.WorkerFlags(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("load study %q: %w", id, err)
+	}
 	s := newStudy(meta, sp, stored, seen, p.l.cfg)
+	for _, w := range flags {
+		if w.Flagged {
+			s.flag(w.Worker, true)
+		}
+	}
 	s.embAt = time.Now()
 	p.l.log.Info("study loaded", "study", id, "items", sp.n(), "missing_embeddings", sp.missing,
-		"judgments_seen", s.st.JudgmentsSeen, "version", s.st.Version, "status", s.st.Status)
+		"judgments_seen", s.st.JudgmentsSeen, "version", s.st.Version, "status", s.st.Status, "flagged_workers", len(s.flagged))
 	return s, nil
 }
 

@@ -9,11 +9,20 @@ import (
 	"github.com/alignet/alignet/learner"
 )
 
-// pollResult carries taken refit requests and re-read study definitions.
+// pollResult carries taken refit requests, re-read study definitions and
+// the flag changes of owned studies' workers.
 type pollResult struct {
 	refits  []string
 	studies []alignet.Study
+	flags   []alignet.WorkerFlags
 }
+
+// flagMargin is how far before the store's clock of the last answer the
+// next poll of flag changes starts, so that a change whose transaction
+// was still committing (its time is its transaction's start) is not
+// missed; changes seen twice are applied once. It also covers the local
+// clock's offset from the store's for the first poll.
+const flagMargin = 30 * time.Second
 
 // embResult is a refreshed space of a study.
 type embResult struct {
@@ -73,12 +82,16 @@ func (p *partition) embedded(r embResult) {
 	}
 }
 
-// poll takes the refit requests of the owned studies every PollInterval
-// and re-reads their definitions every SettingsInterval.
+// poll takes the refit requests of the owned studies and the flag
+// changes of their workers every PollInterval, and re-reads their
+// definitions every SettingsInterval.
 func (p *partition) poll(ctx context.Context) {
 	t := time.NewTicker(p.l.cfg.PollInterval)
 	defer t.Stop()
 	lastSettings := time.Now()
+	// A study loaded later reads its flagged workers itself; polls from
+	// before its load on are enough.
+	flagsSince := time.Now().Add(-flagMargin)
 	for {
 		select {
 		case <-ctx.Done():
@@ -95,6 +108,18 @@ func (p *partition) poll(ctx context.Context) {
 			p.l.log.Debug("take refit requests", "err", err)
 		}
 		r.refits = refits
+		changes, asOf, err := p.l.store.FlagChangesSince(ctx, flagsSince)
+		switch {
+		case err == nil:
+			flagsSince = asOf.Add(-flagMargin)
+			for _, w := range changes {
+				if _, owned := slices.BinarySearch(ids, w.Study); owned {
+					r.flags = append(r.flags, w)
+				}
+			}
+		case ctx.Err() == nil:
+			p.l.log.Debug("poll flag changes", "err", err)
+		}
 		if time.Since(lastSettings) >= p.l.cfg.SettingsInterval {
 			lastSettings = time.Now()
 			for _, id := range ids {
@@ -105,7 +130,7 @@ func (p *partition) poll(ctx context.Context) {
 				r.studies = append(r.studies, st)
 			}
 		}
-		if len(r.refits) == 0 && len(r.studies) == 0 {
+		if len(r.refits) == 0 && len(r.studies) == 0 && len(r.flags) == 0 {
 			continue
 		}
 		select {
@@ -119,8 +144,9 @@ func (p *partition) poll(ctx context.Context) {
 	}
 }
 
-// polled applies refit requests and refreshed settings.
+// polled applies refit requests, refreshed settings and flag changes.
 func (p *partition) polled(r pollResult) {
+	changed := map[*study]bool{}
 	for _, id := range r.refits {
 		if s := p.studies[id]; s != nil {
 			p.l.log.Info("refit requested", "study", id)
@@ -132,16 +158,28 @@ func (p *partition) polled(r pollResult) {
 		if s == nil {
 			continue
 		}
-		old := s.meta.Settings.Learner
+		prev := s.meta.Settings
+		old := prev.Learner
 		s.meta.Settings = st.Settings
 		ls := st.Settings.Learner
-		if ls.HeldOutShare != old.HeldOutShare {
-			s.applyShare()
+		if rolesChanged(prev, st.Settings) {
+			changed[s] = true
 		}
 		if s.st.Status != alignet.TeacherFitted && !slices.Equal(ls.Lambdas, old.Lambdas) {
 			s.served.Lambda = onlineLambda(ls.Lambdas)
 		}
 		s.st.Hyper.LearningRate = ls.LearningRate
+	}
+	for _, w := range r.flags {
+		s := p.studies[w.Study]
+		if s == nil || !s.flag(w.Worker, w.Flagged) {
+			continue
+		}
+		changed[s] = true
+		p.l.log.Info("worker flag changed", "study", s.id, "worker", w.Worker, "flagged", w.Flagged, "reasons", w.Reasons)
+	}
+	for s := range changed {
+		s.applyRoles()
 	}
 }
 

@@ -27,11 +27,13 @@ var errTooFew = errors.New("too few trainable judgments")
 
 // job is the work of a refit (fit) or of a warm-up (read only) of a study.
 type job struct {
-	study    string
-	task     alignet.Task
-	settings alignet.LearnerSettings
-	sp       *space
-	fit      bool
+	study string
+	task  alignet.Task
+	// roles are the study's settings and flagged workers when the job
+	// started; the job owns them.
+	roles roles
+	sp    *space
+	fit   bool
 	// seen is the learner's judgment count of the study when the job
 	// started.
 	seen int64
@@ -46,10 +48,12 @@ type jobResult struct {
 	teacher *learner.Teacher
 	targets string
 	scores  []learner.LambdaScore
-	// train and held are the study's stored judgments, split by the
-	// held-out gate, mapped to rows of the job's space.
+	// train and held are the study's stored judgments of those roles,
+	// mapped to rows of the job's space.
 	train []sample
-	held  []heldSample
+	held  []sample
+	// excluded counts the excluded judgments read.
+	excluded int64
 	// read holds the id hashes of every judgment read.
 	read *idSet
 	// count is the number of judgments read.
@@ -57,22 +61,21 @@ type jobResult struct {
 	duration time.Duration
 }
 
-// record is a study's stored judgments, split into training samples (with
-// their workers, for finding repeated triplets) and held-out ones.
+// record is a study's stored judgments, split by their roles.
 type record struct {
-	train   []sample
-	workers []uint64
-	held    []heldSample
-	read    *idSet
-	count   int64
+	train, held []sample
+	// excluded counts the judgments of role alignet.RoleExcluded.
+	excluded int64
+	read     *idSet
+	count    int64
 }
 
 // readRecord reads the deduplicated judgments of a study from Postgres
-// and splits them by the held-out gate. Judgments of another task or with
-// items lacking embeddings in sp are counted in read but not kept.
+// (with their query kinds) and splits them by the job's roles. Judgments
+// of another task or with items lacking embeddings in sp are counted in
+// read but not kept, and so are excluded ones.
 func readRecord(ctx context.Context, store Store, j job) (*record, error) {
 	rec := &record{read: newIDSet(1024)}
-	share := j.settings.HeldOutShare
 	err := store.ExportJudgments(ctx, alignet.JudgmentFilter{Study: j.study}, func(jg alignet.Judgment) error {
 		rec.count++
 		rec.read.add(alignet.IDHash(jg.ID))
@@ -83,13 +86,15 @@ func readRecord(ctx context.Context, store Store, j job) (*record, error) {
 		if !embedded {
 			return nil
 		}
-		smp, err := admit(j.study, jg.ID, share, t)
-		if errors.Is(err, errHeldOut) {
-			rec.held = append(rec.held, heldSample{t: t, worker: alignet.IDHash(jg.Worker), hash: alignet.IDHash(jg.ID)})
-			return nil
+		smp := newSample(&jg, t)
+		switch j.roles.of(smp) {
+		case alignet.RoleTrain:
+			rec.train = append(rec.train, smp)
+		case alignet.RoleHeldOut:
+			rec.held = append(rec.held, smp)
+		default:
+			rec.excluded++
 		}
-		rec.train = append(rec.train, smp)
-		rec.workers = append(rec.workers, alignet.IDHash(jg.Worker))
 		return nil
 	})
 	if err != nil {
@@ -110,7 +115,7 @@ func (l *Learner) runJob(ctx context.Context, j job) jobResult {
 		res.err = err
 		return res
 	}
-	res.train, res.held, res.read, res.count = rec.train, rec.held, rec.read, rec.count
+	res.train, res.held, res.excluded, res.read, res.count = rec.train, rec.held, rec.excluded, rec.read, rec.count
 	if j.fit {
 		res.teacher, res.targets, res.scores, res.err = l.fit(ctx, j, rec)
 	}
@@ -154,33 +159,33 @@ func (l *Learner) fit(ctx context.Context, j job, rec *record) (*learner.Teacher
 			continue
 		}
 		train = append(train, rec.train[i].t)
-		trainWorkers = append(trainWorkers, rec.workers[i])
+		trainWorkers = append(trainWorkers, rec.train[i].worker)
 	}
 	// Fit on the rows the judgments use, so that items without judgments
 	// neither cost time nor shift the standardisation.
-	rows, local := compact(append(append([]learner.Triplet(nil), train...), val...))
+	rows, local := learner.Compact(append(append([]learner.Triplet(nil), train...), val...))
 	lt, lv := local[:len(train)], local[len(train):]
-	d := j.sp.dim
+	d, ls := j.sp.dim, j.roles.settings.Learner
 	x := make([]float32, len(rows)*d)
 	for i, r := range rows {
 		copy(x[i*d:(i+1)*d], j.sp.x[int(r)*d:int(r+1)*d])
 	}
 	n := len(rows)
 	cfg := learner.TeacherConfig{
-		Task: learner.Task(j.task), OutDim: j.settings.OutDim, MaxIter: j.settings.MaxIter,
+		Task: learner.Task(j.task), OutDim: ls.OutDim, MaxIter: ls.MaxIter,
 		Seed: l.cfg.Seed, Workers: l.cfg.RefitWorkers,
 	}
 	if cfg.OutDim > d {
 		cfg.OutDim = 0
 	}
 	var reps []learner.RepeatedTriplet
-	if j.settings.Distill && j.task == alignet.TaskOddOneOut {
+	if ls.Distill && j.task == alignet.TaskOddOneOut {
 		reps = repeatsOf(lt, trainWorkers)
 	}
 	targets := "hard"
 	var soft [][3]float32
 	if len(reps) > 0 {
-		hard, _, err := selectLambda(ctx, x, n, d, lt, nil, lv, j.settings.Lambdas, cfg)
+		hard, _, err := selectLambda(ctx, x, n, d, lt, nil, lv, ls.Lambdas, cfg)
 		if err != nil {
 			return nil, "", nil, fmt.Errorf("hard-label teacher: %w", err)
 		}
@@ -190,7 +195,7 @@ func (l *Learner) fit(ctx context.Context, j job, rec *record) (*learner.Teacher
 		}
 		targets = "distilled"
 	}
-	t, scores, err := selectLambda(ctx, x, n, d, lt, soft, lv, j.settings.Lambdas, cfg)
+	t, scores, err := selectLambda(ctx, x, n, d, lt, soft, lv, ls.Lambdas, cfg)
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("select λ: %w", err)
 	}

@@ -66,9 +66,9 @@ func TestRefitSplitsAndDistils(t *testing.T) {
 			l := memLearner(t, Config{})
 			l.store = recordStore{js: c.js}
 			_, st := memStudy(t, l, s, c.study, c.task, "")
-			set := st.meta.Settings.Learner
-			set.Distill, set.MaxIter = c.distill, 30
-			res := l.runJob(context.Background(), job{study: c.study, task: c.task, settings: set, sp: st.sp, fit: true, seen: int64(len(c.js))})
+			set := st.meta.Settings
+			set.Learner.Distill, set.Learner.MaxIter = c.distill, 30
+			res := l.runJob(context.Background(), job{study: c.study, task: c.task, roles: roles{settings: set}, sp: st.sp, fit: true, seen: int64(len(c.js))})
 			if res.err != nil {
 				t.Fatal(res.err)
 			}
@@ -84,7 +84,7 @@ func TestRefitSplitsAndDistils(t *testing.T) {
 			}
 			held := 0
 			for _, j := range c.js {
-				h := alignet.HeldOut(c.study, j.ID, set.HeldOutShare)
+				h := alignet.HeldOut(c.study, j.ID, set.Learner.HeldOutShare)
 				if h {
 					held++
 				}
@@ -156,10 +156,10 @@ func TestRefitSwapsOnlyWhenBetter(t *testing.T) {
 	l := memLearner(t, Config{})
 	p, st := memStudy(t, l, s, "w", alignet.TaskOddOneOut, "")
 	js := s.judgments("w", alignet.TaskOddOneOut, "w", 2000, 16)
-	var held []heldSample
+	var held []sample
 	for i := range js {
 		tr, _, _ := st.sp.triplet(&js[i])
-		held = append(held, heldSample{t: tr, hash: alignet.IDHash(js[i].ID), worker: uint64(i)})
+		held = append(held, sample{t: tr, hash: alignet.IDHash(js[i].ID), worker: uint64(i)})
 	}
 	good := st.served.Clone() // the calibrated identity: close to the truth
 	good.Tau = learner.CalibrateTemperature(learner.TaskOddOneOut, logitsOf(good, st.sp.x, tripletsOf(held)), nil)
@@ -183,7 +183,7 @@ func TestRefitSwapsOnlyWhenBetter(t *testing.T) {
 	}
 }
 
-func tripletsOf(hs []heldSample) []learner.Triplet {
+func tripletsOf(hs []sample) []learner.Triplet {
 	out := make([]learner.Triplet, len(hs))
 	for i, h := range hs {
 		out[i] = h.t

@@ -1,7 +1,6 @@
 package online
 
 import (
-	"errors"
 	"maps"
 	"math"
 	"math/rand/v2"
@@ -9,13 +8,19 @@ import (
 
 	"github.com/alignet/alignet"
 	"github.com/alignet/alignet/learner"
+	"github.com/alignet/alignet/modelfile"
 )
 
 // Reasons a judgment is not trained on, as counted in
 // alignet.TeacherState.Skipped and the skipped metric.
 const (
-	// reasonHeldOut: the judgment is in the held-out share.
+	// reasonHeldOut: the judgment's role is alignet.RoleHeldOut (a random
+	// query, or the hash split): it scores the teacher only.
 	reasonHeldOut = "held_out"
+	// reasonExcluded: the judgment's role is alignet.RoleExcluded (an
+	// attention check, or a flagged worker's): neither trained nor scored
+	// on.
+	reasonExcluded = "excluded"
 	// reasonNoEmbedding: an item has no embedding (yet); the next refit
 	// reads the judgment again from Postgres.
 	reasonNoEmbedding = "no_embedding"
@@ -39,26 +44,25 @@ const (
 	minReplay      = 256
 )
 
-// errHeldOut is returned by admit for a held-out judgment.
-var errHeldOut = errors.New("held-out judgment refused for training")
-
-// admit is the one gate into training data, for the online path (its
-// replay buffer and every batch) and for refits alike: it turns a judgment
-// into a training sample and refuses it when the study holds it out.
-func admit(study, id string, share float64, t learner.Triplet) (sample, error) {
-	if alignet.HeldOut(study, id, share) {
-		return sample{}, errHeldOut
-	}
-	return sample{t: t, hash: alignet.IDHash(id), score: alignet.HeldOutScore(study, id)}, nil
+// roles is the one gate into training data, for the online path (every
+// step and batch, the replay and held-out buffers, warm-ups) and for
+// refits alike: alignet.TrainingRole under the study's settings and the
+// workers flagged in it.
+type roles struct {
+	settings alignet.StudySettings
+	// flagged holds the id hashes of the study's flagged workers.
+	flagged map[uint64]bool
 }
 
-// pending is an applied judgment waiting for the next step.
-type pending struct {
-	t      learner.Triplet
-	id     string
-	hash   uint64
-	held   bool
-	worker uint64
+// of returns the role of a sample.
+func (r roles) of(smp sample) alignet.Role {
+	return alignet.TrainingRoleOf(smp.kind.kind(), smp.score, r.settings, r.flagged[smp.worker])
+}
+
+// rolesChanged reports whether the roles of judgments may differ under
+// settings b from those under a.
+func rolesChanged(a, b alignet.StudySettings) bool {
+	return a.Learner.HeldOutShare != b.Learner.HeldOutShare || (a.Queries.Mix.Random > 0) != (b.Queries.Mix.Random > 0)
 }
 
 // jobRun is a running refit or warm-up of a study.
@@ -71,7 +75,7 @@ type jobRun struct {
 	// of Postgres did not include are replayed on top of a refit.
 	during []sample
 	// heldDuring are the held-out judgments applied while the job ran.
-	heldDuring []heldSample
+	heldDuring []sample
 }
 
 // study is the learner's state of one study. It is owned by the actor of
@@ -89,10 +93,13 @@ type study struct {
 	st      alignet.TeacherState
 	seen    *idSet
 	newSeen []uint64
+	// flagged holds the id hashes of the study's flagged workers (read at
+	// load, then polled): their judgments are excluded.
+	flagged map[uint64]bool
 	replay  *reservoir
 	held    *heldRing
 	windows [2]*window
-	pending []pending
+	pending []sample
 	dirty   bool
 
 	idleSteps int
@@ -124,6 +131,7 @@ func newStudy(meta alignet.Study, sp *space, stored *alignet.TeacherState, seen 
 	s := &study{
 		id: meta.ID, meta: meta, sp: sp,
 		seen:        newIDSet(len(seen)),
+		flagged:     map[uint64]bool{},
 		replay:      newReservoir(cfg.ReplayCap, cfg.Seed^alignet.IDHash(meta.ID)),
 		held:        &heldRing{cap: cfg.HeldOutCap},
 		rng:         rand.New(rand.NewPCG(cfg.Seed, alignet.IDHash(meta.ID))),
@@ -146,7 +154,7 @@ func newStudy(meta alignet.Study, sp *space, stored *alignet.TeacherState, seen 
 		if s.st.Skipped == nil {
 			s.st.Skipped = map[string]int64{}
 		}
-		s.served = fromParams(stored.Params)
+		s.served = modelfile.TeacherOf(stored.Params)
 		for _, pq := range stored.Prequential {
 			for i, w := range prequentialWindows {
 				if pq.Window == w {
@@ -168,8 +176,23 @@ func newStudy(meta alignet.Study, sp *space, stored *alignet.TeacherState, seen 
 	return s
 }
 
-// share is the study's current held-out share.
-func (s *study) share() float64 { return s.meta.Settings.Learner.HeldOutShare }
+// roles returns the gate under the study's current settings and flags.
+func (s *study) roles() roles { return roles{settings: s.meta.Settings, flagged: s.flagged} }
+
+// flag records that worker (a pseudonym) is flagged or not and reports
+// whether that changed anything.
+func (s *study) flag(worker string, on bool) bool {
+	h := alignet.IDHash(worker)
+	if s.flagged[h] == on {
+		return false
+	}
+	if on {
+		s.flagged[h] = true
+	} else {
+		delete(s.flagged, h)
+	}
+	return true
+}
 
 // skip counts a judgment that is not trained on.
 func (s *study) skip(m *metrics, reason string) {
@@ -197,27 +220,44 @@ func (s *study) accept(j *alignet.Judgment, m *metrics) (missing bool) {
 		s.skip(m, reasonTaskMismatch)
 		return false
 	}
+	smp := newSample(j, learner.Triplet{})
+	if s.roles().of(smp) == alignet.RoleExcluded {
+		s.skip(m, reasonExcluded)
+		return false
+	}
 	t, _, embedded := s.sp.triplet(j)
 	if !embedded {
 		s.skip(m, reasonNoEmbedding)
 		return true
 	}
-	s.pending = append(s.pending, pending{
-		t: t, id: j.ID, hash: h, held: alignet.HeldOut(s.id, j.ID, s.share()), worker: alignet.IDHash(j.Worker),
-	})
+	smp.t = t
+	s.pending = append(s.pending, smp)
 	return false
 }
 
 // step scores the pending judgments with the current teacher
 // (prequential evaluation), keeps the held-out ones for evaluation, and
-// takes one Adam step on the others mixed with replayed ones.
+// takes one Adam step on those it may train on mixed with replayed ones.
+// Roles are decided again here, under the settings and flags of now;
+// excluded judgments are neither scored nor trained on.
 func (s *study) step(l *Learner) {
 	if len(s.pending) == 0 {
 		return
 	}
 	start := time.Now()
-	ps := s.pending
+	queued := s.pending
 	s.pending = nil
+	r := s.roles()
+	ps := make([]sample, 0, len(queued))
+	rs := make([]alignet.Role, 0, len(queued))
+	for _, p := range queued {
+		role := r.of(p)
+		if role == alignet.RoleExcluded {
+			s.skip(l.m, reasonExcluded)
+			continue
+		}
+		ps, rs = append(ps, p), append(rs, role)
+	}
 	task := learner.Task(s.meta.Task)
 	ts := make([]learner.Triplet, len(ps))
 	for i, p := range ps {
@@ -235,23 +275,16 @@ func (s *study) step(l *Learner) {
 	}
 	s.observePrequential(l.m)
 	fresh := make([]sample, 0, len(ps))
-	for _, p := range ps {
-		if p.held {
-			h := heldSample{t: p.t, worker: p.worker, hash: p.hash}
-			s.held.add(h)
+	for i, p := range ps {
+		if rs[i] == alignet.RoleHeldOut {
+			s.held.add(p)
 			if s.job != nil {
-				s.job.heldDuring = append(s.job.heldDuring, h)
+				s.job.heldDuring = append(s.job.heldDuring, p)
 			}
 			s.skip(l.m, reasonHeldOut)
 			continue
 		}
-		smp, err := admit(s.id, p.id, s.share(), p.t)
-		if err != nil {
-			// The share grew since the judgment was queued.
-			s.skip(l.m, reasonHeldOut)
-			continue
-		}
-		fresh = append(fresh, smp)
+		fresh = append(fresh, p)
 	}
 	if len(fresh) > 0 {
 		if s.meta.Settings.Learner.Online {
@@ -276,8 +309,9 @@ func (s *study) step(l *Learner) {
 
 // train takes one Adam step of the iterate on the fresh samples and a
 // draw from the replay buffer, and moves the served average toward it.
-// Every sample passed the admit gate; the check below guards the boundary
-// again so that a held-out judgment can never reach a batch.
+// Every sample passed the roles gate; the check below guards the boundary
+// again, under the settings and flags of now, so that no held-out or
+// excluded judgment can ever reach a batch.
 func (s *study) train(l *Learner, fresh []sample, kind string) {
 	k := l.cfg.ReplayBatch
 	if len(fresh) > 0 {
@@ -289,10 +323,10 @@ func (s *study) train(l *Learner, fresh []sample, kind string) {
 	if len(batch) == 0 {
 		return
 	}
-	share := s.share()
+	r := s.roles()
 	kept := batch[:0]
 	for _, b := range batch {
-		if b.score >= share { // else held out under the current share
+		if r.of(b) == alignet.RoleTrain {
 			kept = append(kept, b)
 		}
 	}
@@ -358,11 +392,31 @@ func (s *study) idle(l *Learner) {
 	l.m.step.WithLabelValues(s.id, "idle").Observe(time.Since(start).Seconds())
 }
 
-// applyShare drops from the replay buffer what a grown held-out share now
-// holds out.
-func (s *study) applyShare() {
-	share := s.share()
-	s.replay.remove(func(smp sample) bool { return smp.score < share })
+// applyRoles moves the buffered judgments whose role changed with the
+// settings or flags: out of the replay buffer what is no longer trained
+// on, out of the held-out buffer what no longer scores the teacher, each
+// into the other buffer when its new role belongs there.
+func (s *study) applyRoles() {
+	r := s.roles()
+	outOfReplay := s.replay.remove(func(smp sample) bool { return r.of(smp) != alignet.RoleTrain })
+	outOfHeld := s.held.remove(func(smp sample) bool { return r.of(smp) != alignet.RoleHeldOut })
+	for _, smp := range outOfReplay {
+		s.keep(r, smp)
+	}
+	for _, smp := range outOfHeld {
+		s.keep(r, smp)
+	}
+}
+
+// keep puts a judgment read or trained before into the buffer of its
+// role: the replay buffer, the held-out buffer, or none.
+func (s *study) keep(r roles, smp sample) {
+	switch r.of(smp) {
+	case alignet.RoleTrain:
+		s.replay.add(smp)
+	case alignet.RoleHeldOut:
+		s.held.add(smp)
+	}
 }
 
 // observePrequential publishes the prequential windows.
@@ -379,7 +433,7 @@ func (s *study) observePrequential(m *metrics) {
 func (s *study) snapshot(now time.Time) alignet.TeacherState {
 	st := s.st
 	st.UpdatedAt = now
-	st.Params = toParams(s.served, s.meta.Task)
+	st.Params = modelfile.ParamsOf(s.served, s.meta.Task)
 	st.Skipped = maps.Clone(s.st.Skipped)
 	st.Prequential = make([]alignet.Prequential, len(s.windows))
 	for i, w := range s.windows {
@@ -393,7 +447,7 @@ func (s *study) snapshot(now time.Time) alignet.TeacherState {
 func (s *study) version(kind string, eval alignet.TeacherEval, offsets map[int32]int64) alignet.TeacherVersion {
 	return alignet.TeacherVersion{
 		Study: s.id, Kind: kind, Parent: s.st.Version, JudgmentsSeen: s.st.JudgmentsSeen,
-		Offsets: maps.Clone(offsets), Params: toParams(s.served, s.meta.Task), Hyper: s.st.Hyper, Eval: eval,
+		Offsets: maps.Clone(offsets), Params: modelfile.ParamsOf(s.served, s.meta.Task), Hyper: s.st.Hyper, Eval: eval,
 	}
 }
 

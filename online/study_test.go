@@ -116,9 +116,9 @@ func TestHeldOutNeverReachesATrainingBatch(t *testing.T) {
 		t.Fatalf("held out %d, trained %d of 3000", held, st.st.JudgmentsTrained)
 	}
 	for _, j := range js {
-		_, err := admit("h", j.ID, 0.5, learner.Triplet{})
-		if got, want := err != nil, alignet.HeldOut("h", j.ID, 0.5); got != want {
-			t.Fatalf("admit(%s) refused=%v, want %v", j.ID, got, want)
+		got := st.roles().of(newSample(&j, learner.Triplet{})) == alignet.RoleHeldOut
+		if want := alignet.HeldOut("h", j.ID, 0.5); got != want {
+			t.Fatalf("judgment %s held out %v by the gate, want %v", j.ID, got, want)
 		}
 	}
 }

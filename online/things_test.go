@@ -15,6 +15,7 @@ import (
 	"github.com/alignet/alignet/db"
 	"github.com/alignet/alignet/internal/testenv"
 	"github.com/alignet/alignet/learner"
+	"github.com/alignet/alignet/modelfile"
 	"github.com/alignet/alignet/npy"
 	"github.com/alignet/alignet/stream"
 )
@@ -131,7 +132,7 @@ func createThingsStudy(t testing.TB, d *db.DB, th *things, id, settings string) 
 
 // accuracyOn scores the stored teacher of a state on triplets of th.
 func accuracyOn(th *things, st alignet.TeacherState, idx []int) float64 {
-	t := fromParams(st.Params)
+	t := modelfile.TeacherOf(st.Params)
 	z := t.Transform(th.x, th.n)
 	ts := make([]learner.Triplet, len(idx))
 	for a, i := range idx {

@@ -15,6 +15,7 @@ import (
 //	alignet_trainer_dataset_bytes{study}                its .npz size
 //	alignet_trainer_published_triplets_total            triplets published to the topic
 //	alignet_student_versions_total{study,student,promoted}
+//	alignet_student_train_errors_total                 failed student trainings (retried at the next pass)
 //	alignet_student_accuracy{study,student}             held-out human accuracy of the current version
 //	alignet_student_teacher_agreement{study,student}    dataset validation agreement of the current version
 //	alignet_student_refresh_seconds{study,student}      teacher version stored → student version stored
@@ -27,6 +28,7 @@ type metrics struct {
 	bytes         *prometheus.GaugeVec
 	published     prometheus.Counter
 	versions      *prometheus.CounterVec
+	trainErrors   prometheus.Counter
 	accuracy      *prometheus.GaugeVec
 	agreement     *prometheus.GaugeVec
 	refresh       *prometheus.GaugeVec
@@ -58,6 +60,9 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		versions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "alignet_student_versions_total", Help: "Student versions stored, by whether they were promoted.",
 		}, []string{"study", "student", "promoted"}),
+		trainErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "alignet_student_train_errors_total", Help: "Student trainings that failed; each is retried at the next pass.",
+		}),
 		accuracy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "alignet_student_accuracy", Help: "Held-out human accuracy of each student's current version.",
 		}, []string{"study", "student"}),
@@ -71,6 +76,11 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Name: "alignet_student_train_triplets_per_second", Help: "Fine-tuning throughput of the last student training.",
 		}),
 	}
+	// Every result exists from the start, so that an alert on the rate of
+	// errors sees the first one.
+	for _, r := range []string{"ok", "error", "locked"} {
+		m.regenerations.WithLabelValues(r)
+	}
 	var err error
 	reg := func(c prometheus.Collector) {
 		if err == nil {
@@ -78,7 +88,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	for _, c := range []prometheus.Collector{m.regenerations, m.regenDuration, m.stage, m.triplets, m.bytes, m.published,
-		m.versions, m.accuracy, m.agreement, m.refresh, m.throughput} {
+		m.versions, m.trainErrors, m.accuracy, m.agreement, m.refresh, m.throughput} {
 		reg(c)
 	}
 	return m, err

@@ -29,19 +29,6 @@ type regeneration struct {
 	teacher alignet.TeacherVersion
 }
 
-// teacherOf converts stored teacher parameters to a learner teacher.
-func teacherOf(p alignet.TeacherParams) *learner.Teacher {
-	w := make([]float64, len(p.W))
-	for i, v := range p.W {
-		w[i] = float64(v)
-	}
-	b := make([]float64, len(p.B))
-	for i, v := range p.B {
-		b[i] = float64(v)
-	}
-	return &learner.Teacher{W: w, B: b, D: p.D, P: p.P, Mean: p.Mean, Std: p.Std, Tau: p.Tau, Lambda: p.Lambda, Task: learner.Task(p.Task)}
-}
-
 // stage starts timing a stage and returns the function that records its
 // duration in stages and the stage metric.
 func (t *Trainer) stage(name string, stages map[string]float64) func() {
@@ -194,7 +181,7 @@ func (t *Trainer) regenerate(ctx context.Context, st alignet.Study, tv alignet.T
 	done()
 
 	done = t.stage("transform", stages)
-	teacher := teacherOf(tv.Params)
+	teacher := modelfile.TeacherOf(tv.Params)
 	z := transformInPlace(teacher, x, n)
 	x = nil
 	done()

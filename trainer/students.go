@@ -92,7 +92,7 @@ func (t *Trainer) loadEval(ctx context.Context, st alignet.Study, tv alignet.Tea
 			e.ts = append(e.ts, learner.Triplet{I: r[0], J: r[1], K: r[2]})
 		}
 	}
-	e.tz = teacherOf(tv.Params).Transform(x, len(items))
+	e.tz = modelfile.TeacherOf(tv.Params).Transform(x, len(items))
 	names := map[string]int32{}
 	e.cats = make([][]int32, len(items))
 	labelled := false
@@ -241,6 +241,9 @@ func (t *Trainer) trainStudents(ctx context.Context, st alignet.Study, ds aligne
 	var errs []error
 	for _, s := range todo {
 		if err := t.trainStudent(ctx, st, s, run, eval); err != nil {
+			if ctx.Err() == nil {
+				t.m.trainErrors.Inc()
+			}
 			errs = append(errs, fmt.Errorf("student %q: %w", s.ID, err))
 		}
 	}

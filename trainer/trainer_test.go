@@ -16,6 +16,7 @@ import (
 	"github.com/alignet/alignet"
 	"github.com/alignet/alignet/db"
 	"github.com/alignet/alignet/db/dbtest"
+	"github.com/alignet/alignet/modelfile"
 	"github.com/alignet/alignet/stream"
 )
 
@@ -335,7 +336,7 @@ func TestTransformInPlaceMatchesTransform(t *testing.T) {
 	for i := range tp.W {
 		tp.W[i] = float32(rng.NormFloat64())
 	}
-	teacher := teacherOf(tp)
+	teacher := modelfile.TeacherOf(tp)
 	want := teacher.Transform(x, n)
 	got := transformInPlace(teacher, x, n)
 	if len(got) != len(want) {

@@ -238,8 +238,13 @@
     try { return new URL(src, base).href; } catch (e) { return ''; }
   }
 
-  function stimulus(item, display, clickable) {
-    var d = (display && display[item]) || {};
+  // displayOf returns the display data of q's item i (the API sends them
+  // in the order of the items).
+  function displayOf(q, i) {
+    return (q.display && q.display[i]) || {};
+  }
+
+  function stimulus(item, d, clickable) {
     var box = el(clickable ? 'button' : 'div', 'stim' + (clickable ? '' : ' static'));
     box.dataset.item = item;
     if (clickable) box.type = 'button';
@@ -255,9 +260,9 @@
   }
 
   function prefetchImages(q) {
-    q.items.forEach(function (it) {
-      var d = q.display && q.display[it];
-      if (d && d.image) new Image().src = imageURL(d.image);
+    q.items.forEach(function (_, i) {
+      var d = displayOf(q, i);
+      if (d.image) new Image().src = imageURL(d.image);
     });
   }
 
@@ -282,15 +287,15 @@
     if (task === 'anchor') {
       nodes.push(el('p', 'prompt', prompt || 'Which of the two below is more similar to this one?'));
       var head = el('div', 'head');
-      head.appendChild(stimulus(q.items[0], q.display, false));
+      head.appendChild(stimulus(q.items[0], displayOf(q, 0), false));
       nodes.push(head);
       var row = el('div', 'stimuli choices');
-      q.items.slice(1).forEach(function (it) { var b = stimulus(it, q.display, true); buttons.push(b); row.appendChild(b); });
+      q.items.slice(1).forEach(function (it, i) { var b = stimulus(it, displayOf(q, i + 1), true); buttons.push(b); row.appendChild(b); });
       nodes.push(row);
     } else {
       nodes.push(el('p', 'prompt', prompt || 'Which one is the odd one out?'));
       var grid = el('div', 'stimuli');
-      q.items.forEach(function (it) { var b = stimulus(it, q.display, true); buttons.push(b); grid.appendChild(b); });
+      q.items.forEach(function (it, i) { var b = stimulus(it, displayOf(q, i), true); buttons.push(b); grid.appendChild(b); });
       nodes.push(grid);
     }
     buttons.forEach(function (b) { b.disabled = true; });

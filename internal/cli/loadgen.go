@@ -63,6 +63,9 @@ type loadConfig struct {
 	// Accepted, when set, counts the judgments accepted so far (for a caller
 	// watching the run).
 	Accepted *atomic.Int64
+	// Prepare, when set, is called once the study, its items (and
+	// embeddings) exist, before the first judgment is posted.
+	Prepare func(ctx context.Context, study, space string) error
 }
 
 func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -176,6 +179,11 @@ func generateLoad(ctx context.Context, c *client.Client, cfg loadConfig, stderr 
 	}
 	if _, err := c.AddItems(ctx, cfg.Study, pool); err != nil {
 		return loadReport{}, fmt.Errorf("add items: %w", err)
+	}
+	if cfg.Prepare != nil {
+		if err := cfg.Prepare(ctx, cfg.Study, space); err != nil {
+			return loadReport{}, err
+		}
 	}
 	before, err := c.Study(ctx, cfg.Study)
 	if err != nil {

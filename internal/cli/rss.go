@@ -17,8 +17,9 @@ import (
 type watched struct {
 	name string
 	pid  int
-	// tree sums the process and all its descendants (Postgres runs one
-	// process per connection; their shared buffers are counted in each).
+	// tree sums the proportional set size (PSS) of the process and all
+	// its descendants: Postgres runs one process per connection, and their
+	// resident sets would each count the shared buffers again.
 	tree bool
 }
 
@@ -30,23 +31,33 @@ type rssSample struct {
 }
 
 // vmRSS returns the VmRSS of pid in kB, from /proc/PID/status.
-func vmRSS(pid int) (int64, error) {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+func vmRSS(pid int) (int64, error) { return procKB(pid, "status", "VmRSS:") }
+
+// pss returns the proportional set size of pid in kB, from
+// /proc/PID/smaps_rollup: its resident pages, each shared one divided by
+// the number of processes that map it, so that the PSS of a group of
+// processes adds up to the memory they hold.
+func pss(pid int) (int64, error) { return procKB(pid, "smaps_rollup", "Pss:") }
+
+// procKB reads the kB value of field from /proc/PID/file.
+func procKB(pid int, file, field string) (int64, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), file))
 	if err != nil {
 		return 0, err
 	}
-	return parseVmRSS(b)
+	return parseKB(b, field)
 }
 
-// parseVmRSS reads the VmRSS line of a /proc/PID/status file.
-func parseVmRSS(status []byte) (int64, error) {
-	sc := bufio.NewScanner(bytes.NewReader(status))
+// parseKB reads the value of the line starting with field ("VmRSS:") of
+// a /proc status or smaps_rollup file, in kB.
+func parseKB(text []byte, field string) (int64, error) {
+	sc := bufio.NewScanner(bytes.NewReader(text))
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), field); ok {
 			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS (a kernel thread or a zombie)")
+	return 0, fmt.Errorf("no %s (a kernel thread or a zombie)", strings.TrimSuffix(field, ":"))
 }
 
 // children maps every process to its children, from /proc/*/stat.
@@ -75,7 +86,9 @@ func children() map[int][]int {
 	return out
 }
 
-// sampleRSS reads the resident set of every process of ws.
+// sampleRSS reads the resident set of every process of ws: VmRSS, or for
+// a tree the sum of the PSS of its processes (their VmRSS where the
+// kernel has no smaps_rollup).
 func sampleRSS(ws []watched) []int64 {
 	var kids map[int][]int
 	out := make([]int64, len(ws))
@@ -89,11 +102,17 @@ func sampleRSS(ws []watched) []int64 {
 			if kids == nil {
 				kids = children()
 			}
+			mem := pss
+			if p, err := pss(w.pid); err == nil {
+				kb = p
+			} else {
+				mem = vmRSS
+			}
 			stack := slices.Clone(kids[w.pid])
 			for len(stack) > 0 {
 				p := stack[len(stack)-1]
 				stack = stack[:len(stack)-1]
-				if k, err := vmRSS(p); err == nil {
+				if k, err := mem(p); err == nil {
 					kb += k
 				}
 				stack = append(stack, kids[p]...)
@@ -114,6 +133,8 @@ type rssVerdict struct {
 	PID      int     `json:"pid"`
 	Samples  int     `json:"samples"`
 	FirstMB  float64 `json:"first_mb"`
+	HalfMB   float64 `json:"half_mb"` // the sample half way through
+	EndMB    float64 `json:"end_mb"`  // the last sample
 	MaxMB    float64 `json:"max_mb"`
 	MiddleMB float64 `json:"middle_third_median_mb"`
 	LastMB   float64 `json:"last_third_median_mb"`
@@ -137,7 +158,7 @@ func judgeRSS(w watched, i int, samples []rssSample, tolerance, slackMB float64)
 	if len(mbs) == 0 {
 		return v
 	}
-	v.FirstMB, v.MaxMB = mbs[0], slices.Max(mbs)
+	v.FirstMB, v.HalfMB, v.EndMB, v.MaxMB = mbs[0], mbs[len(mbs)/2], mbs[len(mbs)-1], slices.Max(mbs)
 	third := len(mbs) / 3
 	if third < 2 {
 		v.MiddleMB, v.LastMB = mbs[0], mbs[len(mbs)-1]

@@ -8,28 +8,42 @@ import (
 	"time"
 )
 
-func TestParseVmRSS(t *testing.T) {
-	kb, err := parseVmRSS([]byte("Name:\talignet\nVmPeak:\t  900 kB\nVmRSS:\t   12345 kB\nThreads:\t9\n"))
+func TestParseKB(t *testing.T) {
+	kb, err := parseKB([]byte("Name:\talignet\nVmPeak:\t  900 kB\nVmRSS:\t   12345 kB\nThreads:\t9\n"), "VmRSS:")
 	if err != nil || kb != 12345 {
-		t.Fatalf("parseVmRSS = %d, %v; want 12345", kb, err)
+		t.Fatalf("parseKB VmRSS = %d, %v; want 12345", kb, err)
 	}
-	if _, err := parseVmRSS([]byte("Name:\tkthreadd\n")); err == nil {
+	kb, err = parseKB([]byte("55d2-7ffe ---p 00000000 00:00 0   [rollup]\nRss:   1628 kB\nPss:    185 kB\nPss_Dirty:  108 kB\n"), "Pss:")
+	if err != nil || kb != 185 {
+		t.Fatalf("parseKB Pss = %d, %v; want 185", kb, err)
+	}
+	if _, err := parseKB([]byte("Name:\tkthreadd\n"), "VmRSS:"); err == nil {
 		t.Fatal("a status without VmRSS parsed")
 	}
 }
 
 func TestSampleRSSSumsTheTree(t *testing.T) {
-	child := exec.Command("sleep", "30")
+	// A child holding 8 MB of its own, so that its PSS is not just a share
+	// of libraries mapped by everyone.
+	child := exec.Command("sh", "-c", `x=$(head -c 8000000 /dev/zero | tr '\0' a); sleep 30`)
 	if err := child.Start(); err != nil {
-		t.Skipf("cannot start sleep: %v", err)
+		t.Skipf("cannot start sh: %v", err)
 	}
 	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
 	self := os.Getpid()
-	alone, err := vmRSS(self)
-	if err != nil {
-		t.Fatal(err)
+	var kid int64
+	for deadline := time.Now().Add(10 * time.Second); kid < 4<<10; time.Sleep(20 * time.Millisecond) {
+		k, err := pss(child.Process.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kid = k
+		if time.Now().After(deadline) {
+			t.Skipf("the child never held 4 MB (PSS %d kB)", kid)
+		}
 	}
-	kid, err := vmRSS(child.Process.Pid)
+	// A tree is measured in PSS, which is at most the RSS.
+	alone, err := pss(self)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,9 +51,9 @@ func TestSampleRSSSumsTheTree(t *testing.T) {
 	if got[0] <= 0 || got[2] != -1 {
 		t.Fatalf("samples %v: want a positive RSS for self and -1 for a missing process", got)
 	}
-	// The tree holds at least this process and its sleep child.
-	if got[1] < got[0]+kid/2 || got[1] < alone/2+kid/2 {
-		t.Fatalf("tree %d kB does not include the child (%d kB) beside self (%d kB)", got[1], kid, got[0])
+	// The tree holds this process and its child.
+	if got[1] < alone+kid/2 {
+		t.Fatalf("tree %d kB does not include the child (%d kB) beside self (%d kB)", got[1], kid, alone)
 	}
 }
 
@@ -76,7 +90,8 @@ func TestJudgeRSS(t *testing.T) {
 			t.Errorf("%s: flat %v judged %v (middle %.1f, last %.1f), want flat %v judged %v",
 				tc.name, v.Flat, v.Judged, v.MiddleMB, v.LastMB, tc.flat, tc.judge)
 		}
-		if v.Samples != len(tc.mbs) || v.FirstMB != tc.mbs[0] || v.Name != "api" || v.PID != 7 {
+		if v.Samples != len(tc.mbs) || v.FirstMB != tc.mbs[0] || v.HalfMB != tc.mbs[len(tc.mbs)/2] ||
+			v.EndMB != tc.mbs[len(tc.mbs)-1] || v.Name != "api" || v.PID != 7 {
 			t.Errorf("%s: %+v", tc.name, v)
 		}
 	}

@@ -29,7 +29,10 @@ import (
 )
 
 // soakRoles are the roles a soak runs, each in its own `alignet serve`.
-var soakRoles = []string{server.RoleAPI, server.RolePersister}
+var soakRoles = []string{server.RoleAPI, server.RolePersister, server.RoleLearner, server.RoleTrainer}
+
+// soakStudent is the student a soak with the trainer registers.
+const soakStudent = "soak-student"
 
 // soakReport is what a soak measured and verified.
 type soakReport struct {
@@ -38,6 +41,7 @@ type soakReport struct {
 	StoredRows     int64        `json:"stored_rows"`
 	DistinctIDs    int64        `json:"distinct_ids"`
 	LearnerSeen    *int64       `json:"learner_judgments_seen,omitempty"`
+	Trainer        *soakTrainer `json:"trainer,omitempty"`
 	CountsVerified bool         `json:"counts_verified"`
 	SampleEvery    float64      `json:"sample_every_seconds"`
 	Tolerance      float64      `json:"tolerance"`
@@ -48,6 +52,23 @@ type soakReport struct {
 	Logs           string       `json:"logs"`
 	Problems       []string     `json:"problems,omitempty"`
 	samples        []rssSample  // of every process, in order
+}
+
+// soakTrainer is what the learner and the trainer stored during a soak:
+// the newest version of each (versions are numbered from 1 per study, so
+// these are also how many were made; older ones are pruned).
+type soakTrainer struct {
+	TeacherVersion int64 `json:"teacher_version"`
+	RefitVersion   int64 `json:"refit_version"`
+	Dataset        int64 `json:"dataset"`
+	DatasetTeacher int64 `json:"dataset_teacher_version"`
+	StudentVersion int64 `json:"student_version"`
+	StudentDataset int64 `json:"student_dataset"`
+	// CaughtUp is whether, by the end, the newest dataset was generated
+	// from the newest refit or a later version (the trainer may skip online
+	// versions that changed the teacher little) and the student was trained
+	// on it.
+	CaughtUp bool `json:"caught_up"`
 }
 
 // watchFlag collects --watch NAME=PID.
@@ -66,7 +87,7 @@ func (w *watchFlag) Set(s string) error {
 }
 
 func runSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cmdline.New("soak", "Start every alignet role in its own process against an external Postgres and Kafka, push judgments through the whole stack, sample the resident memory (VmRSS) of every process over time, and verify the final counts: stored equals accepted, every id once, and the learner counted each.", stdout)
+	fs := cmdline.New("soak", "Start every alignet role in its own process against an external Postgres and Kafka, push judgments through the whole stack, sample the resident memory of every process over time (VmRSS; for a watched process with its descendants the sum of their PSS), and verify the final counts: stored equals accepted, every id once, the learner counted each, and the trainer caught up with the learner.", stdout)
 	dbURL := fs.String("database-url", "", "Postgres `URL`")
 	fs.Env("database-url", getenv, "DATABASE_URL")
 	fs.Require("database-url")
@@ -90,6 +111,8 @@ func runSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	tolerance := fs.Float64("tolerance", 0.10, "flat: the last third's median RSS is at most this much (relative) above the middle third's")
 	slack := fs.Float64("slack-mb", 32, "flat also when the last third's median is at most this many MB above the middle third's")
 	requireFlat := fs.Bool("require-flat", true, "fail when a process's RSS did not stay flat")
+	trainerTriplets := fs.Int64("trainer-triplets", 100_000, "with the trainer, triplets per AligNet regeneration of the soak's study")
+	trainerInterval := fs.Duration("trainer-interval", time.Minute, "with the trainer, the least time between two regenerations")
 	logDir := fs.String("dir", "", "`DIR` for the processes' logs and the RSS samples (default: a new temporary directory)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	fs.Example("scripts/soak.sh",
@@ -106,6 +129,13 @@ func runSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if !slices.Contains(roles, server.RoleAPI) {
 		return &cmdline.UsageError{Command: "soak", Err: errors.New("--roles must include api: the load goes through it")}
+	}
+	learner, trainer := slices.Contains(roles, server.RoleLearner), slices.Contains(roles, server.RoleTrainer)
+	if trainer && !learner {
+		return &cmdline.UsageError{Command: "soak", Err: errors.New("--roles: the trainer needs the learner, whose teacher versions it generates data from")}
+	}
+	if *trainerTriplets < 1 || *trainerInterval <= 0 {
+		return &cmdline.UsageError{Command: "soak", Err: errors.New("--trainer-triplets and --trainer-interval must be positive")}
 	}
 	if *every <= 0 {
 		return &cmdline.UsageError{Command: "soak", Err: errors.New("--sample-every must be positive")}
@@ -134,6 +164,8 @@ func runSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		"ALIGNET_KAFKA_TOPIC=soak-" + runID,
 		"ALIGNET_KAFKA_DLQ_TOPIC=soak-" + runID + ".dlq",
 		"ALIGNET_KAFKA_GROUP=soak-" + runID + ".persister",
+		"ALIGNET_LEARNER_GROUP=soak-" + runID + ".learner",
+		"ALIGNET_KAFKA_TRIPLETS_TOPIC=soak-" + runID + ".triplets",
 		"ALIGNET_LOG_FORMAT=json",
 	}}
 	defer st.stop(stderr)
@@ -160,6 +192,25 @@ func runSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	lc.Study = "soak-" + runID
 	var accepted atomic.Int64
 	lc.Accepted = &accepted
+	// With the learner, the study's items get embeddings and the load
+	// waits for the teacher to count every judgment; with the trainer,
+	// the study gets a generation pool and a student before the load.
+	lc.Freshness = learner
+	if trainer {
+		lc.Prepare = func(ctx context.Context, study, space string) error {
+			if err := c.PatchStudySettings(ctx, study, map[string]any{"trainer": map[string]any{
+				"triplets": *trainerTriplets, "min_interval": trainerInterval.String()}}); err != nil {
+				return fmt.Errorf("set the trainer settings: %w", err)
+			}
+			if err := c.PutPool(ctx, study, space, nil); err != nil {
+				return fmt.Errorf("set the generation pool: %w", err)
+			}
+			if err := c.CreateStudent(ctx, study, soakStudent, space); err != nil {
+				return fmt.Errorf("create the student: %w", err)
+			}
+			return nil
+		}
+	}
 	rep := soakReport{Roles: roles, SampleEvery: every.Seconds(), Tolerance: *tolerance, SlackMB: *slack,
 		Logs: *logDir}
 	fmt.Fprintf(stderr, "soak: %d judgments through %s; logs in %s\n", lc.Total, strings.Join(roles, ", "), *logDir)
@@ -185,6 +236,10 @@ func runSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}()
 	load, err := generateLoad(ctx, c, lc, stderr)
+	if err == nil && trainer {
+		// The memory is sampled on while the trainer catches up.
+		rep.Trainer, err = waitTrainer(ctx, *dbURL, lc.Study, lc.VerifyTimeout)
+	}
 	stopSampling()
 	wg.Wait()
 	sample()
@@ -197,6 +252,10 @@ func runSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if err := rep.verifyCounts(ctx, *dbURL, c, lc.Study); err != nil {
 		return err
+	}
+	if tr := rep.Trainer; tr != nil && !tr.CaughtUp {
+		rep.Problems = append(rep.Problems, fmt.Sprintf("the trainer did not catch up: teacher version %d (refit %d), dataset %d of teacher version %d, student version %d on dataset %d",
+			tr.TeacherVersion, tr.RefitVersion, tr.Dataset, tr.DatasetTeacher, tr.StudentVersion, tr.StudentDataset))
 	}
 	rep.Flat = true
 	for i, w := range ws {
@@ -266,6 +325,41 @@ func (rep *soakReport) verifyCounts(ctx context.Context, dbURL string, c *client
 	return nil
 }
 
+// waitTrainer waits up to timeout until the trainer has caught up with the
+// learner (see soakTrainer.CaughtUp), and reports what both stored.
+func waitTrainer(ctx context.Context, dbURL, study string, timeout time.Duration) (*soakTrainer, error) {
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("connect to Postgres: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	deadline := time.Now().Add(timeout)
+	for {
+		var tr soakTrainer
+		err := conn.QueryRow(ctx, `SELECT
+			(SELECT coalesce(max(version), 0) FROM teacher_versions WHERE study = $1),
+			(SELECT coalesce(max(version), 0) FROM teacher_versions WHERE study = $1 AND kind = 'refit'),
+			coalesce((SELECT version FROM datasets WHERE study = $1 ORDER BY version DESC LIMIT 1), 0),
+			coalesce((SELECT teacher_version FROM datasets WHERE study = $1 ORDER BY version DESC LIMIT 1), 0),
+			coalesce((SELECT version FROM student_versions WHERE study = $1 AND student = $2 ORDER BY version DESC LIMIT 1), 0),
+			coalesce((SELECT dataset FROM student_versions WHERE study = $1 AND student = $2 ORDER BY version DESC LIMIT 1), 0)`,
+			study, soakStudent).
+			Scan(&tr.TeacherVersion, &tr.RefitVersion, &tr.Dataset, &tr.DatasetTeacher, &tr.StudentVersion, &tr.StudentDataset)
+		if err != nil {
+			return nil, fmt.Errorf("read the trainer's progress: %w", err)
+		}
+		tr.CaughtUp = tr.Dataset > 0 && tr.DatasetTeacher >= tr.RefitVersion && tr.StudentDataset == tr.Dataset
+		if tr.CaughtUp || time.Now().After(deadline) {
+			return &tr, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
 func (rep *soakReport) print(w io.Writer) {
 	l := rep.Load
 	fmt.Fprintf(w, "soak        %d judgments through %s in %.0fs (%.0f judgments/s, p99 %.1f ms per request of %d)\n",
@@ -276,14 +370,19 @@ func (rep *soakReport) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "counts      accepted %d, stored rows %d, distinct ids %d, learner judgments_seen %s: %s\n",
 		l.Accepted, rep.StoredRows, rep.DistinctIDs, seen, map[bool]string{true: "verified", false: "NOT verified"}[rep.CountsVerified && l.Verified])
-	fmt.Fprintf(w, "\nVmRSS (MB), sampled every %gs (%d samples)\n", rep.SampleEvery, len(rep.samples))
-	fmt.Fprintf(w, "%-12s %8s %9s %9s %14s %14s %8s  %s\n", "process", "pid", "first", "max", "middle third", "last third", "growth", "flat")
+	if tr := rep.Trainer; tr != nil {
+		fmt.Fprintf(w, "trainer     teacher version %d (refit %d), dataset %d of teacher version %d, student version %d on dataset %d: %s\n",
+			tr.TeacherVersion, tr.RefitVersion, tr.Dataset, tr.DatasetTeacher, tr.StudentVersion, tr.StudentDataset,
+			map[bool]string{true: "caught up", false: "NOT caught up"}[tr.CaughtUp])
+	}
+	fmt.Fprintf(w, "\nRSS (MB; PSS summed over a process tree), sampled every %gs (%d samples)\n", rep.SampleEvery, len(rep.samples))
+	fmt.Fprintf(w, "%-12s %8s %9s %9s %9s %9s %14s %14s %8s  %s\n", "process", "pid", "first", "half", "end", "max", "middle third", "last third", "growth", "flat")
 	for _, v := range rep.RSS {
 		flat := map[bool]string{true: "yes", false: "NO"}[v.Flat]
 		if !v.Judged {
 			flat = "too short to tell"
 		}
-		fmt.Fprintf(w, "%-12s %8d %9.1f %9.1f %14.1f %14.1f %+7.1f%%  %s\n", v.Name, v.PID, v.FirstMB, v.MaxMB, v.MiddleMB, v.LastMB, 100*v.Growth, flat)
+		fmt.Fprintf(w, "%-12s %8d %9.1f %9.1f %9.1f %9.1f %14.1f %14.1f %+7.1f%%  %s\n", v.Name, v.PID, v.FirstMB, v.HalfMB, v.EndMB, v.MaxMB, v.MiddleMB, v.LastMB, 100*v.Growth, flat)
 	}
 	fmt.Fprintf(w, "\nflat        %v: the median of the last third of the samples is at most %.0f%% or %.0f MB above that of the middle third (the first third is warm-up)\n",
 		rep.Flat, 100*rep.Tolerance, rep.SlackMB)

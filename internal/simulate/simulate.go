@@ -418,7 +418,7 @@ func (s *sim) refit(ctx context.Context) (*learner.Teacher, int, error) {
 			train = append(train, ts[i])
 		}
 	}
-	rows, local := compact(append(slices.Clone(train), val...))
+	rows, local := learner.Compact(append(slices.Clone(train), val...))
 	d := s.data.D
 	x := make([]float32, len(rows)*d)
 	for i, r := range rows {
@@ -468,25 +468,6 @@ func minNLL(scores []learner.LambdaScore) float64 {
 		m = min(m, s.ValNLL)
 	}
 	return m
-}
-
-// compact maps triplets onto the rows they use.
-func compact(ts []learner.Triplet) (rows []int32, local []learner.Triplet) {
-	idx := make(map[int32]int32, 2*len(ts))
-	at := func(r int32) int32 {
-		l, ok := idx[r]
-		if !ok {
-			l = int32(len(rows))
-			idx[r] = l
-			rows = append(rows, r)
-		}
-		return l
-	}
-	local = make([]learner.Triplet, len(ts))
-	for a, t := range ts {
-		local[a] = learner.Triplet{I: at(t.I), J: at(t.J), K: at(t.K)}
-	}
-	return rows, local
 }
 
 // score evaluates representation z (N×p) at temperature tau on the

@@ -12,11 +12,15 @@ export interface Display {
   image?: string;
 }
 
-/** One query: three items (for anchor studies, the head first). */
+/**
+ * One query: three items (for anchor studies, the head first) and how to
+ * show each, in the same order (an item without display data is shown by
+ * its id).
+ */
 export interface Query {
   query_id: string;
   items: string[];
-  display?: Record<string, Display>;
+  display?: Display[];
 }
 
 /** Where a participant goes when the session is complete. */
@@ -362,8 +366,7 @@ export class AlignetClient {
 
   private preload(q: Query): void {
     if (typeof Image === "undefined") return;
-    for (const it of q.items) {
-      const d = q.display?.[it];
+    for (const d of q.display ?? []) {
       if (d?.image) new Image().src = this.imageURL(d.image);
     }
   }

@@ -55,16 +55,9 @@ type OddInfo = typeof oddInfo;
 type AnchorInfo = typeof anchorInfo;
 type Task = "odd-one-out" | "anchor";
 
-/** A shown trial: the query and how to show each item. */
-interface Shown {
-  query: Query;
-  display: Record<string, Display>;
-}
-
-function fromStimuli(stimuli: Stimulus[]): Shown {
-  const display: Record<string, Display> = {};
-  for (const s of stimuli) display[s.id] = { label: s.label, image: s.image };
-  return { query: { query_id: "", items: stimuli.map((s) => s.id) }, display };
+/** fromStimuli makes the query of a trial given fixed stimuli. */
+function fromStimuli(stimuli: Stimulus[]): Query {
+  return { query_id: "", items: stimuli.map((s) => s.id), display: stimuli.map((s) => ({ label: s.label, image: s.image })) };
 }
 
 /** stimulusButton renders one item as a button (or a box for the anchor head). */
@@ -123,21 +116,20 @@ function imagesReady(root: HTMLElement, timeoutMs: number): Promise<void> {
 /** runTrial is the trial of both plugins. */
 async function runTrial(jsPsych: JsPsych, task: Task, el: HTMLElement, trial: TrialType<OddInfo>): Promise<void> {
   const client = (trial.client as AlignetClient | null) ?? undefined;
-  let shown: Shown;
+  let q: Query;
   if (trial.stimuli && (trial.stimuli as Stimulus[]).length > 0) {
-    shown = fromStimuli(trial.stimuli as Stimulus[]);
+    q = fromStimuli(trial.stimuli as Stimulus[]);
   } else if (client) {
     el.textContent = "";
-    const q = await client.next();
-    if (q === null) {
+    const next = await client.next();
+    if (next === null) {
       jsPsych.finishTrial({ session_complete: true });
       return;
     }
-    shown = { query: q, display: q.display || {} };
+    q = next;
   } else {
     throw new Error(`${task}: give the trial a client or stimuli`);
   }
-  const q = shown.query;
   if (q.items.length !== 3) throw new Error(`${task}: a trial needs 3 items, got ${q.items.length}`);
   const doc = el.ownerDocument;
   addStyle(doc);
@@ -151,11 +143,12 @@ async function runTrial(jsPsych: JsPsych, task: Task, el: HTMLElement, trial: Tr
   root.appendChild(prompt);
   const buttons: HTMLButtonElement[] = [];
   const choices = task === "anchor" ? q.items.slice(1) : q.items;
-  if (task === "anchor") root.appendChild(stimulusButton(doc, q.items[0], shown.display[q.items[0]], false, resolve));
+  if (task === "anchor") root.appendChild(stimulusButton(doc, q.items[0], q.display?.[0], false, resolve));
   const row = doc.createElement("div");
   row.className = task === "anchor" ? "alignet-row alignet-two" : "alignet-row";
-  for (const it of choices) {
-    const b = stimulusButton(doc, it, shown.display[it], true, resolve) as HTMLButtonElement;
+  const first = task === "anchor" ? 1 : 0;
+  for (const [i, it] of choices.entries()) {
+    const b = stimulusButton(doc, it, q.display?.[first + i], true, resolve) as HTMLButtonElement;
     b.disabled = true;
     buttons.push(b);
     row.appendChild(b);

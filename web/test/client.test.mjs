@@ -14,10 +14,17 @@ function json(status, body, headers = {}) {
   return new Response(body === undefined ? "" : JSON.stringify(body), { status, headers: { "Content-Type": "application/json", ...headers } });
 }
 
-// fakeServer serves sessions of `trials` queries; fail(req) may return
+// fakeServer serves sessions of `trials` queries with the shapes of the
+// real API (api/openapi.json: Session, Next, ServedQuery, Completion); fail(req) may return
 // "network" (fetch rejects), a Response, or nothing to answer normally.
 function fakeServer({ trials = 3, fail = () => undefined } = {}) {
   const s = { posts: [], stored: new Map(), sessions: new Map(), served: [], trials, fail, nextQ: 0 };
+  const progress = () => {
+    const answered = new Set([...s.stored.values()].map((j) => j.query_id)).size;
+    const open = s.served.filter((q) => ![...s.stored.values()].some((j) => j.query_id === q.query_id)).length;
+    return { trials: s.trials, answered, open, remaining: Math.max(s.trials - answered, 0) };
+  };
+  const completion = { code: "CC", redirect: "https://done.example/?cc=CC" };
   s.fetch = async (url, init = {}) => {
     const u = new URL(url);
     const req = { method: init.method || "GET", path: u.pathname, body: init.body ? JSON.parse(init.body) : undefined };
@@ -28,21 +35,29 @@ function fakeServer({ trials = 3, fail = () => undefined } = {}) {
     if (req.method === "POST" && req.path.endsWith("/sessions")) {
       const key = req.body.platform + ":" + req.body.worker;
       const old = s.sessions.get(key);
-      if (old) return json(200, { id: old, trials: s.trials });
-      s.sessions.set(key, "sess-" + (s.sessions.size + 1));
-      return json(201, { id: s.sessions.get(key), trials: s.trials });
+      if (!old) s.sessions.set(key, "sess-" + (s.sessions.size + 1));
+      const p = progress();
+      const complete = p.answered >= s.trials;
+      return json(old ? 200 : 201, {
+        id: s.sessions.get(key), study: "s1", platform: req.body.platform, trials: s.trials, answered: p.answered,
+        complete, progress: p, ...(complete ? { completion } : {}), created_at: "2025-01-01T00:00:00Z",
+      });
     }
     if (req.method === "GET" && req.path.endsWith("/next")) {
       const answered = new Set([...s.stored.values()].map((j) => j.query_id));
-      if (answered.size >= s.trials) return json(200, { queries: [], complete: true, completion: { code: "CC", redirect: "https://done.example/?cc=CC" } });
+      if (answered.size >= s.trials) return json(200, { queries: [], complete: true, progress: progress(), completion });
       const open = s.served.filter((q) => !answered.has(q.query_id));
       const n = Number(u.searchParams.get("n"));
       while (open.length < Math.min(n, s.trials - answered.size)) {
-        const q = { query_id: "q" + ++s.nextQ, items: ["a", "b", "c"], display: { a: { label: "A" } } };
+        const k = ++s.nextQ;
+        const q = {
+          query_id: "q" + k, items: ["a", "b", "c"],
+          display: [{ label: "A" }, {}, { label: "C", image: "/v1/items/c/image?v=" + k }],
+        };
         s.served.push(q);
         open.push(q);
       }
-      return json(200, { queries: open.slice(0, n), complete: false, progress: { answered: answered.size } });
+      return json(200, { queries: open.slice(0, n), complete: false, progress: progress() });
     }
     if (req.method === "POST" && req.path.endsWith("/judgments")) {
       s.posts.push(req.body);
@@ -222,4 +237,25 @@ test("image URLs resolve against the server", () => {
   const c = client(fakeServer(), memoryStore());
   assert.equal(c.imageURL("/v1/items/a/image?v=1"), "https://alignet.test/v1/items/a/image?v=1");
   assert.equal(c.imageURL("https://cdn.example/x.png"), "https://cdn.example/x.png");
+});
+
+test("the pictures in the display data of the queries held are preloaded", async () => {
+  const loaded = [];
+  const had = Object.hasOwn(globalThis, "Image");
+  globalThis.Image = class {
+    set src(v) {
+      loaded.push(v);
+    }
+  };
+  try {
+    const srv = fakeServer({ trials: 2 });
+    const c = client(srv, memoryStore());
+    await c.open(worker);
+    const q = await c.next();
+    assert.deepEqual(q.display, [{ label: "A" }, {}, { label: "C", image: "/v1/items/c/image?v=1" }]);
+    assert.ok(loaded.includes("https://alignet.test/v1/items/c/image?v=1"), "preloaded: " + loaded);
+    assert.ok(loaded.every((u) => /^https:\/\/alignet\.test\/v1\/items\/c\/image\?v=\d+$/.test(u)), "only pictures are loaded: " + loaded);
+  } finally {
+    if (!had) delete globalThis.Image;
+  }
 });

@@ -286,12 +286,10 @@ func TestAlertsUseRegisteredMetrics(t *testing.T) {
 		"alignet_persister_stuck",
 		"alignet_learner_freshness_seconds",
 		"alignet_learner_consumer_lag",
-		"alignet_learner_prequential_accuracy",
-		"alignet_teacher_heldout_accuracy",
 		"alignet_trainer_regenerations_total",
 		"alignet_student_train_errors_total",
-		"alignet_student_teacher_agreement",
-		"alignet_student_accuracy",
+		// Alignment and student drift: the drift monitor's change points.
+		"alignet_drift_change",
 		"alignet_attention_checks_total",
 	} {
 		if !used[m] {

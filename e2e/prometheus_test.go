@@ -100,9 +100,25 @@ func TestDashboardsAndAlertsOnRealPrometheus(t *testing.T) {
 	answered := runSessions(t, c, study, 12)
 	provokeEvents(t, s, api.url(), study)
 	s.waitStudent(api.url(), study, student, 1, 2*time.Minute)
-	// Sessions after the promotion: the drift monitor scores the student
-	// on their random (held-out) answers.
-	answered += runSessions(t, c, study, 6)
+	// Judgments after the promotion: the drift monitor scores the student
+	// on the held-out ones received after its current version, so the
+	// trainer makes no newer one meanwhile.
+	if err := c.PatchStudySettings(ctx, study, map[string]any{"trainer": map[string]any{"min_interval": "1h"}}); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for b := range 30 {
+		js := make([]client.Judgment, 100)
+		for i := range js {
+			p := rng.Perm(300)[:3]
+			items := []string{fmt.Sprintf("item-%d", p[0]), fmt.Sprintf("item-%d", p[1]), fmt.Sprintf("item-%d", p[2])}
+			js[i] = client.Judgment{Worker: fmt.Sprintf("late-%d", b%5), Items: items, Odd: items[rng.IntN(3)], RTMs: 900}
+		}
+		if _, err := c.PostJudgments(ctx, study, js); err != nil {
+			t.Fatal(err)
+		}
+		rep.Accepted += int64(len(js))
+	}
 	// Everything must have reached Prometheus before the checks, the
 	// provoked events and what only the sessions and the trainer make in
 	// enough samples for rate().

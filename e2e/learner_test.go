@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/alignet/alignet/internal/testenv"
 )
 
 // splitThingsFile writes a THINGS directory holding the concepts, the CLIP
@@ -73,13 +75,7 @@ func splitThingsFile(t *testing.T, src string) (dir, other string, fed, held int
 // learner stored along the way are the learning curve (logged).
 func TestLearnerTHINGSThroughTheFrontDoor(t *testing.T) {
 	e := setup(t)
-	src := filepath.Join("..", "..", "shared", "data", "things")
-	if _, err := os.Stat(src); os.IsNotExist(err) {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("shared THINGS data missing")
-		}
-		t.Skip("shared THINGS data missing")
-	}
+	src := testenv.SharedData(t, "things")
 	dir, other, fed, held := splitThingsFile(t, src)
 	s := newStack(t, e, e.brokers)
 	p := s.start("api,persister,learner")

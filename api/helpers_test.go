@@ -42,6 +42,8 @@ type env struct {
 	admin    string
 	collect  string
 	read     string
+	// drift, when set before the server is made, serves the drift route.
+	drift *fakeDrift
 }
 
 // syncBuffer is a goroutine-safe log sink.
@@ -116,6 +118,9 @@ func (e *env) newServer(mods ...func(*Config)) *Server {
 	deps := e.store.deps(e.pub)
 	deps.Components = e.components
 	deps.QueryTeachers, deps.Students = e.teachers, e.students
+	if e.drift != nil {
+		deps.Drift = e.drift
+	}
 	s, err := New(cfg, deps)
 	if err != nil {
 		e.t.Fatalf("New: %v", err)

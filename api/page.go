@@ -47,34 +47,64 @@ var runAssets = map[string]string{
 const runPageCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src http: https: data: blob:; " +
 	"connect-src 'self'; base-uri 'none'; form-action 'self'"
 
-// runPage is the page's HTML and its assets, each with its ETag.
-type runPage struct {
+// staticPage is a built-in page: one HTML shell and its assets, each
+// with its ETag.
+type staticPage struct {
 	html   []byte
+	types  map[string]string
 	assets map[string][]byte
 	etags  map[string]string
 }
 
-// newRunPage loads the embedded page; the HTML links its assets by
-// checksum, so browsers may cache them for good.
-func newRunPage() (*runPage, error) {
-	p := &runPage{assets: map[string][]byte{}, etags: map[string]string{}}
-	html, err := runFS.ReadFile("run/index.html")
+// newStaticPage loads dir/index.html and the assets named in types (by
+// their path under dir) from fsys; the HTML links its assets by checksum
+// ("assets/NAME?v="), so browsers may cache them for good.
+func newStaticPage(fsys embed.FS, dir string, types map[string]string) (*staticPage, error) {
+	p := &staticPage{types: types, assets: map[string][]byte{}, etags: map[string]string{}}
+	html, err := fsys.ReadFile(dir + "/index.html")
 	if err != nil {
-		return nil, fmt.Errorf("api: participant page: %w", err)
+		return nil, fmt.Errorf("api: %s page: %w", dir, err)
 	}
 	page := string(html)
-	for name := range runAssets {
-		b, err := runFS.ReadFile(path.Join("run", name))
+	for name := range types {
+		b, err := fsys.ReadFile(path.Join(dir, name))
 		if err != nil {
-			return nil, fmt.Errorf("api: participant page: %w", err)
+			return nil, fmt.Errorf("api: %s page: %w", dir, err)
 		}
 		sum := sha256.Sum256(b)
 		v := hex.EncodeToString(sum[:8])
-		p.assets[name], p.etags[name] = b, `"`+v+`"`
-		page = strings.ReplaceAll(page, "assets/"+name+"?v=", "assets/"+name+"?v="+v)
+		base := path.Base(name)
+		p.assets[base], p.etags[base] = b, `"`+v+`"`
+		page = strings.ReplaceAll(page, "assets/"+base+"?v=", "assets/"+base+"?v="+v)
 	}
 	p.html = []byte(page)
 	return p, nil
+}
+
+// serveAsset serves the asset named by the file parameter.
+func (p *staticPage) serveAsset(c echo.Context) error {
+	name := c.Param("file")
+	var ct string
+	for n, t := range p.types {
+		if path.Base(n) == name {
+			ct = t
+		}
+	}
+	if ct == "" {
+		return notFound("", "no asset %q", truncate(name, 64))
+	}
+	h := c.Response().Header()
+	setPageHeaders(h)
+	h.Set("ETag", p.etags[name])
+	if c.QueryParam("v") == strings.Trim(p.etags[name], `"`) {
+		h.Set("Cache-Control", "public, max-age=31536000, immutable")
+	} else {
+		h.Set("Cache-Control", "no-cache")
+	}
+	if match := c.Request().Header.Get("If-None-Match"); match == p.etags[name] {
+		return c.NoContent(http.StatusNotModified)
+	}
+	return c.Blob(http.StatusOK, ct, p.assets[name])
 }
 
 // setPageHeaders sets the security headers of the page and its assets.
@@ -94,25 +124,7 @@ func (s *Server) runPageHTML(c echo.Context) error {
 }
 
 // runPageAsset serves the page's script and style sheet.
-func (s *Server) runPageAsset(c echo.Context) error {
-	name := c.Param("file")
-	ct, ok := runAssets[name]
-	if !ok {
-		return notFound("", "no asset %q", truncate(name, 64))
-	}
-	h := c.Response().Header()
-	setPageHeaders(h)
-	h.Set("ETag", s.page.etags[name])
-	if c.QueryParam("v") == strings.Trim(s.page.etags[name], `"`) {
-		h.Set("Cache-Control", "public, max-age=31536000, immutable")
-	} else {
-		h.Set("Cache-Control", "no-cache")
-	}
-	if match := c.Request().Header.Get("If-None-Match"); match == s.page.etags[name] {
-		return c.NoContent(http.StatusNotModified)
-	}
-	return c.Blob(http.StatusOK, ct, s.page.assets[name])
-}
+func (s *Server) runPageAsset(c echo.Context) error { return s.page.serveAsset(c) }
 
 // pageBody is what the participant page shows besides the trials.
 type pageBody struct {

@@ -420,15 +420,16 @@ type Server struct {
 	displays *ttlcache.Cache[string, *displayEntry]
 	// sessionLimit and addressLimit bound study-bound keys.
 	sessionLimit, addressLimit *limiter
-	// page is the built-in participant page.
-	page    *runPage
-	exports chan struct{} // one token per running export
-	routes  map[string]bool
-	bufs    bufPool
-	sel     *selection
-	qlog    *queryLog
-	stopBG  context.CancelFunc // stops the query log and selection loops
-	bgDone  sync.WaitGroup
+	// page is the built-in participant page and dashboard the built-in
+	// dashboard.
+	page, dashboard *staticPage
+	exports         chan struct{} // one token per running export
+	routes          map[string]bool
+	bufs            bufPool
+	sel             *selection
+	qlog            *queryLog
+	stopBG          context.CancelFunc // stops the query log and selection loops
+	bgDone          sync.WaitGroup
 	// unsubscribe ends query selection's subscription to the teacher
 	// cache (a no-op with Deps.QueryTeachers).
 	unsubscribe func()
@@ -480,7 +481,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		sessionLimit: newLimiter(limitSession, cfg.SessionLimit, cfg.Now),
 		addressLimit: newLimiter(limitAddress, cfg.AddressLimit, cfg.Now),
 	}
-	if s.page, err = newRunPage(); err != nil {
+	if s.page, err = newStaticPage(runFS, "run", runAssets); err != nil {
+		return nil, err
+	}
+	if s.dashboard, err = newStaticPage(dashboardFS, "dashboard", dashboardAssets); err != nil {
 		return nil, err
 	}
 	if s.keys, err = s.newKeyCache(); err != nil {
@@ -657,6 +661,8 @@ func (s *Server) registerRoutes(e *echo.Echo) {
 	v1.GET("/studies/:study/datasets", s.listDatasets, s.auth(alignet.ScopeRead), checkParams)
 	v1.GET("/studies/:study/datasets/:file", s.getDataset, s.auth(alignet.ScopeRead), checkParams)
 
+	v1.GET("/studies/:study/drift", s.getDrift, s.auth(alignet.ScopeRead), checkParams)
+
 	v1.GET("/studies/:study/teacher", s.getTeacher, s.auth(alignet.ScopeRead), checkParams)
 	v1.GET("/studies/:study/teacher.npz", s.getTeacherNPZ, s.auth(alignet.ScopeRead), checkParams)
 	v1.POST("/studies/:study/teacher/refit", s.postRefit, s.auth(alignet.ScopeAdmin), checkParams)
@@ -683,6 +689,11 @@ func (s *Server) registerRoutes(e *echo.Echo) {
 	v1.GET("/studies/:study/page", s.getPageSettings, s.auth(alignet.ScopeCollect), checkParams)
 	e.GET("/run/:study", s.runPageHTML, checkParams)
 	e.GET("/run/assets/:file", s.runPageAsset)
+	// The built-in dashboard (public HTML and assets; the page calls the
+	// API with a read key the user enters).
+	e.GET("/dashboard", s.dashboardHTML)
+	e.GET("/dashboard/:study", s.dashboardHTML, checkParams)
+	e.GET("/dashboard/assets/:file", s.dashboardAsset)
 }
 
 // checkParams answers 404 for a path naming a space or study by a string

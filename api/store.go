@@ -242,7 +242,7 @@ type Publisher interface {
 }
 
 // Deps are the dependencies of a Server. Every field but Components,
-// QueryTeachers and Students is required; a *db.DB fills all stores and a
+// QueryTeachers, Students and Drift is required; a *db.DB fills all stores and a
 // *stream.Producer the Publisher.
 type Deps struct {
 	// Spaces serves the /v1/spaces routes.
@@ -280,6 +280,10 @@ type Deps struct {
 	// Students supply the disagreement scorer's students. Optional: nil
 	// means none is registered yet.
 	Students StudentSource
+	// Drift serves GET .../drift and the dashboard's drift charts.
+	// Optional: nil answers every study with no snapshot (no monitor
+	// runs).
+	Drift DriftStore
 	// Components are the other roles running in this process (such as the
 	// persister), by name. Optional. A failing one makes /readyz answer
 	// "degraded": the API still accepts judgments, which Kafka buffers.

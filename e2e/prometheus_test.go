@@ -64,7 +64,7 @@ func TestDashboardsAndAlertsOnRealPrometheus(t *testing.T) {
 	persister := s.start("persister", topics...)
 	learner := s.start("learner", topics...)
 	trainer := s.start("trainer", topics...)
-	api := s.start("api", append(topics, "ALIGNET_METRICS_LISTEN="+metricsAddr, "ALIGNET_MAX_EXPORTS=1")...)
+	api := s.start("api", append(topics, "ALIGNET_METRICS_LISTEN="+metricsAddr, "ALIGNET_MAX_EXPORTS=1", "ALIGNET_DRIFT_INTERVAL=1s")...)
 	checkMetricsExposure(t, api.url(), "http://"+metricsAddr)
 	prom := startPrometheus(t, promBin, map[string]string{"api": metricsAddr, "persister": persister.addr,
 		"learner": learner.addr, "trainer": trainer.addr})
@@ -100,6 +100,25 @@ func TestDashboardsAndAlertsOnRealPrometheus(t *testing.T) {
 	answered := runSessions(t, c, study, 12)
 	provokeEvents(t, s, api.url(), study)
 	s.waitStudent(api.url(), study, student, 1, 2*time.Minute)
+	// Judgments after the promotion: the drift monitor scores the student
+	// on the held-out ones received after its current version, so the
+	// trainer makes no newer one meanwhile.
+	if err := c.PatchStudySettings(ctx, study, map[string]any{"trainer": map[string]any{"min_interval": "1h"}}); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for b := range 30 {
+		js := make([]client.Judgment, 100)
+		for i := range js {
+			p := rng.Perm(300)[:3]
+			items := []string{fmt.Sprintf("item-%d", p[0]), fmt.Sprintf("item-%d", p[1]), fmt.Sprintf("item-%d", p[2])}
+			js[i] = client.Judgment{Worker: fmt.Sprintf("late-%d", b%5), Items: items, Odd: items[rng.IntN(3)], RTMs: 900}
+		}
+		if _, err := c.PostJudgments(ctx, study, js); err != nil {
+			t.Fatal(err)
+		}
+		rep.Accepted += int64(len(js))
+	}
 	// Everything must have reached Prometheus before the checks, the
 	// provoked events and what only the sessions and the trainer make in
 	// enough samples for rate().
@@ -116,6 +135,9 @@ func TestDashboardsAndAlertsOnRealPrometheus(t *testing.T) {
 		`alignet_trainer_regenerations_total{result="ok"} > 0`,
 		`alignet_student_teacher_agreement`,
 		`alignet_student_accuracy`,
+		`alignet_drift_teacher_accuracy`,
+		`alignet_drift_student_accuracy`,
+		`alignet_drift_student_teacher_agreement`,
 	} {
 		prom.waitFor(t, "count_over_time(("+event+")[1m:1s]) >= 3")
 	}

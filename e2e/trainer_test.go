@@ -93,8 +93,15 @@ func (s *stack) download(base, path string) []byte {
 // /v1/studies/{study} does.
 func (s *stack) setTrainer(study string, settings map[string]any) {
 	s.t.Helper()
+	s.setSettings(study, map[string]any{"trainer": settings})
+}
+
+// setSettings merges a settings patch into the study's settings, as PATCH
+// /v1/studies/{study} does.
+func (s *stack) setSettings(study string, patch map[string]any) {
+	s.t.Helper()
 	d := s.openDB()
-	raw, _ := json.Marshal(map[string]any{"trainer": settings})
+	raw, _ := json.Marshal(patch)
 	if _, err := d.UpdateStudySettings(context.Background(), study, func(cur alignet.StudySettings) (alignet.StudySettings, error) {
 		return cur.Patch(raw)
 	}); err != nil {

@@ -91,6 +91,23 @@ var registered = map[string]metricKind{
 	"alignet_student_teacher_agreement":             counterOrGauge,
 	"alignet_student_refresh_seconds":               counterOrGauge,
 	"alignet_student_train_triplets_per_second":     counterOrGauge,
+	// The drift monitor.
+	"alignet_drift_teacher_accuracy":           counterOrGauge,
+	"alignet_drift_teacher_reference_accuracy": counterOrGauge,
+	"alignet_drift_teacher_log_loss":           counterOrGauge,
+	"alignet_drift_prequential_accuracy":       counterOrGauge,
+	"alignet_drift_student_accuracy":           counterOrGauge,
+	"alignet_drift_student_reference_accuracy": counterOrGauge,
+	"alignet_drift_student_teacher_agreement":  counterOrGauge,
+	"alignet_drift_z":                          counterOrGauge,
+	"alignet_drift_cusum":                      counterOrGauge,
+	"alignet_drift_change":                     counterOrGauge,
+	"alignet_drift_attention_failure_ratio":    counterOrGauge,
+	"alignet_drift_flagged_worker_ratio":       counterOrGauge,
+	"alignet_drift_low_agreement_workers":      counterOrGauge,
+	"alignet_drift_response_time_seconds":      counterOrGauge,
+	"alignet_drift_snapshot_timestamp_seconds": counterOrGauge,
+	"alignet_drift_errors_total":               counterOrGauge,
 }
 
 var metricRE = regexp.MustCompile(`\balignet_[a-z0-9_]+`)
@@ -269,12 +286,10 @@ func TestAlertsUseRegisteredMetrics(t *testing.T) {
 		"alignet_persister_stuck",
 		"alignet_learner_freshness_seconds",
 		"alignet_learner_consumer_lag",
-		"alignet_learner_prequential_accuracy",
-		"alignet_teacher_heldout_accuracy",
 		"alignet_trainer_regenerations_total",
 		"alignet_student_train_errors_total",
-		"alignet_student_teacher_agreement",
-		"alignet_student_accuracy",
+		// Alignment and student drift: the drift monitor's change points.
+		"alignet_drift_change",
 		"alignet_attention_checks_total",
 	} {
 		if !used[m] {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/alignet/alignet/api"
 	"github.com/alignet/alignet/db"
+	"github.com/alignet/alignet/monitor"
 	"github.com/alignet/alignet/online"
 	"github.com/alignet/alignet/stream"
 )
@@ -50,6 +51,13 @@ type Config struct {
 	// a cached study's teacher, items or embeddings changed
 	// (ALIGNET_TEACHER_POLL, default 500ms).
 	TeacherPoll time.Duration
+	// DriftInterval is how often the drift monitor, which runs with the api
+	// role, computes each study's drift snapshot (ALIGNET_DRIFT_INTERVAL,
+	// default monitor.DefaultInterval, 30s).
+	DriftInterval time.Duration
+	// DriftRetention is how long drift snapshots are kept
+	// (ALIGNET_DRIFT_RETENTION, default monitor.DefaultRetention, 168h).
+	DriftRetention time.Duration
 	// DatabaseURL is the Postgres connection string (DATABASE_URL).
 	DatabaseURL string
 	// KafkaBrokers are the bootstrap brokers (KAFKA_BROKERS, comma-separated).
@@ -169,6 +177,8 @@ func (cfg *Config) Bind(fs *flag.FlagSet, getenv func(string) string) {
 	cfg.TrustForwardedFor = getenv("ALIGNET_TRUST_FORWARDED_FOR") == "true"
 	fs.BoolVar(&cfg.TrustForwardedFor, "trust-forwarded-for", cfg.TrustForwardedFor, "take client addresses from X-Forwarded-For of a reverse proxy on a private address (ALIGNET_TRUST_FORWARDED_FOR=true)")
 	fs.DurationVar(&cfg.TeacherPoll, "teacher-poll", envDuration("ALIGNET_TEACHER_POLL", api.DefaultTeacherPollInterval), "how often the API's teacher cache polls Postgres for changes (ALIGNET_TEACHER_POLL)")
+	fs.DurationVar(&cfg.DriftInterval, "drift-interval", envDuration("ALIGNET_DRIFT_INTERVAL", monitor.DefaultInterval), "how often the drift monitor computes each study's snapshot (ALIGNET_DRIFT_INTERVAL)")
+	fs.DurationVar(&cfg.DriftRetention, "drift-retention", envDuration("ALIGNET_DRIFT_RETENTION", monitor.DefaultRetention), "how long drift snapshots are kept (ALIGNET_DRIFT_RETENTION)")
 	fs.StringVar(&cfg.DatabaseURL, "database-url", env("DATABASE_URL", ""), "Postgres URL (DATABASE_URL)")
 	cfg.KafkaBrokers = splitList(env("KAFKA_BROKERS", ""))
 	fs.Func("kafka-brokers", "comma-separated Kafka brokers (KAFKA_BROKERS)", func(s string) error {

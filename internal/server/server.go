@@ -14,6 +14,7 @@ import (
 
 	"github.com/alignet/alignet/api"
 	"github.com/alignet/alignet/db"
+	"github.com/alignet/alignet/monitor"
 	"github.com/alignet/alignet/online"
 	"github.com/alignet/alignet/stream"
 	"github.com/alignet/alignet/trainer"
@@ -113,6 +114,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		deps := api.StoreDeps(database, producer)
 		deps.Components = components
 		deps.Students = api.NewStoredStudents(database)
+		deps.Drift = database
 		srv, err := api.New(api.Config{
 			Listen:              cfg.Listen,
 			AdminKey:            cfg.AdminKey,
@@ -130,6 +132,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 			return fmt.Errorf("new api: %w", err)
 		}
 		g.add(RoleAPI, StageIngress, srv)
+		// The drift monitor runs with the API, whose dashboard shows it;
+		// replicas share its snapshots (one per interval is stored).
+		mon, err := monitor.New(monitor.Config{Interval: cfg.DriftInterval, Retention: cfg.DriftRetention,
+			Registerer: reg, Logger: log.With("component", "monitor")}, database)
+		if err != nil {
+			return fmt.Errorf("new drift monitor: %w", err)
+		}
+		g.add("monitor", StageConsumers, mon)
 	}
 	// Every process can be scraped: on its own address when one is set, or
 	// on the public one when the api role does not serve it there.

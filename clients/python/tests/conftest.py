@@ -55,8 +55,11 @@ def server() -> Iterator[Server]:
     kafka = free_port()
     log_path = os.path.join(tmp, "dev.log")
     log = open(log_path, "w")
+    # The tests store teacher versions themselves, as the learner would, so
+    # dev runs without the learner: it would add states and versions of its own.
     proc = subprocess.Popen([binary, "dev", "--data-dir", data, "--listen", listen, "--pg-port", str(free_port()),
-                             "--kafka-port", str(kafka)], stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+                             "--kafka-port", str(kafka), "--roles", "api,persister,trainer"],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
     url = "http://" + listen
     try:
         deadline = time.monotonic() + 180

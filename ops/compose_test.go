@@ -20,7 +20,7 @@ import (
 
 // allRoles are the roles `alignet serve` runs; the compose file must run
 // each of them somewhere.
-var allRoles = []string{server.RoleAPI, server.RolePersister}
+var allRoles = server.DevRoles()
 
 // composeFile is the part of docker-compose.yml the tests read (yaml v3
 // resolves the file's anchors and merge keys as compose does).

@@ -296,21 +296,7 @@ func generateLoad(ctx context.Context, c *client.Client, cfg loadConfig, stderr 
 	}
 
 	// Verification: every accepted judgment must be stored exactly once.
-	want := before.Judgments + rep.Accepted
-	deadline := time.Now().Add(cfg.VerifyTimeout)
-	for {
-		s, err := c.Study(ctx, cfg.Study)
-		if err == nil {
-			rep.Stored = s.Judgments - before.Judgments
-			if s.Judgments >= want {
-				break
-			}
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	rep.Stored = waitStored(ctx, c, cfg.Study, before.Judgments, rep.Accepted, cfg.VerifyTimeout, 20*time.Millisecond)
 	rep.PersistLagSeconds = time.Since(start.Add(elapsed)).Seconds()
 	// The probe kept polling meanwhile; now it waits for the learner to
 	// reflect every sample.
@@ -368,4 +354,24 @@ func pct(sorted []time.Duration, q float64) float64 {
 	}
 	i := int(q * float64(len(sorted)-1))
 	return ms(sorted[i])
+}
+
+// waitStored polls the study until it holds want judgments more than base,
+// or timeout passes, and returns how many more it holds.
+func waitStored(ctx context.Context, c *client.Client, study string, base, want int64, timeout, poll time.Duration) int64 {
+	var stored int64
+	deadline := time.Now().Add(timeout)
+	for {
+		s, err := c.Study(ctx, study)
+		if err == nil {
+			stored = s.Judgments - base
+			if stored >= want {
+				return stored
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return stored
+		}
+		time.Sleep(poll)
+	}
 }

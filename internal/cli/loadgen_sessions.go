@@ -218,21 +218,7 @@ func runSessionLoad(ctx context.Context, c *client.Client, cfg sessionLoad, stdo
 		SessionsOpened: opened.Load(), SessionsCompleted: completed.Load(), QueriesServed: served.Load(),
 		JudgmentsAccepted: accepted.Load(), Errors: errs.Load(),
 	}
-	want := before.Judgments + rep.JudgmentsAccepted
-	deadline := time.Now().Add(cfg.verifyWait)
-	for {
-		s, err := c.Study(ctx, cfg.study)
-		if err == nil {
-			rep.Stored = s.Judgments - before.Judgments
-			if s.Judgments >= want {
-				break
-			}
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	rep.Stored = waitStored(ctx, c, cfg.study, before.Judgments, rep.JudgmentsAccepted, cfg.verifyWait, 50*time.Millisecond)
 	rep.Verified = rep.Stored == rep.JudgmentsAccepted && rep.Errors == 0
 	if asJSON {
 		enc := json.NewEncoder(stdout)

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 
@@ -34,15 +33,7 @@ func (s storedStudents) Student(ctx context.Context, study, name string, teacher
 	if err != nil {
 		return nil, err
 	}
-	a, err := s.st.GetArtifact(ctx, v.Artifact)
-	if err != nil {
-		return nil, err
-	}
-	var buf bytes.Buffer
-	if err := s.st.ReadArtifact(ctx, v.Artifact, 0, a.Size, &buf); err != nil {
-		return nil, err
-	}
-	h, _, err := modelfile.ReadStudent(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	h, err := modelfile.ReadStudentArtifact(ctx, s.st, v.Artifact)
 	if err != nil {
 		return nil, fmt.Errorf("student %q version %d: %w", name, v.Version, err)
 	}

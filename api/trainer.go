@@ -347,17 +347,12 @@ func (s *Server) studentNPZ(c echo.Context, id string) error {
 
 // loadHead reads a student version's head.
 func (s *Server) loadHead(ctx context.Context, v alignet.StudentVersion) (*learner.StudentHead, error) {
-	a, err := s.deps.Trainer.GetArtifact(ctx, v.Artifact)
-	if err != nil {
-		return nil, storeErr(err, "student version", "")
-	}
-	var buf bytes.Buffer
-	if err := s.deps.Trainer.ReadArtifact(ctx, v.Artifact, 0, a.Size, &buf); err != nil {
-		return nil, storeErr(err, "student version", "")
-	}
-	h, _, err := modelfile.ReadStudent(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
-	if err != nil {
+	h, err := modelfile.ReadStudentArtifact(ctx, s.deps.Trainer, v.Artifact)
+	if errors.Is(err, modelfile.ErrUnreadable) {
 		return nil, &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "stored head is unreadable", Err: err}
+	}
+	if err != nil {
+		return nil, storeErr(err, "student version", "")
 	}
 	return h, nil
 }

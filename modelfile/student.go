@@ -2,11 +2,14 @@ package modelfile
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 
+	"github.com/alignet/alignet"
 	"github.com/alignet/alignet/learner"
 	"github.com/alignet/alignet/npy"
 )
@@ -92,4 +95,33 @@ func LoadStudent(path string) (h *learner.StudentHead, p Provenance, err error) 
 		return nil, p, fmt.Errorf("load student: %w", err)
 	}
 	return h, p, nil
+}
+
+// ErrUnreadable marks a stored artifact whose bytes are not the model file
+// they should be.
+var ErrUnreadable = errors.New("unreadable model file")
+
+// Artifacts reads stored artifacts, as *db.DB does.
+type Artifacts interface {
+	GetArtifact(ctx context.Context, id int64) (alignet.Artifact, error)
+	ReadArtifact(ctx context.Context, id, off, n int64, w io.Writer) error
+}
+
+// ReadStudentArtifact reads the student head stored as artifact id. A
+// head that does not decode is an error wrapping ErrUnreadable; the
+// store's errors are returned as they are.
+func ReadStudentArtifact(ctx context.Context, src Artifacts, id int64) (*learner.StudentHead, error) {
+	a, err := src.GetArtifact(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if err := src.ReadArtifact(ctx, id, 0, a.Size, &buf); err != nil {
+		return nil, err
+	}
+	h, _, err := ReadStudent(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	if err != nil {
+		return nil, fmt.Errorf("student head artifact %d: %w: %w", id, ErrUnreadable, err)
+	}
+	return h, nil
 }

@@ -1,34 +1,24 @@
 package monitor
 
 import (
-	"bytes"
 	"context"
-	"fmt"
-	"io"
 	"sync"
 
-	"github.com/alignet/alignet"
 	"github.com/alignet/alignet/learner"
 	"github.com/alignet/alignet/modelfile"
 )
 
-// Heads reads student head artifacts.
-type Heads interface {
-	GetArtifact(ctx context.Context, id int64) (alignet.Artifact, error)
-	ReadArtifact(ctx context.Context, id, off, n int64, w io.Writer) error
-}
-
 // headCache keeps the heads of current student versions, by artifact
 // (artifacts are immutable).
 type headCache struct {
-	src   Heads
+	src   modelfile.Artifacts
 	mu    sync.Mutex
 	heads map[int64]*learner.StudentHead
 	// used marks the artifacts asked for since the last keep.
 	used map[int64]bool
 }
 
-func newHeadCache(src Heads) *headCache {
+func newHeadCache(src modelfile.Artifacts) *headCache {
 	return &headCache{src: src, heads: map[int64]*learner.StudentHead{}, used: map[int64]bool{}}
 }
 
@@ -41,17 +31,9 @@ func (c *headCache) get(ctx context.Context, id int64) (*learner.StudentHead, er
 	if ok {
 		return h, nil
 	}
-	a, err := c.src.GetArtifact(ctx, id)
+	h, err := modelfile.ReadStudentArtifact(ctx, c.src, id)
 	if err != nil {
 		return nil, err
-	}
-	var buf bytes.Buffer
-	if err := c.src.ReadArtifact(ctx, id, 0, a.Size, &buf); err != nil {
-		return nil, err
-	}
-	h, _, err = modelfile.ReadStudent(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
-	if err != nil {
-		return nil, fmt.Errorf("student head artifact %d: %w", id, err)
 	}
 	c.mu.Lock()
 	c.heads[id] = h

@@ -38,6 +38,7 @@ import (
 
 	"github.com/alignet/alignet"
 	"github.com/alignet/alignet/drift"
+	"github.com/alignet/alignet/modelfile"
 )
 
 // Defaults applied to zero Config fields.
@@ -120,7 +121,7 @@ type Store interface {
 	ListStudents(ctx context.Context, study string) ([]alignet.Student, error)
 	StudentVersions(ctx context.Context, study, id string) ([]alignet.StudentVersion, error)
 	Datasets(ctx context.Context, study string) ([]alignet.Dataset, error)
-	Heads
+	modelfile.Artifacts // student head artifacts
 	InsertDriftSnapshot(ctx context.Context, s alignet.DriftSnapshot, minGap, retention time.Duration) (bool, error)
 }
 

@@ -281,20 +281,6 @@ func (t *Trainer) readDataset(ctx context.Context, ds alignet.Dataset) (*regener
 	return &regeneration{ds: ds, ids: ids, idx: d.Indices, sims: d.Similarities, teacher: tv}, nil
 }
 
-// loadHead reads a student head artifact.
-func (t *Trainer) loadHead(ctx context.Context, id int64) (*learner.StudentHead, error) {
-	a, err := t.artifacts.GetArtifact(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	var buf bytes.Buffer
-	if err := t.artifacts.ReadArtifact(ctx, id, 0, a.Size, &buf); err != nil {
-		return nil, err
-	}
-	h, _, err := modelfile.ReadStudent(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
-	return h, err
-}
-
 // writeHead stores h as a student .npz artifact, not yet complete.
 func (t *Trainer) writeHead(ctx context.Context, h *learner.StudentHead, p modelfile.Provenance) (ArtifactWriter, alignet.Artifact, error) {
 	w, err := t.artifacts.CreateArtifact(ctx, "student")
@@ -397,7 +383,7 @@ func (t *Trainer) trainStudent(ctx context.Context, st alignet.Study, s alignet.
 		}
 		s.InitArtifact = id
 	}
-	if theta0, err = t.loadHead(ctx, s.InitArtifact); err != nil {
+	if theta0, err = modelfile.ReadStudentArtifact(ctx, t.artifacts, s.InitArtifact); err != nil {
 		return fmt.Errorf("initial head: %w", err)
 	}
 	if theta0.D != d {
@@ -415,7 +401,7 @@ func (t *Trainer) trainStudent(ctx context.Context, st alignet.Study, s alignet.
 	cur, err := t.store.StudentVersion(ctx, st.ID, s.ID, 0)
 	switch {
 	case err == nil:
-		if h, err = t.loadHead(ctx, cur.Artifact); err != nil {
+		if h, err = modelfile.ReadStudentArtifact(ctx, t.artifacts, cur.Artifact); err != nil {
 			return fmt.Errorf("current head: %w", err)
 		}
 		parent = cur.Version
